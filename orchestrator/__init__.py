@@ -1,0 +1,1 @@
+"""budgetflow package."""

@@ -1,0 +1,239 @@
+"""The call gateway: the one path by which an attempt calls a model.
+
+For every call it: reserves the worst case in the ledger (refusing a call
+that could overspend), sets the timeout from the time left before the
+deadline, calls the model client, retries retryable provider errors with
+seeded exponential backoff inside the budget and the deadline, records the
+call in the calling tree (durably, before settling), and settles the ledger
+to the actual cost. A cancelled call is recorded and settled from the usage
+it had streamed so far (or its whole reservation when nothing is known).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from orchestrator.catalog import Catalog, ModelSpec
+from orchestrator.errors import BudgetExhausted, DeadlineExceeded, ProviderError
+from orchestrator.ledger import Ledger, Reservation, nano_to_usd
+from orchestrator.model_client import CallProgress, ChatMessage, ChatRequest, ChatResponse, ModelClient
+from orchestrator.records import CallKind, CallRecord, CallStatus, Recorder
+
+__all__ = ["AttemptGateway", "RetryPolicy"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetryPolicy:
+    """How failed calls are retried."""
+
+    max_retries: int = 3
+    """Retries after the first try (retryable errors only)."""
+    base_delay_s: float = 0.5
+    """First backoff; doubles each retry, with full jitter."""
+    max_delay_s: float = 8.0
+    """Cap on one backoff."""
+    call_timeout_s: float | None = 300.0
+    """Timeout of one call (also bounded by the time left before the deadline)."""
+
+
+@dataclass(kw_only=True)
+class _Shared:
+    """What every gateway of a run shares."""
+
+    run_id: str
+    catalog: Catalog
+    client: ModelClient
+    ledger: Ledger
+    recorder: Recorder
+    retry: RetryPolicy
+    deadline_at: float | None
+    started_at: float
+    record_content: bool
+    rng: random.Random
+    count_input_tokens: Callable[[ModelSpec, list[ChatMessage], str], int]
+
+
+class AttemptGateway:
+    """A `ChatGateway` bound to one attempt."""
+
+    def __init__(
+        self,
+        shared: _Shared,
+        *,
+        attempt_id: str,
+        subtask: str,
+        model: ModelSpec,
+        max_tokens: int,
+        span_id: str,
+        held: Reservation | None,
+    ) -> None:
+        self._s = shared
+        self._attempt_id = attempt_id
+        self._subtask = subtask
+        self._model = model
+        self._max_tokens = max_tokens
+        self._span_id = span_id
+        self._held = held
+
+    def release_unused(self) -> Reservation | None:
+        """The up-front hold if no call used it (the executor settles it at zero)."""
+        held, self._held = self._held, None
+        return held
+
+    async def __call__(
+        self,
+        messages: list[ChatMessage],
+        *,
+        max_tokens: int | None = None,
+        model: str | None = None,
+        parent_call_id: str | None = None,
+        temperature: float | None = None,
+    ) -> ChatResponse:
+        """Make one budgeted, recorded call, with retries."""
+        spec = self._model if model is None else self._s.catalog.get(model)
+        cap = self._max_tokens if max_tokens is None else min(max_tokens, self._max_tokens)
+        parent = parent_call_id or self._span_id
+        loop = asyncio.get_running_loop()
+        retry = 0
+        while True:
+            try:
+                return await self._one_try(spec, messages, cap, parent, temperature, retry)
+            except ProviderError as exc:
+                if not exc.retryable or retry >= self._s.retry.max_retries:
+                    raise
+                delay = min(self._s.retry.max_delay_s, self._s.retry.base_delay_s * 2**retry)
+                delay *= self._s.rng.random()
+                if self._s.deadline_at is not None and loop.time() + delay >= self._s.deadline_at:
+                    raise
+                await asyncio.sleep(delay)
+                retry += 1
+
+    async def _reserve(self, spec: ModelSpec, input_tokens: int, cap: int) -> Reservation:
+        needed = input_tokens * spec.input_nano_per_token() + cap * spec.output_nano_per_token()
+        held, self._held = self._held, None
+        if held is not None and held.amount_nano >= needed:
+            return held
+        if held is not None:
+            await self._s.ledger.settle(held, 0)
+        reservation = await self._s.ledger.reserve(needed)
+        if reservation is None:
+            snap = await self._s.ledger.snapshot()
+            raise BudgetExhausted(
+                f"call to `{spec.name}` for subtask `{self._subtask}` needs"
+                f" ${nano_to_usd(needed):.6f} reserved but only ${nano_to_usd(snap.available_nano):.6f}"
+                " is left; raise the budget or lower max_tokens"
+            )
+        return reservation
+
+    async def _one_try(
+        self,
+        spec: ModelSpec,
+        messages: list[ChatMessage],
+        cap: int,
+        parent: str,
+        temperature: float | None,
+        retry: int,
+    ) -> ChatResponse:
+        s = self._s
+        loop = asyncio.get_running_loop()
+        timeout = s.retry.call_timeout_s
+        if s.deadline_at is not None:
+            left = s.deadline_at - loop.time()
+            if left <= 0:
+                raise DeadlineExceeded(f"no time left to call `{spec.name}` for `{self._subtask}`")
+            timeout = left if timeout is None else min(timeout, left)
+        input_tokens = s.count_input_tokens(spec, messages, self._subtask)
+        reservation = await self._reserve(spec, input_tokens, cap)
+        request = ChatRequest(
+            model=spec,
+            messages=tuple(messages),
+            max_tokens=cap,
+            timeout_s=timeout,
+            temperature=temperature,
+            seed=s.rng.randrange(2**31),
+            sim_key=self._subtask,
+            metadata={"run_id": s.run_id, "subtask": self._subtask, "attempt_id": self._attempt_id},
+        )
+        progress = CallProgress()
+        started = loop.time()
+        call_id = uuid.uuid4().hex
+        response: ChatResponse | None = None
+        error: BaseException | None = None
+        try:
+            response = await s.client.complete(request, progress)
+        except asyncio.CancelledError as exc:
+            error = exc
+        except ProviderError as exc:
+            error = exc
+        except Exception as exc:  # a client bug or unexpected wire error: a failed call, not a crash
+            error = ProviderError(f"call to `{spec.name}` failed: {exc!r}", retryable=False)
+        ended = loop.time()
+        if response is not None:
+            cost = spec.cost_nano(
+                input_tokens=response.input_tokens,
+                output_tokens=response.output_tokens,
+                cached_tokens=response.cached_tokens,
+            )
+        elif (
+            progress.input_tokens is None
+            and progress.output_tokens == 0
+            and isinstance(error, asyncio.CancelledError)
+        ):
+            cost = reservation.amount_nano  # nothing known: charge the worst case
+        else:
+            cost = spec.cost_nano(
+                input_tokens=progress.input_tokens or 0, output_tokens=progress.output_tokens
+            )
+        status = (
+            CallStatus.OK
+            if response is not None
+            else CallStatus.CANCELLED
+            if isinstance(error, asyncio.CancelledError)
+            else CallStatus.ERROR
+        )
+        record = CallRecord(
+            call_id=call_id,
+            run_id=s.run_id,
+            attempt_id=self._attempt_id,
+            parent_call_id=parent,
+            kind=CallKind.LLM,
+            subtask=self._subtask,
+            model=spec.name,
+            litellm_model=spec.litellm_model,
+            provider=response.provider if response else spec.provider,
+            replica=response.replica if response else progress.replica,
+            retry=retry,
+            input_tokens=response.input_tokens if response else (progress.input_tokens or 0),
+            output_tokens=response.output_tokens if response else progress.output_tokens,
+            cached_tokens=response.cached_tokens if response else 0,
+            cost_usd=nano_to_usd(cost),
+            reserved_usd=nano_to_usd(reservation.amount_nano),
+            started_s=started - s.started_at,
+            latency_s=ended - started,
+            ttft_s=(
+                response.ttft_s
+                if response and response.ttft_s is not None
+                else (progress.first_token_s - started if progress.first_token_s else None)
+            ),
+            status=status,
+            error=None if error is None else (str(error) or type(error).__name__),
+            finish_reason=response.finish_reason if response else None,
+            simulated=spec.simulated,
+            prompt=_render(messages) if s.record_content else None,
+            response=response.text if (response and s.record_content) else None,
+        )
+        # Durable record first, then settle: a crash in between loses no completed call.
+        await asyncio.shield(s.recorder.call_finished(record))
+        await s.ledger.settle(reservation, cost)
+        if error is not None:
+            raise error
+        assert response is not None
+        return response
+
+
+def _render(messages: list[ChatMessage]) -> str:
+    return "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in messages)
