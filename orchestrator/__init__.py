@@ -1,1 +1,116 @@
-"""budgetflow package."""
+"""budgetflow's core: workflows, the event-driven executor, the ledger, and the seams around them.
+
+Nothing here imports a database, a web framework or Redis; storage and
+serving plug in through the `Recorder`, `Ledger` and `ModelClient` protocols.
+"""
+
+from orchestrator.agent import Agent, AttemptContext, AttemptOutput, ChatGateway, Check, CheckResult
+from orchestrator.catalog import Catalog, LatencyProfile, ModelSpec, PoolSpec
+from orchestrator.errors import (
+    BudgetExhausted,
+    BudgetflowError,
+    CheckError,
+    ConfigError,
+    DeadlineExceeded,
+    PoolFormatError,
+    ProviderError,
+    ReplicaUnavailable,
+    RunError,
+    StorageError,
+    UserError,
+    WorkflowError,
+)
+from orchestrator.estimates import AttemptEstimate, EmpiricalSample, LogNormal
+from orchestrator.gateway import RetryPolicy
+from orchestrator.ledger import InProcessLedger, Ledger, LedgerSnapshot, Reservation
+from orchestrator.litellm_client import LiteLLMClient
+from orchestrator.memory_recorder import CallTree, MemoryRecorder, TreeNode
+from orchestrator.model_client import CallProgress, ChatMessage, ChatRequest, ChatResponse, ModelClient
+from orchestrator.plan import Allocation, Assignment, DagView, InFlight, ModelPrice, PlanState, Policy
+from orchestrator.records import (
+    AttemptRecord,
+    AttemptStatus,
+    CallKind,
+    CallRecord,
+    CallStatus,
+    DecisionRecord,
+    Outcome,
+    Recorder,
+    RunRecord,
+    SubtaskRecord,
+    SubtaskStatus,
+)
+from orchestrator.run import RunResult, arun, run
+from orchestrator.simulated import SimulatedBackend, SimulatedClient
+from orchestrator.simulation import simulate
+from orchestrator.workflow import RunLimits, Subtask, SubtaskRef, Workflow
+
+__all__ = [
+    "Agent",
+    "Allocation",
+    "Assignment",
+    "AttemptContext",
+    "AttemptEstimate",
+    "AttemptOutput",
+    "AttemptRecord",
+    "AttemptStatus",
+    "BudgetExhausted",
+    "BudgetflowError",
+    "CallKind",
+    "CallProgress",
+    "CallRecord",
+    "CallStatus",
+    "CallTree",
+    "Catalog",
+    "ChatGateway",
+    "ChatMessage",
+    "ChatRequest",
+    "ChatResponse",
+    "Check",
+    "CheckError",
+    "CheckResult",
+    "ConfigError",
+    "DagView",
+    "DeadlineExceeded",
+    "DecisionRecord",
+    "EmpiricalSample",
+    "InFlight",
+    "InProcessLedger",
+    "LatencyProfile",
+    "Ledger",
+    "LedgerSnapshot",
+    "LiteLLMClient",
+    "LogNormal",
+    "MemoryRecorder",
+    "ModelClient",
+    "ModelPrice",
+    "ModelSpec",
+    "Outcome",
+    "PlanState",
+    "Policy",
+    "PoolFormatError",
+    "PoolSpec",
+    "ProviderError",
+    "Recorder",
+    "ReplicaUnavailable",
+    "Reservation",
+    "RetryPolicy",
+    "RunError",
+    "RunLimits",
+    "RunRecord",
+    "RunResult",
+    "SimulatedBackend",
+    "SimulatedClient",
+    "StorageError",
+    "Subtask",
+    "SubtaskRecord",
+    "SubtaskRef",
+    "SubtaskStatus",
+    "TreeNode",
+    "UserError",
+    "Workflow",
+    "WorkflowError",
+    "arun",
+    "run",
+    "simulate",
+]

@@ -34,7 +34,14 @@ from typing import Any
 from orchestrator._estimate_book import EstimateBook
 from orchestrator.agent import AttemptContext, AttemptOutput, CheckResult
 from orchestrator.catalog import Catalog, ModelSpec
-from orchestrator.errors import BudgetExhausted, CheckError, DeadlineExceeded, ProviderError, UserError
+from orchestrator.errors import (
+    BudgetExhausted,
+    BudgetflowError,
+    CheckError,
+    DeadlineExceeded,
+    ProviderError,
+    UserError,
+)
 from orchestrator.estimates import default_max_tokens
 from orchestrator.gateway import AttemptGateway, RetryPolicy, _Shared
 from orchestrator.ledger import Ledger, Reservation, nano_to_usd
@@ -419,7 +426,7 @@ class Executor:
             elif definition.check is not None:
                 try:
                     verdict = await definition.check(output, ctx)
-                except (asyncio.CancelledError, UserError):
+                except (asyncio.CancelledError, BudgetflowError):
                     raise
                 except Exception as exc:
                     raise CheckError(f"check of subtask `{sub.name}` crashed: {exc!r}") from exc

@@ -6,7 +6,9 @@ what they measure is what production does, only faster.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
+from typing import Any
 
 from orchestrator._estimate_book import EstimateBook
 from orchestrator.catalog import Catalog
@@ -27,6 +29,7 @@ def simulate(
     budget_usd: Decimal | float | str,
     deadline_s: float | None,
     seed: int = 0,
+    inputs: Mapping[str, Any] | None = None,
     error_rate: float = 0.0,
     record_content: bool = False,
 ) -> RunResult:
@@ -45,6 +48,7 @@ def simulate(
             deadline_s=deadline_s,
             policy=policy,
             seed=seed,
+            inputs=inputs,
             client=client,
             record_content=record_content,
         )

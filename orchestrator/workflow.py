@@ -215,7 +215,9 @@ class Workflow:
                 + " -> ".join(f"`{n}`" for n in cycle)
                 + "; remove one of these edges"
             )
-        available_inputs = self.inputs if self.inputs is not None else (frozenset(inputs) if inputs else None)
+        available_inputs = (
+            self.inputs if self.inputs is not None else (frozenset(inputs) if inputs is not None else None)
+        )
         if inputs is not None and self.inputs is not None:
             missing = sorted(self.inputs - set(inputs))
             if missing:

@@ -1,0 +1,58 @@
+# budgetflow — every target installs what it needs first.
+UV ?= uv
+PY := .venv/bin/python
+export LITELLM_LOCAL_MODEL_COST_MAP := True
+
+.PHONY: install services format lint typecheck test test-fast test-vllm bench bench-planners bench-executor bench-vllm demo clean
+
+install:
+	@bash scripts/ensure_uv.sh
+	@$(UV) sync --frozen --quiet
+
+services:
+	@bash scripts/ensure_services.sh
+
+format: install
+	$(UV) run --frozen ruff format .
+	$(UV) run --frozen ruff check --fix .
+
+lint: install
+	$(UV) run --frozen ruff format --check .
+	$(UV) run --frozen ruff check .
+
+typecheck: install
+	$(UV) run --frozen mypy
+
+# The whole suite: lint, types, unit + integration tests on real Redis and PostgreSQL,
+# then the real-vLLM tests (they build a tiny model and start vLLM CPU replicas).
+test: install services lint typecheck
+	$(UV) run --frozen pytest -m "not vllm" -q
+	$(MAKE) test-vllm
+
+test-fast: install services
+	$(UV) run --frozen pytest -m "not vllm" -q -x
+
+test-vllm: install
+	bash scripts/setup_vllm.sh
+	BUDGETFLOW_REQUIRE_VLLM=1 $(UV) run --frozen pytest -m vllm -q
+
+bench: bench-executor bench-planners
+
+bench-executor: install
+	$(PY) benchmarks/bench_executor.py
+
+bench-planners: install
+	$(PY) benchmarks/bench_planners.py
+
+bench-vllm: install
+	bash scripts/setup_vllm.sh
+	$(PY) benchmarks/bench_vllm_pool.py
+
+# A real workflow on the embedded defaults: SQLite, in-process ledger, and the simulated
+# backend unless provider keys (e.g. OPENAI_API_KEY) or BUDGETFLOW_VLLM_URL are set.
+demo: install
+	$(UV) run --frozen budgetflow run examples/code_pipeline.py --budget 0.05 --deadline 120
+	$(UV) run --frozen budgetflow runs list --limit 5
+
+clean:
+	rm -rf .budgetflow .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,133 @@
+"""Loading a workflow file: a Python module defining `workflow` (and optionally more).
+
+A workflow file may define:
+
+- `workflow` (required): an `orchestrator.Workflow`;
+- `catalog`: an `orchestrator.Catalog` (else `--catalog` / `BUDGETFLOW_CATALOG` must name one);
+- `inputs`: a dict of run inputs (overridden key by key by `--input k=v`);
+- `budget_usd`, `deadline_s`: defaults for `--budget` / `--deadline`.
+
+When a model's provider has no API key in the environment, it is served by
+the simulated backend with the same name and prices (said clearly in the
+CLI and stored with the run). With `BUDGETFLOW_VLLM_URL`, models whose
+litellm string is `hosted_vllm/...` are sent to that server.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from budgetflow.settings import Settings
+from orchestrator.catalog import SIMULATED_PREFIX, Catalog
+from orchestrator.errors import ConfigError, WorkflowError
+from orchestrator.workflow import Workflow
+
+__all__ = ["LoadedWorkflow", "load_workflow_file", "route_catalog"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoadedWorkflow:
+    """What a workflow file defines."""
+
+    path: Path
+    """The file."""
+    workflow: Workflow
+    """Its workflow."""
+    catalog: Catalog | None
+    """Its catalog, if it has one."""
+    inputs: Mapping[str, Any]
+    """Its default inputs."""
+    budget_usd: Decimal | None
+    """Its default budget."""
+    deadline_s: float | None
+    """Its default deadline."""
+
+
+def load_workflow_file(path: str | Path) -> LoadedWorkflow:
+    """Import the file and pick out its workflow; clear errors for every way it can be wrong."""
+    file = Path(path)
+    if not file.exists():
+        raise ConfigError(f"workflow file `{file}` does not exist; check the path")
+    if file.is_dir() or file.suffix != ".py":
+        raise ConfigError(
+            f"workflow file `{file}` is not a Python file; give a `.py` file defining `workflow`"
+        )
+    name = f"_budgetflow_workflow_{abs(hash(file.resolve()))}"
+    spec = importlib.util.spec_from_file_location(name, file)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"cannot import `{file}`")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    parent = str(file.resolve().parent)
+    added = parent not in sys.path
+    if added:
+        sys.path.insert(0, parent)
+    try:
+        spec.loader.exec_module(module)
+    except (WorkflowError, ConfigError):
+        raise
+    except SyntaxError as exc:
+        raise ConfigError(
+            f"workflow file `{file}` has a syntax error at line {exc.lineno}: {exc.msg}"
+        ) from exc
+    except Exception as exc:
+        raise ConfigError(f"importing workflow file `{file}` raised {type(exc).__name__}: {exc}") from exc
+    finally:
+        if added:
+            sys.path.remove(parent)
+    workflow = getattr(module, "workflow", None)
+    if not isinstance(workflow, Workflow):
+        found = ", ".join(n for n, v in vars(module).items() if isinstance(v, Workflow)) or "none"
+        raise ConfigError(
+            f"workflow file `{file}` must define `workflow = Workflow(...)` at top level"
+            f" (workflows found: {found})"
+        )
+    catalog = getattr(module, "catalog", None)
+    if catalog is not None and not isinstance(catalog, Catalog):
+        raise ConfigError(
+            f"`catalog` in `{file}` must be an `orchestrator.Catalog`, not {type(catalog).__name__}"
+        )
+    inputs = getattr(module, "inputs", {}) or {}
+    if not isinstance(inputs, Mapping):
+        raise ConfigError(f"`inputs` in `{file}` must be a dict, not {type(inputs).__name__}")
+    budget = getattr(module, "budget_usd", None)
+    deadline = getattr(module, "deadline_s", None)
+    return LoadedWorkflow(
+        path=file,
+        workflow=workflow,
+        catalog=catalog,
+        inputs=dict(inputs),
+        budget_usd=None if budget is None else Decimal(str(budget)),
+        deadline_s=None if deadline is None else float(deadline),
+    )
+
+
+def route_catalog(catalog: Catalog, settings: Settings) -> tuple[Catalog, list[str]]:
+    """Send each model where it can really go; return the catalog and the simulated model names.
+
+    A model is simulated when its provider has no key (and it is not a local vLLM model with
+    a URL). Its name and prices stay, so budgets mean the same.
+    """
+    models = []
+    simulated: list[str] = []
+    for spec in catalog.models.values():
+        if spec.simulated:
+            simulated.append(spec.name)
+            models.append(spec)
+            continue
+        if spec.provider == "hosted_vllm" and (spec.api_base or settings.vllm_url or spec.pool):
+            api = spec.api_base or (None if spec.pool else settings.vllm_url)
+            models.append(spec.model_copy(update={"api_base": api}))
+            continue
+        if spec.provider in settings.provider_keys:
+            models.append(spec)
+            continue
+        simulated.append(spec.name)
+        models.append(spec.model_copy(update={"litellm_model": f"{SIMULATED_PREFIX}{spec.name}"}))
+    return Catalog.of(*models, pools=tuple(catalog.pools.values())), simulated

@@ -1,0 +1,28 @@
+"""The model catalog shared by the examples: a cheap and a strong hosted model.
+
+Without `OPENAI_API_KEY` the CLI serves both from the seeded simulated
+backend under the same names and prices, so the examples run anywhere.
+"""
+
+from orchestrator import Catalog, LatencyProfile, ModelSpec
+
+catalog = Catalog.of(
+    ModelSpec(
+        name="mini",
+        litellm_model="openai/gpt-4o-mini",
+        input_price_per_mtok="0.15",
+        output_price_per_mtok="0.60",
+        context_window=128_000,
+        latency=LatencyProfile(ttft_s=0.4, tokens_per_s=90),
+        tier="cheap",
+    ),
+    ModelSpec(
+        name="4o",
+        litellm_model="openai/gpt-4o",
+        input_price_per_mtok="2.50",
+        output_price_per_mtok="10.00",
+        context_window=128_000,
+        latency=LatencyProfile(ttft_s=0.6, tokens_per_s=60),
+        tier="strong",
+    ),
+)

@@ -1,0 +1,88 @@
+"""A code pipeline: plan -> implement three parts in parallel -> integrate -> write tests.
+
+    budgetflow run examples/code_pipeline.py --budget 0.05 --deadline 120
+
+The cheap model (`mini`) fails more often and the strong one (`4o`) costs ~16x
+more per token and is slower: with a loose budget the planner can afford `4o`
+where it matters; with a tight deadline it races several `mini` samples.
+"""
+
+from __future__ import annotations
+
+import ast
+
+from agents import LLMAgent, checks
+from examples._models import catalog
+from orchestrator import AttemptEstimate, LogNormal, Workflow
+
+__all__ = ["budget_usd", "catalog", "deadline_s", "inputs", "workflow"]
+
+ARCHITECT = "You are a senior Python architect. Be concise and concrete."
+CODER = "You are a careful Python engineer. Answer with one fenced Python code block."
+
+
+def _est(p: float, tokens: float, seconds: float) -> AttemptEstimate:
+    return AttemptEstimate(
+        success_prob=p,
+        output_tokens=LogNormal(mean=tokens, std=tokens * 0.35),
+        latency_s=LogNormal(mean=seconds, std=seconds * 0.35),
+        input_tokens=900,
+    )
+
+
+def _python_parses(output: str) -> bool:
+    code = output.split("```python", 1)[-1].split("```", 1)[0] if "```" in output else output
+    try:
+        ast.parse(code)
+    except SyntaxError:
+        return False
+    return True
+
+
+workflow = Workflow("code-pipeline", inputs=["feature"])
+
+plan = workflow.subtask(
+    "plan",
+    LLMAgent(
+        system=ARCHITECT,
+        prompt="Plan a small Python module for: {feature}. Name a parser, a formatter "
+        "and a CLI part, each with its functions and signatures.",
+    ),
+    models=["mini", "4o"],
+    check=checks.regex(r"(?i)parser.*formatter.*cli"),
+    estimates={"mini": _est(0.75, 450, 5.0), "4o": _est(0.95, 500, 8.0)},
+)
+parts = [
+    workflow.subtask(
+        f"implement_{part}",
+        LLMAgent(system=CODER, prompt=f"Plan:\n{{plan}}\n\nImplement only the {part} part."),
+        after=[plan],
+        models=["mini", "4o"],
+        check=checks.python(_python_parses),
+        estimates={"mini": _est(p_mini, 700, 8.0), "4o": _est(p_4o, 750, 13.0)},
+    )
+    for part, p_mini, p_4o in (("parser", 0.55, 0.9), ("formatter", 0.7, 0.95), ("cli", 0.6, 0.92))
+]
+integrate = workflow.subtask(
+    "integrate",
+    LLMAgent(
+        system=CODER,
+        prompt="Combine into one module:\n{implement_parser}\n{implement_formatter}\n{implement_cli}",
+    ),
+    after=parts,
+    models=["mini", "4o"],
+    check=checks.python(_python_parses),
+    estimates={"mini": _est(0.5, 1100, 12.0), "4o": _est(0.88, 1200, 20.0)},
+)
+workflow.subtask(
+    "tests",
+    LLMAgent(system=CODER, prompt="Write pytest tests for this module:\n{integrate}"),
+    after=[integrate],
+    models=["mini", "4o"],
+    check=checks.regex(r"def test_"),
+    estimates={"mini": _est(0.7, 600, 7.0), "4o": _est(0.93, 650, 11.0)},
+)
+
+inputs = {"feature": "convert a CSV file into a Markdown table, with column alignment options"}
+budget_usd = 0.05
+deadline_s = 120.0

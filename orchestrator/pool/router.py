@@ -1,0 +1,475 @@
+"""Choose a vLLM replica for each request: prefix affinity balanced against load.
+
+Strategies (`Strategy`):
+
+* ``prefix_load`` (default): each healthy replica with a free slot gets the score
+  ``prefix_weight * matched_fraction - load_weight * load / load_scale``, where
+  ``matched_fraction`` is the share of the prompt's blocks the replica probably holds
+  (`PrefixIndex`) and ``load`` is our own in-flight count plus the replica's queue
+  (``vllm:num_requests_waiting``). Affinity wins while the preferred replica is not
+  much busier than the others and gives way smoothly as its load grows.
+* ``prefix_only``: highest match, load ignored (baseline).
+* ``least_loaded``: lowest load, prefixes ignored (baseline).
+* ``round_robin``: the next healthy replica in turn (baseline).
+
+Equal scores are broken with a seeded `random.Random`, never toward replica 0.
+
+A request holds a `Lease` for its whole life (`PoolRouter.lease`): the in-flight
+counter goes up *before* the request is sent, so concurrent decisions see each other,
+and down when the lease ends, whatever happened. The chosen chain is recorded in the
+replica's index at once for the same reason.
+
+Warm-up (`PoolRouter.plan_warm` / `pin`): the executor knows which prompts come next;
+the client sends a prompt-only request to the replica the router would choose, when
+that replica is idle enough, and pins the prefix there so later requests keep
+landing on it even after the approximate index forgets it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Literal, get_args
+
+from orchestrator.catalog import PoolSpec
+from orchestrator.errors import ConfigError, ReplicaUnavailable
+from orchestrator.model_client import ChatMessage
+from orchestrator.pool.prefix_index import BlockHasher, PrefixIndex
+
+__all__ = [
+    "STRATEGIES",
+    "Lease",
+    "PoolRouter",
+    "ReplicaStats",
+    "RouteDecision",
+    "RouterConfig",
+    "Strategy",
+]
+
+Strategy = Literal["prefix_load", "round_robin", "least_loaded", "prefix_only"]
+"""How the router picks a replica."""
+
+STRATEGIES: tuple[Strategy, ...] = get_args(Strategy)
+"""All strategies, default first."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RouterConfig:
+    """Tuning of `PoolRouter`; the defaults suit a few replicas of one model."""
+
+    strategy: Strategy = "prefix_load"
+    """Routing strategy."""
+    prefix_weight: float = 1.0
+    """Weight of the matched prompt fraction (0..1) in the ``prefix_load`` score."""
+    load_weight: float = 1.0
+    """Weight of the load term in the ``prefix_load`` score."""
+    load_scale: float = 4.0
+    """Requests of extra load that cancel a full prefix match at equal weights."""
+    chars_per_token: float = 4.0
+    """Characters per token of the served model's tokenizer, for block hashing."""
+    default_kv_capacity_tokens: int = 65_536
+    """Index capacity per replica until the pool spec or the replica's metrics give one."""
+    warm_max_load: int = 0
+    """A replica has spare capacity for warm-up when its load is at most this."""
+    max_pinned_prefixes: int = 256
+    """Warmed prefixes whose affinity is kept stable (LRU beyond that)."""
+    seed: int = 0
+    """Seed of the tie-breaking random generator."""
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(
+                f"router strategy `{self.strategy}` is unknown; use one of"
+                f" {', '.join(f'`{s}`' for s in STRATEGIES)}"
+            )
+        if self.load_scale <= 0 or self.prefix_weight < 0 or self.load_weight < 0:
+            raise ConfigError(
+                "router weights must be non-negative and `load_scale` positive; got"
+                f" prefix_weight={self.prefix_weight}, load_weight={self.load_weight},"
+                f" load_scale={self.load_scale}"
+            )
+
+
+@dataclass(frozen=True, kw_only=True)
+class RouteDecision:
+    """Where one request goes and why."""
+
+    replica: str
+    """Base URL of the chosen replica."""
+    matched_blocks: int
+    """Prompt blocks the replica probably holds."""
+    total_blocks: int
+    """Full blocks in the prompt."""
+    score: float
+    """The winning score (strategy-specific scale)."""
+    load: int
+    """The replica's load when chosen (in flight + waiting)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReplicaStats:
+    """A snapshot of one replica as the router sees it."""
+
+    replica: str
+    """Base URL."""
+    healthy: bool
+    """Whether requests may go there."""
+    in_flight: int
+    """Requests this router has sent and not yet finished."""
+    waiting: int
+    """`vllm:num_requests_waiting` at the last health check."""
+    running: int
+    """`vllm:num_requests_running` at the last health check."""
+    kv_capacity_tokens: int | None
+    """KV cache capacity, when known."""
+    indexed_blocks: int
+    """Blocks in the router's index for this replica."""
+    requests: int
+    """Requests routed here (including failed ones)."""
+    failures: int
+    """Requests that failed here."""
+    prompt_tokens: int
+    """Prompt tokens of finished requests."""
+    cached_tokens: int
+    """Of those, tokens served from the prefix cache."""
+
+
+@dataclass(kw_only=True)
+class _Replica:
+    url: str
+    healthy: bool = True
+    in_flight: int = 0
+    waiting: int = 0
+    running: int = 0
+    kv_capacity_tokens: int | None = None
+    requests: int = 0
+    failures: int = 0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+
+    @property
+    def load(self) -> int:
+        return self.in_flight + self.waiting
+
+
+@dataclass(kw_only=True)
+class Lease:
+    """One request's hold on a replica; see `PoolRouter.lease`."""
+
+    decision: RouteDecision
+    """The routing decision."""
+    chain: tuple[int, ...] = field(repr=False)
+    """Block hashes of the prompt."""
+    prompt_tokens: int | None = None
+    """Prompt tokens, once recorded."""
+    cached_tokens: int | None = None
+    """Cached prompt tokens, once recorded."""
+    failed: bool = False
+    """Whether the request failed."""
+
+    @property
+    def replica(self) -> str:
+        """Base URL of the leased replica."""
+        return self.decision.replica
+
+
+class PoolRouter:
+    """Routes requests of one pool; state lives in this object, one per pool per process.
+
+    Args:
+        pool: the pool spec (replicas, block size, KV capacity, in-flight limit).
+        config: strategy and weights.
+    """
+
+    def __init__(self, pool: PoolSpec, config: RouterConfig | None = None) -> None:
+        self.pool = pool
+        self.config = config or RouterConfig()
+        self.hasher = BlockHasher(
+            block_size_tokens=pool.block_size_tokens, chars_per_token=self.config.chars_per_token
+        )
+        self._replicas = {url: _Replica(url=url) for url in pool.replicas}
+        capacity = pool.kv_capacity_tokens or self.config.default_kv_capacity_tokens
+        self._index = PrefixIndex(pool.replicas, capacity_blocks=max(1, capacity // pool.block_size_tokens))
+        if pool.kv_capacity_tokens is not None:
+            for replica in self._replicas.values():
+                replica.kv_capacity_tokens = pool.kv_capacity_tokens
+        self._rng = random.Random(self.config.seed)
+        self._rr_next = 0
+        self._pinned: OrderedDict[int, tuple[str, int]] = OrderedDict()
+        self._waiters: set[asyncio.Future[None]] = set()
+
+    @property
+    def replicas(self) -> tuple[str, ...]:
+        """Base URLs of all replicas, healthy or not."""
+        return self.pool.replicas
+
+    @property
+    def index(self) -> PrefixIndex:
+        """The per-replica prefix index (read it; the router writes it)."""
+        return self._index
+
+    # -- health and load, written by the health checker and the client -----------------
+
+    def mark_down(self, replica: str) -> None:
+        """Take `replica` out: no request goes there until `mark_up`; its index is cleared."""
+        state = self._replicas[replica]
+        if state.healthy:
+            state.healthy = False
+            self._index.clear(replica)
+            for key in [k for k, (r, _) in self._pinned.items() if r == replica]:
+                del self._pinned[key]
+        self._notify()
+
+    def mark_up(self, replica: str) -> None:
+        """Put `replica` back into rotation."""
+        self._replicas[replica].healthy = True
+        self._notify()
+
+    def is_healthy(self, replica: str) -> bool:
+        """Whether `replica` takes requests."""
+        return self._replicas[replica].healthy
+
+    def update_load(self, replica: str, *, waiting: int, running: int) -> None:
+        """Record the replica's queue as reported by its metrics."""
+        state = self._replicas[replica]
+        state.waiting = max(0, waiting)
+        state.running = max(0, running)
+
+    def set_kv_capacity(self, replica: str, tokens: int) -> None:
+        """Bound `replica`'s index by its KV capacity (unless the pool spec fixes one)."""
+        if self.pool.kv_capacity_tokens is not None or tokens <= 0:
+            return
+        self._replicas[replica].kv_capacity_tokens = tokens
+        self._index.resize(replica, max(1, tokens // self.pool.block_size_tokens))
+
+    def stats(self) -> dict[str, ReplicaStats]:
+        """Snapshot of every replica."""
+        sizes = self._index.sizes()
+        return {
+            url: ReplicaStats(
+                replica=url,
+                healthy=r.healthy,
+                in_flight=r.in_flight,
+                waiting=r.waiting,
+                running=r.running,
+                kv_capacity_tokens=r.kv_capacity_tokens,
+                indexed_blocks=sizes[url],
+                requests=r.requests,
+                failures=r.failures,
+                prompt_tokens=r.prompt_tokens,
+                cached_tokens=r.cached_tokens,
+            )
+            for url, r in self._replicas.items()
+        }
+
+    # -- routing ------------------------------------------------------------------------
+
+    def choose(self, messages: Sequence[ChatMessage]) -> RouteDecision:
+        """Pick a replica for `messages` without taking it (see `lease`).
+
+        Raises:
+            ReplicaUnavailable: no replica is healthy, or all healthy ones are full.
+        """
+        return self._choose(self.hasher.hash_messages(messages))
+
+    def _eligible(self) -> list[_Replica]:
+        healthy = [r for r in self._replicas.values() if r.healthy]
+        if not healthy:
+            raise ReplicaUnavailable(
+                f"no healthy replica in pool `{self.pool.name}`"
+                f" ({', '.join(f'`{u}`' for u in self.replicas)}); wait for the health checker"
+                " to bring one back or fix the replicas"
+            )
+        limit = self.pool.max_in_flight_per_replica
+        free = [r for r in healthy if limit is None or r.in_flight < limit]
+        if not free:
+            raise ReplicaUnavailable(
+                f"all healthy replicas of pool `{self.pool.name}` hold"
+                f" {limit} requests (`max_in_flight_per_replica`)"
+            )
+        return free
+
+    def _pinned_match(self, chain: Sequence[int]) -> tuple[str, int] | None:
+        best: tuple[str, int] | None = None
+        for block in chain:
+            hit = self._pinned.get(block)
+            if hit is not None:
+                best = hit
+        return best
+
+    def _choose(self, chain: tuple[int, ...], *, only: str | None = None) -> RouteDecision:
+        candidates = self._eligible()
+        if only is not None:
+            candidates = [r for r in candidates if r.url == only]
+            if not candidates:
+                raise ReplicaUnavailable(f"replica `{only}` of pool `{self.pool.name}` is down or full")
+        total = len(chain)
+        strategy = self.config.strategy
+        if strategy == "round_robin" and only is None:
+            return self._round_robin(candidates, chain)
+        pinned = self._pinned_match(chain) if strategy != "least_loaded" else None
+        scored: list[tuple[float, _Replica, int]] = []
+        for replica in candidates:
+            matched = 0
+            if strategy != "least_loaded":
+                matched = self._index.match(replica.url, chain)
+                if pinned is not None and pinned[0] == replica.url:
+                    matched = max(matched, pinned[1])
+            fraction = matched / total if total else 0.0
+            if strategy == "prefix_only":
+                score = fraction
+            elif strategy == "least_loaded":
+                score = -float(replica.load)
+            else:
+                score = (
+                    self.config.prefix_weight * fraction
+                    - self.config.load_weight * replica.load / self.config.load_scale
+                )
+            scored.append((score, replica, matched))
+        best_score = max(s for s, _, _ in scored)
+        tied = [(s, r, m) for s, r, m in scored if math.isclose(s, best_score, abs_tol=1e-9)]
+        score, replica, matched = tied[0] if len(tied) == 1 else self._rng.choice(tied)
+        return RouteDecision(
+            replica=replica.url,
+            matched_blocks=matched,
+            total_blocks=total,
+            score=score,
+            load=replica.load,
+        )
+
+    def _round_robin(self, candidates: list[_Replica], chain: Sequence[int]) -> RouteDecision:
+        eligible = {r.url for r in candidates}
+        order = self.pool.replicas
+        for step in range(len(order)):
+            url = order[(self._rr_next + step) % len(order)]
+            if url in eligible:
+                self._rr_next = (self._rr_next + step + 1) % len(order)
+                replica = self._replicas[url]
+                return RouteDecision(
+                    replica=url,
+                    matched_blocks=self._index.match(url, chain),
+                    total_blocks=len(chain),
+                    score=0.0,
+                    load=replica.load,
+                )
+        raise AssertionError("unreachable: candidates is a non-empty subset of the pool")
+
+    @asynccontextmanager
+    async def lease(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        replica: str | None = None,
+        wait_for_slot: bool = True,
+    ) -> AsyncIterator[Lease]:
+        """Hold a replica for one request.
+
+        The in-flight counter is raised and the prompt's chain indexed before the body
+        runs; the counter drops when the body exits, however it exits.
+
+        Args:
+            messages: the prompt.
+            replica: force this replica (warm-up); default: choose one.
+            wait_for_slot: when every healthy replica is at `max_in_flight_per_replica`,
+                wait for a slot instead of raising `ReplicaUnavailable`.
+
+        Raises:
+            ReplicaUnavailable: no healthy replica (raised at once, even when waiting).
+        """
+        chain = self.hasher.hash_messages(messages)
+        decision = await self._acquire(chain, replica, wait_for_slot)
+        state = self._replicas[decision.replica]
+        lease = Lease(decision=decision, chain=chain)
+        try:
+            yield lease
+        except BaseException:
+            lease.failed = True
+            raise
+        finally:
+            state.in_flight -= 1
+            if lease.failed:
+                state.failures += 1
+            self._notify()
+
+    async def _acquire(
+        self, chain: tuple[int, ...], replica: str | None, wait_for_slot: bool
+    ) -> RouteDecision:
+        while True:
+            try:
+                decision = self._choose(chain, only=replica)
+                break
+            except ReplicaUnavailable:
+                if not wait_for_slot or not any(r.healthy for r in self._replicas.values()):
+                    raise
+                if replica is not None and not self._replicas[replica].healthy:
+                    raise
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.add(waiter)
+            try:
+                await waiter
+            finally:
+                self._waiters.discard(waiter)
+        state = self._replicas[decision.replica]
+        state.in_flight += 1
+        state.requests += 1
+        if chain:
+            self._index.insert(decision.replica, chain)
+        return decision
+
+    def record(self, lease: Lease, *, prompt_tokens: int, cached_tokens: int) -> None:
+        """Account a finished request's usage to its replica."""
+        lease.prompt_tokens = prompt_tokens
+        lease.cached_tokens = cached_tokens
+        state = self._replicas[lease.replica]
+        state.prompt_tokens += prompt_tokens
+        state.cached_tokens += cached_tokens
+
+    def _notify(self) -> None:
+        # Synchronous on purpose: release paths must neither block nor be cancellable.
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # -- warm-up ------------------------------------------------------------------------
+
+    def plan_warm(self, messages: Sequence[ChatMessage]) -> RouteDecision | None:
+        """Where to warm `messages`' prefix, or `None` when it is not worth it now.
+
+        `None` when the replica the router would choose is busier than
+        `RouterConfig.warm_max_load`, already holds the whole prefix, or no replica is
+        available.
+        """
+        chain = self.hasher.hash_messages(messages)
+        if not chain:
+            return None
+        try:
+            decision = self._choose(chain)
+        except ReplicaUnavailable:
+            return None
+        if decision.load > self.config.warm_max_load:
+            return None
+        if decision.matched_blocks >= decision.total_blocks:
+            self.pin(messages, decision.replica)
+            return None
+        return decision
+
+    def pin(self, messages: Sequence[ChatMessage], replica: str) -> None:
+        """Keep `messages`' prefix affine to `replica` (bounded LRU of pinned prefixes)."""
+        chain = self.hasher.hash_messages(messages)
+        if not chain:
+            return
+        key = chain[-1]
+        self._pinned[key] = (replica, len(chain))
+        self._pinned.move_to_end(key)
+        while len(self._pinned) > self.config.max_pinned_prefixes:
+            self._pinned.popitem(last=False)
+
+    @property
+    def pinned_prefixes(self) -> int:
+        """Number of pinned (warmed) prefixes."""
+        return len(self._pinned)
