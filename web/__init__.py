@@ -1,0 +1,3 @@
+"""The web API and dashboard (FastAPI). Grows with the dashboard issue."""
+
+__all__: list[str] = []
