@@ -7,8 +7,18 @@ from collections.abc import Callable
 from orchestrator.errors import ConfigError, did_you_mean
 from orchestrator.plan import Policy
 from policies.baselines import AlwaysCheapest, AlwaysStrongest, FixedModel
+from policies.budget_splits import (
+    StaticSplit,
+    critical_path_weights,
+    dirichlet_weights,
+    latency_weights,
+    success_weights,
+    uniform_weights,
+)
+from policies.mcpp import MCPP, MCPPConfig
+from policies.pacing import DualMirrorDescent, ThresholdRouter
 
-__all__ = ["make_policy", "policy_names"]
+__all__ = ["PolicyFactory", "make_policy", "policy_names", "register"]
 
 PolicyFactory = Callable[[int], Policy]
 
@@ -27,9 +37,37 @@ def _fixed(spec: str) -> PolicyFactory:
     return lambda seed: FixedModel(model=parts[1], samples=k, name=spec)
 
 
+def _sequential(spec: str) -> PolicyFactory:
+    # "sequential_K:MODEL" -> the named alias of "fixed:MODEL:K"
+    head, _, model = spec.partition(":")
+    k = head.removeprefix("sequential_")
+    if not model or not k.isdigit():
+        raise ConfigError(
+            f"policy `{spec}` is not of the form `sequential_K:MODEL`, e.g. `sequential_4:small`"
+        )
+    factory = _fixed(f"fixed:{model}:{k}")
+    return lambda seed: _renamed(factory(seed), spec)
+
+
+def _renamed(policy: Policy, name: str) -> Policy:
+    policy.name = name
+    return policy
+
+
 _FACTORIES: dict[str, PolicyFactory] = {
     "always_cheapest": lambda seed: AlwaysCheapest(),
     "always_strongest": lambda seed: AlwaysStrongest(),
+    "mcpp": lambda seed: MCPP(config=MCPPConfig(seed=seed), name="mcpp"),
+    "mcpp_full": lambda seed: MCPP(config=MCPPConfig(seed=seed, racing=False), name="mcpp_full"),
+    "split_uniform": lambda seed: StaticSplit(weights=uniform_weights, name="split_uniform", seed=seed),
+    "split_dirichlet": lambda seed: StaticSplit(weights=dirichlet_weights, name="split_dirichlet", seed=seed),
+    "split_latency": lambda seed: StaticSplit(weights=latency_weights, name="split_latency", seed=seed),
+    "split_success": lambda seed: StaticSplit(weights=success_weights, name="split_success", seed=seed),
+    "split_critical_path": lambda seed: StaticSplit(
+        weights=critical_path_weights, name="split_critical_path", seed=seed
+    ),
+    "threshold_router": lambda seed: ThresholdRouter(),
+    "dual_mirror_descent": lambda seed: DualMirrorDescent(),
 }
 
 
@@ -39,7 +77,7 @@ def register(name: str, factory: PolicyFactory) -> None:
 
 
 def policy_names() -> list[str]:
-    """Names accepted by `make_policy`, sorted (plus the `fixed:MODEL:K` form)."""
+    """Names accepted by `make_policy`, sorted (plus the `fixed:MODEL:K` and `sequential_K:MODEL` forms)."""
     return sorted(_FACTORIES)
 
 
@@ -47,11 +85,13 @@ def make_policy(name: str, *, seed: int = 0) -> Policy:
     """Build the policy called `name`, seeded with `seed`."""
     if name.startswith("fixed:"):
         return _fixed(name)(seed)
+    if name.startswith("sequential_"):
+        return _sequential(name)(seed)
     factory = _FACTORIES.get(name)
     if factory is None:
         raise ConfigError(
             f"unknown policy `{name}`{did_you_mean(name, _FACTORIES)}; choose one of "
             + ", ".join(f"`{n}`" for n in policy_names())
-            + ", or `fixed:MODEL:K`"
+            + ", or `fixed:MODEL:K` / `sequential_K:MODEL`"
         )
     return factory(seed)

@@ -111,7 +111,8 @@ def test_bad_flags_and_paths_exit_2_with_a_message(argv: list[str], fragment: st
 def test_bad_workflow_file_is_explained(tmp_path: Path, db: str) -> None:
     bad = tmp_path / "cyclic.py"
     bad.write_text(
-        "from agents import LLMAgent\nfrom examples._models import catalog\nfrom orchestrator import Workflow\n"
+        "from agents import LLMAgent\nfrom examples._models import catalog\n"
+        "from orchestrator import Workflow\n"
         "workflow = Workflow('cyclic')\n"
         "workflow.subtask('a', LLMAgent(prompt='x'), models=['mini'], after=['b'])\n"
         "workflow.subtask('b', LLMAgent(prompt='x'), models=['mini'], after=['a'])\n"
