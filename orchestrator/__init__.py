@@ -5,6 +5,7 @@ serving plug in through the `Recorder`, `Ledger` and `ModelClient` protocols.
 """
 
 from orchestrator.agent import Agent, AttemptContext, AttemptOutput, ChatGateway, Check, CheckResult
+from orchestrator.call_tree import AttemptNode, CallNode, CallTree
 from orchestrator.catalog import Catalog, LatencyProfile, ModelSpec, PoolSpec
 from orchestrator.errors import (
     BudgetExhausted,
@@ -24,7 +25,7 @@ from orchestrator.estimates import AttemptEstimate, EmpiricalSample, LogNormal
 from orchestrator.gateway import RetryPolicy
 from orchestrator.ledger import InProcessLedger, Ledger, LedgerSnapshot, Reservation
 from orchestrator.litellm_client import LiteLLMClient
-from orchestrator.memory_recorder import CallTree, MemoryRecorder, TreeNode
+from orchestrator.memory_recorder import MemoryRecorder
 from orchestrator.model_client import CallProgress, ChatMessage, ChatRequest, ChatResponse, ModelClient
 from orchestrator.plan import Allocation, Assignment, DagView, InFlight, ModelPrice, PlanState, Policy
 from orchestrator.records import (
@@ -51,12 +52,14 @@ __all__ = [
     "Assignment",
     "AttemptContext",
     "AttemptEstimate",
+    "AttemptNode",
     "AttemptOutput",
     "AttemptRecord",
     "AttemptStatus",
     "BudgetExhausted",
     "BudgetflowError",
     "CallKind",
+    "CallNode",
     "CallProgress",
     "CallRecord",
     "CallStatus",
@@ -106,7 +109,6 @@ __all__ = [
     "SubtaskRecord",
     "SubtaskRef",
     "SubtaskStatus",
-    "TreeNode",
     "UserError",
     "Workflow",
     "WorkflowError",

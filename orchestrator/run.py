@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from orchestrator._estimate_book import EstimateBook
+from orchestrator.call_tree import CallTree
 from orchestrator.catalog import Catalog
 from orchestrator.errors import ConfigError
 from orchestrator.estimates import AttemptEstimate
@@ -16,7 +17,7 @@ from orchestrator.executor import Executor
 from orchestrator.fanout_recorder import FanoutRecorder
 from orchestrator.gateway import RetryPolicy
 from orchestrator.ledger import InProcessLedger, Ledger, usd_to_nano
-from orchestrator.memory_recorder import CallTree, MemoryRecorder
+from orchestrator.memory_recorder import MemoryRecorder
 from orchestrator.model_client import ModelClient
 from orchestrator.plan import Policy
 from orchestrator.records import AttemptRecord, CallRecord, DecisionRecord, Outcome, Recorder, RunRecord

@@ -46,9 +46,9 @@ def test_diamond_completes_and_tree_nests_calls(sim_catalog: Catalog, diamond: W
     spans = {c.call_id for c in result.calls if c.kind is CallKind.AGENT}
     assert llm_calls and all(c.parent_call_id in spans for c in llm_calls)
     assert sum(c.cost_usd for c in llm_calls) == result.spent_usd
-    walked = result.tree.walk()
+    walked = list(result.tree.walk())
     assert walked[0][0] == 0 and walked[1][0] == 1 and walked[2][0] == 2
-    assert result.tree.total_cost_usd == result.spent_usd
+    assert result.tree.cost_usd == result.spent_usd
 
 
 def test_children_start_as_soon_as_their_own_parents_finish(sim_catalog: Catalog) -> None:

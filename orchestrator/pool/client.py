@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal
 
-import aiohttp
 import httpx
 
 from orchestrator._litellm import litellm_module
@@ -117,9 +116,10 @@ class PooledLiteLLMCaller:
         self._api_key = api_key
         self._started = False
         self._start_lock: asyncio.Lock | None = None
-        # Our own session for litellm's aiohttp transport: connections to the replicas
-        # are then ours to close (litellm's module-level sessions outlive the caller).
-        self._session: aiohttp.ClientSession | None = None
+        # Our own litellm HTTP handler over a plain httpx transport: connections to the
+        # replicas are then ours to close (litellm's cached module-level clients outlive
+        # the caller and leak sockets at exit).
+        self._litellm_client: Any = None
 
     @property
     def router(self) -> PoolRouter:
@@ -143,8 +143,11 @@ class PooledLiteLLMCaller:
         async with self._start_lock:
             if self._started:
                 return
-            if self._session is None:
-                self._session = aiohttp.ClientSession()
+            if self._litellm_client is None:
+                from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
+
+                litellm_module()  # configures litellm before its submodules load
+                self._litellm_client = AsyncHTTPHandler(transport=httpx.AsyncHTTPTransport())
             if self._health is not None:
                 await self._health.start()
             self._started = True
@@ -156,9 +159,9 @@ class PooledLiteLLMCaller:
         if self._owns_http and self._http is not None:
             await self._http.aclose()
             self._http = None
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._litellm_client is not None:
+            await self._litellm_client.close()
+            self._litellm_client = None
         self._started = False
 
     async def __aenter__(self) -> PooledLiteLLMCaller:
@@ -317,7 +320,7 @@ class PooledLiteLLMCaller:
             "stream": True,
             "stream_options": {"include_usage": True},
             "num_retries": 0,
-            "shared_session": self._session,
+            "client": self._litellm_client,
         }
         if timeout_s is not None:
             kwargs["timeout"] = timeout_s

@@ -79,8 +79,8 @@ async def test_langgraph_inner_calls_are_children_of_the_attempt_span(
     assert {c.parent_call_id for c in inner} == {spans["answer"].call_id}
     assert sum(c.cost_usd for c in llm) == result.spent_usd > 0
 
-    [answer_attempt] = [n for n in result.tree.attempts if n.attempt and n.attempt.subtask == "answer"]
-    [span_node] = answer_attempt.children
-    assert span_node.call is not None and span_node.call.kind is CallKind.AGENT
-    assert [ch.call.kind for ch in span_node.children if ch.call] == [CallKind.LLM, CallKind.LLM]
-    assert result.tree.total_cost_usd == result.spent_usd
+    [answer_attempt] = [n for n in result.tree.attempts if n.attempt.subtask == "answer"]
+    [span_node] = answer_attempt.calls
+    assert span_node.call.kind is CallKind.AGENT
+    assert [ch.call.kind for ch in span_node.children] == [CallKind.LLM, CallKind.LLM]
+    assert result.tree.cost_usd == result.spent_usd

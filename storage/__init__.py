@@ -1,0 +1,38 @@
+"""Persistence for budgetflow: the SQL recorder, the read-side queries and the Redis ledger.
+
+- `SqlRecorder`: the `orchestrator.records.Recorder` for SQLite or PostgreSQL.
+- `list_runs`, `get_run`, `build_call_tree`: what the CLI and the web UI read.
+- `upgrade`: bring a database's schema to the newest Alembic revision.
+- `RedisLedger`: one run's budget shared by worker processes.
+"""
+
+from storage._engine import make_engine, parse_database_url
+from storage.migrate import upgrade
+from storage.queries import (
+    AttemptNode,
+    CallNode,
+    CallTree,
+    RunDetail,
+    RunSummary,
+    build_call_tree,
+    get_run,
+    list_runs,
+)
+from storage.redis_ledger import RedisLedger
+from storage.sql_recorder import SqlRecorder
+
+__all__ = [
+    "AttemptNode",
+    "CallNode",
+    "CallTree",
+    "RedisLedger",
+    "RunDetail",
+    "RunSummary",
+    "SqlRecorder",
+    "build_call_tree",
+    "get_run",
+    "list_runs",
+    "make_engine",
+    "parse_database_url",
+    "upgrade",
+]

@@ -1,0 +1,290 @@
+"""The database schema, as typed SQLAlchemy ORM models.
+
+Tables mirror the records of `orchestrator.records`: `runs`,
+`subtask_executions`, `attempts`, `calls` (the calling tree) and
+`plan_decisions`. Money is exact (`Money`: `NUMERIC(20, 9)` on PostgreSQL),
+times are UTC, free-form documents are JSON.
+
+`calls.parent_call_id` points at another call of the same run but carries no
+foreign-key constraint on purpose: a child (a model call inside an agent
+span) finishes, and must be durable, before its parent span ends and is
+written. The `parent`/`children` relationships still navigate it.
+
+The migrations in `storage/migrations/versions` create exactly this schema;
+a test compares the two.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, foreign, mapped_column, relationship, remote
+
+from storage._types import JSON_DOC, Money, UtcDateTime
+
+__all__ = [
+    "Attempt",
+    "Base",
+    "Call",
+    "PlanDecision",
+    "Run",
+    "SubtaskExecution",
+]
+
+_NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+_ID = 64
+_NAME = 200
+_STATUS = 32
+
+
+class Base(DeclarativeBase):
+    """Declarative base with a fixed constraint naming convention (stable migrations)."""
+
+    metadata = MetaData(naming_convention=_NAMING)
+
+
+class Run(Base):
+    """One run of a workflow."""
+
+    __tablename__ = "runs"
+    __table_args__ = (
+        Index(None, "started_at"),
+        Index(None, "workflow", "started_at"),
+    )
+
+    run_id: Mapped[str] = mapped_column(String(_ID), primary_key=True)
+    """Unique id."""
+    workflow: Mapped[str] = mapped_column(String(_NAME))
+    """Workflow name."""
+    policy: Mapped[str] = mapped_column(String(_NAME))
+    """Policy name."""
+    budget_usd: Mapped[Decimal] = mapped_column(Money())
+    """Hard budget."""
+    deadline_s: Mapped[float | None] = mapped_column(Float)
+    """Deadline in seconds; `NULL` means none."""
+    seed: Mapped[int] = mapped_column(BigInteger)
+    """Seed of the run."""
+    simulated: Mapped[bool] = mapped_column(Boolean)
+    """Whether any model was simulated."""
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    """Wall-clock start (UTC)."""
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    """Wall-clock end (UTC)."""
+    inputs: Mapped[dict[str, Any]] = mapped_column(JSON_DOC)
+    """Run inputs."""
+    outcome: Mapped[str] = mapped_column(String(_STATUS))
+    """`orchestrator.records.Outcome` value."""
+    reason: Mapped[str | None] = mapped_column(Text)
+    """Why it failed."""
+    spent_usd: Mapped[Decimal] = mapped_column(Money())
+    """Settled spend."""
+    makespan_s: Mapped[float | None] = mapped_column(Float)
+    """Start to end."""
+
+    subtasks: Mapped[list[SubtaskExecution]] = relationship(
+        back_populates="run", cascade="all, delete-orphan", passive_deletes=True
+    )
+    attempts: Mapped[list[Attempt]] = relationship(
+        back_populates="run", cascade="all, delete-orphan", passive_deletes=True
+    )
+    calls: Mapped[list[Call]] = relationship(
+        back_populates="run", cascade="all, delete-orphan", passive_deletes=True
+    )
+    decisions: Mapped[list[PlanDecision]] = relationship(
+        back_populates="run", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class SubtaskExecution(Base):
+    """A subtask's execution within a run."""
+
+    __tablename__ = "subtask_executions"
+
+    run_id: Mapped[str] = mapped_column(
+        String(_ID), ForeignKey("runs.run_id", ondelete="CASCADE"), primary_key=True
+    )
+    """Run."""
+    subtask: Mapped[str] = mapped_column(String(_NAME), primary_key=True)
+    """Subtask name."""
+    status: Mapped[str] = mapped_column(String(_STATUS))
+    """`orchestrator.records.SubtaskStatus` value."""
+    attempts: Mapped[int] = mapped_column(Integer)
+    """Attempts started."""
+    winner_attempt_id: Mapped[str | None] = mapped_column(String(_ID))
+    """Attempt whose output was taken."""
+    output_preview: Mapped[str | None] = mapped_column(Text)
+    """Start of the output."""
+    started_s: Mapped[float | None] = mapped_column(Float)
+    """Run-relative start."""
+    ended_s: Mapped[float | None] = mapped_column(Float)
+    """Run-relative end."""
+    spent_usd: Mapped[Decimal] = mapped_column(Money())
+    """Settled spend."""
+
+    run: Mapped[Run] = relationship(back_populates="subtasks")
+
+
+class Attempt(Base):
+    """One sample of a subtask on a model."""
+
+    __tablename__ = "attempts"
+    __table_args__ = (Index(None, "run_id", "started_s"),)
+
+    attempt_id: Mapped[str] = mapped_column(String(_ID), primary_key=True)
+    """Unique id."""
+    run_id: Mapped[str] = mapped_column(String(_ID), ForeignKey("runs.run_id", ondelete="CASCADE"))
+    """Run."""
+    subtask: Mapped[str] = mapped_column(String(_NAME))
+    """Subtask."""
+    model: Mapped[str] = mapped_column(String(_NAME))
+    """Model name."""
+    batch: Mapped[int] = mapped_column(Integer)
+    """Batch of the subtask."""
+    sample: Mapped[int] = mapped_column(Integer)
+    """Index within the batch."""
+    max_tokens: Mapped[int] = mapped_column(Integer)
+    """Per-call output cap."""
+    started_s: Mapped[float] = mapped_column(Float)
+    """Run-relative start."""
+    status: Mapped[str] = mapped_column(String(_STATUS))
+    """`orchestrator.records.AttemptStatus` value."""
+    ended_s: Mapped[float | None] = mapped_column(Float)
+    """Run-relative end."""
+    check_passed: Mapped[bool | None] = mapped_column(Boolean)
+    """Check verdict."""
+    check_detail: Mapped[str | None] = mapped_column(Text)
+    """What the check said."""
+    check_simulated: Mapped[bool] = mapped_column(Boolean)
+    """Verdict from the simulated backend."""
+    output_preview: Mapped[str | None] = mapped_column(Text)
+    """Start of the output."""
+    spent_usd: Mapped[Decimal] = mapped_column(Money())
+    """Settled spend."""
+
+    run: Mapped[Run] = relationship(back_populates="attempts")
+    calls: Mapped[list[Call]] = relationship(back_populates="attempt")
+
+
+class Call(Base):
+    """One node of the calling tree."""
+
+    __tablename__ = "calls"
+    __table_args__ = (
+        Index(None, "run_id", "started_s"),
+        Index(None, "attempt_id"),
+        Index(None, "parent_call_id"),
+    )
+
+    call_id: Mapped[str] = mapped_column(String(_ID), primary_key=True)
+    """Unique id."""
+    run_id: Mapped[str] = mapped_column(String(_ID), ForeignKey("runs.run_id", ondelete="CASCADE"))
+    """Run."""
+    attempt_id: Mapped[str | None] = mapped_column(
+        String(_ID), ForeignKey("attempts.attempt_id", ondelete="CASCADE")
+    )
+    """Attempt, or `NULL` for run-level calls (warm-ups)."""
+    parent_call_id: Mapped[str | None] = mapped_column(String(_ID))
+    """Parent call (no FK constraint: children are written before their parent)."""
+    kind: Mapped[str] = mapped_column(String(_STATUS))
+    """`orchestrator.records.CallKind` value."""
+    subtask: Mapped[str | None] = mapped_column(String(_NAME))
+    """Subtask."""
+    model: Mapped[str | None] = mapped_column(String(_NAME))
+    """Catalog model name."""
+    litellm_model: Mapped[str | None] = mapped_column(String(_NAME))
+    """Model string sent to litellm."""
+    provider: Mapped[str | None] = mapped_column(String(_NAME))
+    """Provider."""
+    replica: Mapped[str | None] = mapped_column(String(_NAME))
+    """Replica of a pooled model."""
+    retry: Mapped[int] = mapped_column(Integer)
+    """Retry number."""
+    input_tokens: Mapped[int] = mapped_column(Integer)
+    """Prompt tokens."""
+    output_tokens: Mapped[int] = mapped_column(Integer)
+    """Output tokens."""
+    cached_tokens: Mapped[int] = mapped_column(Integer)
+    """Prompt tokens served from cache."""
+    cost_usd: Mapped[Decimal] = mapped_column(Money())
+    """Settled cost."""
+    reserved_usd: Mapped[Decimal] = mapped_column(Money())
+    """Reserved before the call."""
+    started_s: Mapped[float] = mapped_column(Float)
+    """Run-relative start."""
+    latency_s: Mapped[float] = mapped_column(Float)
+    """Duration."""
+    ttft_s: Mapped[float | None] = mapped_column(Float)
+    """Time to first token."""
+    status: Mapped[str] = mapped_column(String(_STATUS))
+    """`orchestrator.records.CallStatus` value."""
+    error: Mapped[str | None] = mapped_column(Text)
+    """Error text."""
+    finish_reason: Mapped[str | None] = mapped_column(String(_NAME))
+    """Provider finish reason."""
+    simulated: Mapped[bool] = mapped_column(Boolean)
+    """Served by the simulated backend."""
+    prompt: Mapped[str | None] = mapped_column(Text)
+    """Prompt text (when content recording is on)."""
+    response: Mapped[str | None] = mapped_column(Text)
+    """Response text (when content recording is on)."""
+
+    run: Mapped[Run] = relationship(back_populates="calls")
+    attempt: Mapped[Attempt | None] = relationship(back_populates="calls")
+    parent: Mapped[Call | None] = relationship(
+        primaryjoin=lambda: remote(Call.call_id) == foreign(Call.parent_call_id),
+        back_populates="children",
+        viewonly=True,
+    )
+    children: Mapped[list[Call]] = relationship(
+        primaryjoin=lambda: Call.call_id == foreign(Call.parent_call_id),
+        back_populates="parent",
+        viewonly=True,
+        order_by=lambda: Call.started_s,
+    )
+
+
+class PlanDecision(Base):
+    """One policy decision."""
+
+    __tablename__ = "plan_decisions"
+
+    run_id: Mapped[str] = mapped_column(
+        String(_ID), ForeignKey("runs.run_id", ondelete="CASCADE"), primary_key=True
+    )
+    """Run."""
+    decision_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    """0, 1, 2, ... within the run."""
+    at_s: Mapped[float] = mapped_column(Float)
+    """Run-relative time."""
+    policy: Mapped[str] = mapped_column(String(_NAME))
+    """Policy name."""
+    state: Mapped[dict[str, Any]] = mapped_column(JSON_DOC)
+    """Summary of the plan state."""
+    allocation: Mapped[dict[str, Any]] = mapped_column(JSON_DOC)
+    """Chosen assignments."""
+    info: Mapped[dict[str, Any]] = mapped_column(JSON_DOC)
+    """The policy's explanation."""
+    decide_ms: Mapped[float] = mapped_column(Float)
+    """Time the policy took."""
+
+    run: Mapped[Run] = relationship(back_populates="decisions")

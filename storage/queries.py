@@ -1,0 +1,304 @@
+"""The read side: list runs, load one run, and build its calling tree.
+
+Used by the CLI and the web UI. The functions are synchronous (they do
+blocking database I/O); async callers run them on a thread. Each takes a
+database URL (an engine is made and disposed per call, fine for a CLI) or
+an `Engine` to reuse (what a long-lived server should pass).
+
+Records come back as the same `orchestrator.records` dataclasses the
+recorder received, so a run reads back equal to what was recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from orchestrator.call_tree import AttemptNode, CallNode, CallTree
+from orchestrator.call_tree import build_call_tree as _build
+from orchestrator.errors import ConfigError, StorageError
+from orchestrator.records import (
+    AttemptRecord,
+    AttemptStatus,
+    CallKind,
+    CallRecord,
+    CallStatus,
+    DecisionRecord,
+    Outcome,
+    RunRecord,
+    SubtaskRecord,
+    SubtaskStatus,
+)
+from storage._engine import make_engine, redact, storage_error
+from storage.models import Attempt, Call, PlanDecision, Run, SubtaskExecution
+
+__all__ = [
+    "AttemptNode",
+    "CallNode",
+    "CallTree",
+    "RunDetail",
+    "RunSummary",
+    "build_call_tree",
+    "get_run",
+    "list_runs",
+]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunSummary:
+    """One line of a run list."""
+
+    run_id: str
+    """Unique id."""
+    workflow: str
+    """Workflow name."""
+    policy: str
+    """Policy name."""
+    outcome: Outcome
+    """How the run ended (or `running`)."""
+    budget_usd: Decimal
+    """Hard budget."""
+    spent_usd: Decimal
+    """Settled spend."""
+    started_at: datetime
+    """Wall-clock start (UTC)."""
+    ended_at: datetime | None
+    """Wall-clock end (UTC)."""
+    makespan_s: float | None
+    """Start to end."""
+    simulated: bool
+    """Whether any model was simulated."""
+    calls: int
+    """Calls recorded (every node of the calling tree)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunDetail:
+    """Everything recorded about one run."""
+
+    run: RunRecord
+    """The run."""
+    subtasks: tuple[SubtaskRecord, ...]
+    """Subtask executions, by first start."""
+    attempts: tuple[AttemptRecord, ...]
+    """Attempts, by start."""
+    calls: tuple[CallRecord, ...]
+    """Calls (flat), by start."""
+    decisions: tuple[DecisionRecord, ...]
+    """Policy decisions, in order."""
+
+
+def list_runs(target: str | URL | Engine, limit: int = 50, workflow: str | None = None) -> list[RunSummary]:
+    """The most recent runs, newest first.
+
+    Args:
+        target: database URL or engine.
+        limit: at most this many runs.
+        workflow: only runs of this workflow.
+
+    Raises:
+        ConfigError: the URL or `limit` is invalid.
+        StorageError: the database cannot be read.
+    """
+    if limit < 1:
+        raise ConfigError(f"`limit` must be at least 1, got {limit}")
+    calls = sa.select(Call.run_id, sa.func.count().label("n")).group_by(Call.run_id).subquery("call_counts")
+    query = (
+        sa.select(Run, sa.func.coalesce(calls.c.n, 0))
+        .outerjoin(calls, calls.c.run_id == Run.run_id)
+        .order_by(Run.started_at.desc(), Run.run_id.desc())
+        .limit(limit)
+    )
+    if workflow is not None:
+        query = query.where(Run.workflow == workflow)
+    with _session(target) as session:
+        return [
+            RunSummary(
+                run_id=run.run_id,
+                workflow=run.workflow,
+                policy=run.policy,
+                outcome=Outcome(run.outcome),
+                budget_usd=run.budget_usd,
+                spent_usd=run.spent_usd,
+                started_at=run.started_at,
+                ended_at=run.ended_at,
+                makespan_s=run.makespan_s,
+                simulated=run.simulated,
+                calls=int(n),
+            )
+            for run, n in session.execute(query)
+        ]
+
+
+def get_run(target: str | URL | Engine, run_id: str) -> RunDetail:
+    """Everything recorded about run `run_id`.
+
+    Raises:
+        ConfigError: the URL is invalid.
+        StorageError: no such run, or the database cannot be read.
+    """
+    with _session(target) as session:
+        run = session.get(Run, run_id)
+        if run is None:
+            raise StorageError(f"run `{run_id}` not found; `budgetflow runs list` shows the ids")
+        subtasks = session.scalars(
+            sa.select(SubtaskExecution)
+            .where(SubtaskExecution.run_id == run_id)
+            .order_by(SubtaskExecution.started_s.is_(None), SubtaskExecution.started_s)
+            .order_by(SubtaskExecution.subtask)
+        )
+        attempts = session.scalars(
+            sa.select(Attempt).where(Attempt.run_id == run_id).order_by(Attempt.started_s, Attempt.attempt_id)
+        )
+        calls = session.scalars(
+            sa.select(Call).where(Call.run_id == run_id).order_by(Call.started_s, Call.call_id)
+        )
+        decisions = session.scalars(
+            sa.select(PlanDecision).where(PlanDecision.run_id == run_id).order_by(PlanDecision.decision_index)
+        )
+        return RunDetail(
+            run=_run_record(run),
+            subtasks=tuple(_subtask_record(row) for row in subtasks),
+            attempts=tuple(_attempt_record(row) for row in attempts),
+            calls=tuple(_call_record(row) for row in calls),
+            decisions=tuple(_decision_record(row) for row in decisions),
+        )
+
+
+def build_call_tree(detail: RunDetail) -> CallTree:
+    """The run's calling tree (attempts -> calls -> child calls), as `orchestrator.call_tree` builds it."""
+    return _build(detail.run.run_id, detail.attempts, detail.calls)
+
+
+@contextmanager
+def _session(target: str | URL | Engine) -> Iterator[Session]:
+    """A read-only session; database errors become `StorageError`."""
+    owned = not isinstance(target, Engine)
+    engine = make_engine(target, must_exist=True) if not isinstance(target, Engine) else target
+    try:
+        with Session(engine) as session:
+            try:
+                yield session
+            except SQLAlchemyError as error:
+                session.rollback()
+                raise _read_error(engine, error) from error
+    finally:
+        if owned:
+            engine.dispose()
+
+
+def _read_error(engine: Engine, error: SQLAlchemyError) -> StorageError:
+    try:
+        migrated = sa.inspect(engine).has_table(Run.__tablename__)
+    except SQLAlchemyError:
+        migrated = True  # unreachable: report the original error
+    if not migrated:
+        return StorageError(
+            f"database `{redact(engine.url)}` has no budgetflow tables; they are created when "
+            "a run is recorded there, or by `storage.migrate.upgrade(url)`"
+        )
+    return storage_error("read", engine, error)
+
+
+def _run_record(row: Run) -> RunRecord:
+    return RunRecord(
+        run_id=row.run_id,
+        workflow=row.workflow,
+        policy=row.policy,
+        budget_usd=row.budget_usd,
+        deadline_s=row.deadline_s,
+        seed=row.seed,
+        simulated=row.simulated,
+        started_at=row.started_at,
+        inputs=row.inputs,
+        outcome=Outcome(row.outcome),
+        reason=row.reason,
+        spent_usd=row.spent_usd,
+        makespan_s=row.makespan_s,
+        ended_at=row.ended_at,
+    )
+
+
+def _subtask_record(row: SubtaskExecution) -> SubtaskRecord:
+    return SubtaskRecord(
+        run_id=row.run_id,
+        subtask=row.subtask,
+        status=SubtaskStatus(row.status),
+        attempts=row.attempts,
+        winner_attempt_id=row.winner_attempt_id,
+        output_preview=row.output_preview,
+        started_s=row.started_s,
+        ended_s=row.ended_s,
+        spent_usd=row.spent_usd,
+    )
+
+
+def _attempt_record(row: Attempt) -> AttemptRecord:
+    return AttemptRecord(
+        attempt_id=row.attempt_id,
+        run_id=row.run_id,
+        subtask=row.subtask,
+        model=row.model,
+        batch=row.batch,
+        sample=row.sample,
+        max_tokens=row.max_tokens,
+        started_s=row.started_s,
+        status=AttemptStatus(row.status),
+        ended_s=row.ended_s,
+        check_passed=row.check_passed,
+        check_detail=row.check_detail,
+        check_simulated=row.check_simulated,
+        output_preview=row.output_preview,
+        spent_usd=row.spent_usd,
+    )
+
+
+def _call_record(row: Call) -> CallRecord:
+    return CallRecord(
+        call_id=row.call_id,
+        run_id=row.run_id,
+        attempt_id=row.attempt_id,
+        parent_call_id=row.parent_call_id,
+        kind=CallKind(row.kind),
+        subtask=row.subtask,
+        model=row.model,
+        litellm_model=row.litellm_model,
+        provider=row.provider,
+        replica=row.replica,
+        retry=row.retry,
+        input_tokens=row.input_tokens,
+        output_tokens=row.output_tokens,
+        cached_tokens=row.cached_tokens,
+        cost_usd=row.cost_usd,
+        reserved_usd=row.reserved_usd,
+        started_s=row.started_s,
+        latency_s=row.latency_s,
+        ttft_s=row.ttft_s,
+        status=CallStatus(row.status),
+        error=row.error,
+        finish_reason=row.finish_reason,
+        simulated=row.simulated,
+        prompt=row.prompt,
+        response=row.response,
+    )
+
+
+def _decision_record(row: PlanDecision) -> DecisionRecord:
+    return DecisionRecord(
+        run_id=row.run_id,
+        index=row.decision_index,
+        at_s=row.at_s,
+        policy=row.policy,
+        state=row.state,
+        allocation=row.allocation,
+        info=row.info,
+        decide_ms=row.decide_ms,
+    )

@@ -1,0 +1,367 @@
+"""`SqlRecorder`: the `Recorder` that writes runs to SQLite or PostgreSQL.
+
+All database work happens on one dedicated writer thread, so the event loop
+never blocks on I/O and records are written in the order they arrived.
+Events other than `call_finished` are queued and written in batches (one
+transaction per batch): when `batch_size` events are waiting, after
+`flush_interval_s`, before every `call_finished`, and on `aclose()`.
+`call_finished` waits for its batch to commit, so a finished call (and
+everything recorded before it) is durable when it returns, as the `Recorder`
+protocol requires; `run_finished` does the same, so a run's final row is
+durable too. A crash can lose only events queued after the last such call
+and not yet flushed.
+
+With `record_content=False` no model text is stored: prompts, responses and
+the output previews of attempts and subtasks are written as `NULL`.
+
+Every write is an upsert keyed by the record's id, so recording the same
+record twice (an attempt's start then its end; a resumed run) replaces it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from enum import Enum
+from types import TracebackType
+from typing import Any, Self
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from orchestrator.errors import StorageError
+from orchestrator.records import (
+    AttemptRecord,
+    CallRecord,
+    DecisionRecord,
+    RunRecord,
+    SubtaskRecord,
+)
+from storage._engine import make_engine, storage_error
+from storage.migrate import upgrade
+from storage.models import Attempt, Base, Call, PlanDecision, Run, SubtaskExecution
+
+__all__ = ["SqlRecorder"]
+
+_CONTENT_FIELDS = frozenset({"prompt", "response", "output_preview"})
+
+
+@dataclass(frozen=True, slots=True)
+class _Upsert:
+    """One row to insert or replace."""
+
+    model: type[Base]
+    values: dict[str, object]
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, Mapping):
+        return dict(value)
+    return value
+
+
+_Record = RunRecord | DecisionRecord | AttemptRecord | CallRecord | SubtaskRecord
+
+
+def _row(record: _Record, *, record_content: bool) -> dict[str, object]:
+    """A record's fields as column values (enums to their values, content dropped if asked)."""
+    values = {f.name: _plain(getattr(record, f.name)) for f in dataclasses.fields(record)}
+    if not record_content:
+        for name in _CONTENT_FIELDS & values.keys():
+            values[name] = None
+    return values
+
+
+class SqlRecorder:
+    """Records runs in a SQL database; implements `orchestrator.records.Recorder`.
+
+    Open it with `await SqlRecorder.open(url)` (which also migrates the
+    schema) and close it with `await recorder.aclose()` or `async with`.
+
+    Example:
+        ```python
+        async with await SqlRecorder.open("sqlite:///runs.db") as recorder:
+            await recorder.run_started(run)
+        ```
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        writer: ThreadPoolExecutor,
+        *,
+        record_content: bool = True,
+        batch_size: int = 100,
+        flush_interval_s: float = 0.5,
+    ) -> None:
+        """Wrap an engine whose schema is up to date; prefer `SqlRecorder.open`.
+
+        Args:
+            engine: engine from `storage` (used only on `writer`).
+            writer: a single-thread executor that owns all database work.
+            record_content: keep prompt, response and output-preview text;
+                `False` stores `NULL` instead.
+            batch_size: queued events that trigger a write.
+            flush_interval_s: longest time a queued event waits for a write.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if flush_interval_s <= 0:
+            raise ValueError(f"flush_interval_s must be positive, got {flush_interval_s}")
+        self._engine = engine
+        self._writer = writer
+        self._record_content = record_content
+        self._batch_size = batch_size
+        self._flush_interval_s = flush_interval_s
+        self._pending: list[_Upsert] = []
+        self._inflight: set[asyncio.Future[None]] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._failure: BaseException | None = None
+        self._statements: dict[type[Base], sa.Executable] = {}
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls,
+        url: str | URL,
+        *,
+        record_content: bool = True,
+        migrate: bool = True,
+        batch_size: int = 100,
+        flush_interval_s: float = 0.5,
+    ) -> SqlRecorder:
+        """Connect to `url`, bring its schema to the newest revision, and return a recorder.
+
+        Args:
+            url: `sqlite:///path` or `postgresql+psycopg://...`.
+            record_content: keep prompt, response and output-preview text.
+            migrate: run the migrations (set `False` when a deploy step did).
+            batch_size: queued events that trigger a write.
+            flush_interval_s: longest time a queued event waits for a write.
+
+        Raises:
+            ConfigError: the URL is invalid.
+            StorageError: the database cannot be reached or migrated.
+        """
+        engine = make_engine(url)
+        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="budgetflow-sql-writer")
+        try:
+            await asyncio.wrap_future(writer.submit(_prepare, engine, migrate))
+        except BaseException:
+            writer.submit(engine.dispose)
+            writer.shutdown(wait=False)
+            raise
+        return cls(
+            engine,
+            writer,
+            record_content=record_content,
+            batch_size=batch_size,
+            flush_interval_s=flush_interval_s,
+        )
+
+    @property
+    def engine(self) -> Engine:
+        """The engine written to (for readers in the same process, e.g. `storage.queries`)."""
+        return self._engine
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def run_started(self, run: RunRecord) -> None:
+        """Queue the run's row."""
+        self._queue(Run, _row(run, record_content=self._record_content))
+
+    async def decision_made(self, decision: DecisionRecord) -> None:
+        """Queue a plan decision."""
+        values = _row(decision, record_content=self._record_content)
+        values["decision_index"] = values.pop("index")
+        self._queue(PlanDecision, values)
+
+    async def attempt_started(self, attempt: AttemptRecord) -> None:
+        """Queue the attempt's row."""
+        self._queue(Attempt, _row(attempt, record_content=self._record_content))
+
+    async def call_finished(self, call: CallRecord) -> None:
+        """Write the call, and everything queued before it, and wait for the commit.
+
+        Raises:
+            StorageError: this write, or an earlier queued one, failed.
+        """
+        await self._write_now(Call, _row(call, record_content=self._record_content))
+
+    async def _write_now(self, model: type[Base], values: dict[str, object]) -> None:
+        self._queue(model, values, flush=False)
+        batch = self._flush()
+        if batch is not None:
+            # Shielded: a cancelled caller must not drop a batch holding other records.
+            # A failure is kept by `_batch_done` and raised just below.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(batch)
+        self._raise_failure()
+
+    async def attempt_finished(self, attempt: AttemptRecord) -> None:
+        """Queue the attempt's final row."""
+        self._queue(Attempt, _row(attempt, record_content=self._record_content))
+
+    async def subtask_changed(self, subtask: SubtaskRecord) -> None:
+        """Queue the subtask's row."""
+        self._queue(SubtaskExecution, _row(subtask, record_content=self._record_content))
+
+    async def run_finished(self, run: RunRecord) -> None:
+        """Write the run's final row (and everything queued) and wait for the commit.
+
+        Raises:
+            StorageError: the write failed.
+        """
+        await self._write_now(Run, _row(run, record_content=self._record_content))
+
+    async def flush(self) -> None:
+        """Write everything queued and wait for the commit.
+
+        Raises:
+            StorageError: a write failed.
+        """
+        self._check_open()
+        self._flush()
+        if self._inflight:
+            await asyncio.shield(asyncio.gather(*self._inflight, return_exceptions=True))
+        self._raise_failure()
+
+    async def aclose(self) -> None:
+        """Flush, then release the connection pool and the writer thread. Idempotent.
+
+        Raises:
+            StorageError: a queued write failed (the recorder is closed anyway).
+        """
+        if self._closed:
+            return
+        try:
+            await self.flush()
+        finally:
+            self._closed = True
+            await asyncio.wrap_future(self._writer.submit(self._engine.dispose))
+            self._writer.shutdown(wait=False)
+
+    # -- internals ---------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageError("the SQL recorder is closed; open a new one with `SqlRecorder.open`")
+
+    def _queue(self, model: type[Base], values: dict[str, object], *, flush: bool = True) -> None:
+        self._check_open()
+        self._pending.append(_Upsert(model, values))
+        if not flush:
+            return
+        if len(self._pending) >= self._batch_size:
+            self._flush()
+        elif self._timer is None:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(self._flush_interval_s, self._flush)
+
+    def _flush(self) -> asyncio.Future[None] | None:
+        """Hand the queued rows to the writer thread; return the batch's future."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._pending:
+            return None
+        batch, self._pending = self._pending, []
+        future = asyncio.wrap_future(self._writer.submit(self._write, batch))
+        self._inflight.add(future)
+        future.add_done_callback(self._batch_done)
+        return future
+
+    def _batch_done(self, future: asyncio.Future[None]) -> None:
+        self._inflight.discard(future)
+        error = None if future.cancelled() else future.exception()
+        if error is not None and self._failure is None:
+            self._failure = error
+
+    def _raise_failure(self) -> None:
+        error, self._failure = self._failure, None
+        if error is None:
+            return
+        if isinstance(error, StorageError):
+            raise error
+        raise StorageError(f"recording failed: {error}") from error
+
+    def _write(self, batch: list[_Upsert]) -> None:
+        """Writer thread: one transaction for the whole batch.
+
+        If the batch fails, its rows are written again one transaction each, so
+        one bad record (say, a call of an attempt never started) does not take
+        the good records queued with it down; the first failure is raised.
+        """
+        try:
+            self._write_rows(batch)
+        except SQLAlchemyError as error:
+            if len(batch) == 1:
+                raise storage_error("write to", self._engine, error) from error
+        else:
+            return
+        first: SQLAlchemyError | None = None
+        for row in batch:
+            try:
+                self._write_rows([row])
+            except SQLAlchemyError as error:
+                first = first or error
+        if first is not None:
+            raise storage_error("write to", self._engine, first) from first
+
+    def _write_rows(self, rows: list[_Upsert]) -> None:
+        with self._engine.begin() as connection:
+            for row in rows:
+                connection.execute(self._statement(row.model), row.values)
+
+    def _statement(self, model: type[Base]) -> sa.Executable:
+        """Writer thread: the upsert statement for a model, built once."""
+        statement = self._statements.get(model)
+        if statement is None:
+            statement = _upsert(self._engine.dialect.name, Base.metadata.tables[model.__tablename__])
+            self._statements[model] = statement
+        return statement
+
+
+def _upsert(dialect: str, table: sa.Table) -> sa.Executable:
+    """`INSERT ... ON CONFLICT (primary key) DO UPDATE SET <every other column>`."""
+    keys = [column.name for column in table.primary_key.columns]
+    insert: postgresql.Insert | sqlite.Insert
+    if dialect == "postgresql":
+        insert = postgresql.insert(table)
+    elif dialect == "sqlite":
+        insert = sqlite.insert(table)
+    else:  # pragma: no cover - parse_database_url admits only these two
+        raise StorageError(f"no upsert for database dialect `{dialect}`")
+    updates: dict[str, Any] = {
+        column.name: insert.excluded[column.name] for column in table.columns if column.name not in keys
+    }
+    return insert.on_conflict_do_update(index_elements=keys, set_=updates)
+
+
+def _prepare(engine: Engine, migrate: bool) -> None:
+    """Writer thread: migrate (or just check the connection)."""
+    if migrate:
+        upgrade(engine)
+        return
+    try:
+        with engine.connect():
+            pass
+    except SQLAlchemyError as error:
+        raise storage_error("connect to", engine, error) from error
