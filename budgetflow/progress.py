@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import time
 from decimal import Decimal
 
 from rich.console import Console, Group
@@ -65,7 +65,11 @@ class ProgressView:
         self._decisions = 0
         self._calls = 0
         self._title = ""
-        self._live = Live(console=console, refresh_per_second=8, transient=False) if live else None
+        self._live = (
+            Live(console=console, refresh_per_second=4, transient=False, get_renderable=self.render)
+            if live
+            else None
+        )
 
     def _snapshot(self) -> LedgerSnapshot | None:
         if isinstance(self._ledger, InProcessLedger):
@@ -95,9 +99,8 @@ class ProgressView:
                 f"{self._cost[name]:.6f}",
             )
         snap = self._snapshot()
-        now = asyncio.get_running_loop().time() if self._started is not None else 0.0
-        elapsed = now - self._started if self._started is not None else 0.0
-        lines: list[Text | ProgressBar] = []
+        elapsed = time.monotonic() - self._started if self._started is not None else 0.0
+        lines: list[Text | Table] = []
         if snap is not None:
             spent, reserved = snap.spent_nano / 1e9, snap.reserved_nano / 1e9
             left = snap.available_nano / 1e9
@@ -112,7 +115,13 @@ class ProgressView:
                     f"  of ${self._budget}",
                 )
             )
-            lines.append(ProgressBar(total=float(self._budget), completed=spent + reserved, width=60))
+            bar = Table.grid(padding=(0, 1))
+            bar.add_row(
+                Text("        "),
+                ProgressBar(total=float(self._budget), completed=spent + reserved, width=60),
+                Text(f"{(spent + reserved) / float(self._budget):.0%} committed", style="dim"),
+            )
+            lines.append(bar)
         time_line = Text.assemble(("time    ", "bold"), f"elapsed {elapsed:6.1f}s")
         if self._deadline is not None:
             time_line.append(f"  left {max(0.0, self._deadline - elapsed):6.1f}s of {self._deadline:g}s")
@@ -125,11 +134,11 @@ class ProgressView:
 
     def _refresh(self) -> None:
         if self._live is not None:
-            self._live.update(self.render())
+            self._live.refresh()
 
     async def run_started(self, run: RunRecord) -> None:
         """Start drawing."""
-        self._started = asyncio.get_running_loop().time()
+        self._started = time.monotonic()
         self._title = f"{run.workflow}  run {run.run_id}  policy {run.policy}"
         if self._live is not None:
             self._live.start()
