@@ -51,7 +51,7 @@ bench-vllm: install
 # A real workflow on the embedded defaults: SQLite, in-process ledger, and the simulated
 # backend unless provider keys (e.g. OPENAI_API_KEY) or BUDGETFLOW_VLLM_URL are set.
 demo: install
-	$(UV) run --frozen budgetflow run examples/code_pipeline.py --budget 0.05 --deadline 120
+	$(UV) run --frozen budgetflow run examples/code_pipeline.py --budget 0.05 --deadline 45
 	$(UV) run --frozen budgetflow runs list --limit 5
 
 clean:

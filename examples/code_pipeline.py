@@ -1,6 +1,6 @@
 """A code pipeline: plan -> implement three parts in parallel -> integrate -> write tests.
 
-    budgetflow run examples/code_pipeline.py --budget 0.05 --deadline 120
+    budgetflow run examples/code_pipeline.py --budget 0.05 --deadline 45
 
 The cheap model (`mini`) fails more often and the strong one (`4o`) costs ~16x
 more per token and is slower: with a loose budget the planner can afford `4o`
@@ -85,4 +85,4 @@ workflow.subtask(
 
 inputs = {"feature": "convert a CSV file into a Markdown table, with column alignment options"}
 budget_usd = 0.05
-deadline_s = 120.0
+deadline_s = 45.0

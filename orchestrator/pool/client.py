@@ -144,9 +144,9 @@ class PooledLiteLLMCaller:
             if self._started:
                 return
             if self._litellm_client is None:
+                litellm_module()  # configures litellm (offline cost map) before any submodule loads
                 from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
 
-                litellm_module()  # configures litellm before its submodules load
                 self._litellm_client = AsyncHTTPHandler(transport=httpx.AsyncHTTPTransport())
             if self._health is not None:
                 await self._health.start()
