@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import tomllib
 from decimal import Decimal
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -111,17 +112,27 @@ class ModelSpec(BaseModel):
 
     def input_nano_per_token(self) -> int:
         """Input price in nano-USD per token (exact for prices with up to 3 decimals)."""
-        return _nano_per_token(self, self.input_price_per_mtok, "input")
+        return self._nano_prices[0]
 
     def output_nano_per_token(self) -> int:
         """Output price in nano-USD per token."""
-        return _nano_per_token(self, self.output_price_per_mtok, "output")
+        return self._nano_prices[1]
 
     def cached_nano_per_token(self) -> int:
         """Cached-input price in nano-USD per token."""
-        if self.cached_input_price_per_mtok is None:
-            return self.input_nano_per_token()
-        return _nano_per_token(self, self.cached_input_price_per_mtok, "cached input")
+        return self._nano_prices[2]
+
+    @cached_property
+    def _nano_prices(self) -> tuple[int, int, int]:
+        # computed once per spec: the ledger asks for prices on every reservation
+        inp = _nano_per_token(self, self.input_price_per_mtok, "input")
+        out = _nano_per_token(self, self.output_price_per_mtok, "output")
+        cached = (
+            inp
+            if self.cached_input_price_per_mtok is None
+            else _nano_per_token(self, self.cached_input_price_per_mtok, "cached input")
+        )
+        return inp, out, cached
 
     def cost_nano(self, *, input_tokens: int, output_tokens: int, cached_tokens: int = 0) -> int:
         """Exact cost of a call in nano-USD."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from statistics import NormalDist
 
 import numpy as np
 from numpy.typing import NDArray
@@ -45,6 +46,14 @@ class LogNormal:
             raise ValueError(f"LogNormal mean must be positive and finite, got {self.mean}")
         if self.std < 0:
             raise ValueError(f"LogNormal std must be >= 0, got {self.std}")
+
+    def quantile(self, q: float) -> float:
+        """The `q` quantile, in closed form."""
+        if self.std == 0:
+            return self.mean
+        sigma = math.sqrt(math.log1p((self.std / self.mean) ** 2))
+        mu = math.log(self.mean) - sigma**2 / 2
+        return math.exp(mu + sigma * NormalDist().inv_cdf(q))
 
     def sample(self, rng: np.random.Generator, n: int) -> NDArray[np.float64]:
         """Draw `n` values."""
@@ -146,8 +155,7 @@ class AttemptEstimate:
         """The `q` quantile of output tokens (used to choose max_tokens)."""
         if self._arrays is not None:
             return int(np.quantile(self._arrays[1], q, method="higher"))
-        rng = np.random.default_rng(0)
-        return int(np.quantile(self.output_tokens.sample(rng, 4096), q))
+        return math.ceil(self.output_tokens.quantile(q))
 
 
 def truncate(draws: AttemptDraws, max_tokens: int | None) -> AttemptDraws:

@@ -21,14 +21,17 @@ Rules (the simulator in `policies.rollout` assumes exactly these):
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import time
 import traceback
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Any
 
 from orchestrator._estimate_book import EstimateBook
@@ -60,7 +63,7 @@ from orchestrator.records import (
     SubtaskRecord,
     SubtaskStatus,
 )
-from orchestrator.workflow import RunLimits, Workflow
+from orchestrator.workflow import RunLimits, Workflow, ancestor_table
 
 __all__ = ["Executor"]
 
@@ -138,8 +141,19 @@ class Executor:
         self.retry = retry or RetryPolicy()
         self.record_content = record_content
         self._dag = workflow.dag_view()
+        self._defs = workflow.subtasks
         self._children = self._dag.children()
+        self._topo = {name: i for i, name in enumerate(self._dag.subtasks)}
+        self._ancestors = ancestor_table(self._dag.subtasks, self._dag.parents)
         self._subs = {name: _SubtaskRun(name=name) for name in self._dag.subtasks}
+        # Incremental indexes, so that an event costs O(what changed), not O(subtasks).
+        self._ready: set[str] = set()
+        self._running: set[str] = set()
+        self._completed: set[str] = set()
+        self._waiting_on = {name: len(self._dag.parents[name]) for name in self._dag.subtasks}
+        self._attempt_counts: dict[str, int] = dict.fromkeys(self._dag.subtasks, 0)
+        self._caps: dict[tuple[str, str], int] = {}
+        self._ids = itertools.count()
         self._events: asyncio.Queue[_AttemptEnded | object] = asyncio.Queue()
         self._decisions = 0
         self._prices = {
@@ -211,10 +225,11 @@ class Executor:
                     "ended_at": datetime.now(UTC),
                 }
             )
-            for sub in self._subs.values():
-                if sub.status in (SubtaskStatus.RUNNING, SubtaskStatus.READY, SubtaskStatus.PENDING):
-                    sub.status = SubtaskStatus.CANCELLED
-                    await self._subtask_changed(sub)
+            if outcome is not Outcome.COMPLETED:
+                for sub in self._subs.values():
+                    if sub.status in (SubtaskStatus.RUNNING, SubtaskStatus.READY, SubtaskStatus.PENDING):
+                        self._set_status(sub, SubtaskStatus.CANCELLED)
+                        await self._subtask_changed(sub)
             await asyncio.shield(self.recorder.run_finished(record))
         return record
 
@@ -223,11 +238,11 @@ class Executor:
     async def _loop(self) -> tuple[Outcome, str | None]:
         for name in self._dag.subtasks:
             if not self._dag.parents[name]:
-                self._subs[name].status = SubtaskStatus.READY
+                self._set_status(self._subs[name], SubtaskStatus.READY)
         while True:
-            if all(s.status is SubtaskStatus.COMPLETED for s in self._subs.values()):
+            if len(self._completed) == len(self._subs):
                 return Outcome.COMPLETED, None
-            ready = [n for n in self._dag.subtasks if self._subs[n].status is SubtaskStatus.READY]
+            ready = sorted(self._ready, key=self._topo.__getitem__)
             if ready:
                 refused = await self._decide_and_launch(ready)
                 if self._fatal is not None:
@@ -248,7 +263,7 @@ class Executor:
                 await self._cancel_all()
                 return Outcome.DEADLINE_EXCEEDED, (
                     f"the deadline of {self.limits.deadline_s:g}s passed with"
-                    f" {sum(s.status is not SubtaskStatus.COMPLETED for s in self._subs.values())}"
+                    f" {len(self._subs) - len(self._completed)}"
                     " subtask(s) unfinished"
                 )
             assert isinstance(event, _AttemptEnded)
@@ -270,20 +285,23 @@ class Executor:
         if event.status is AttemptStatus.PASSED and event.output is not None:
             sub.output, sub.text, sub.winner = event.output.value, event.output.text, event.attempt_id
             await self._cancel_batch(sub)
-            sub.status, sub.ended_s = SubtaskStatus.COMPLETED, now
+            sub.ended_s = now
+            self._set_status(sub, SubtaskStatus.COMPLETED)
             await self._subtask_changed(sub)
             for child in self._children[sub.name]:
-                if all(self._subs[p].status is SubtaskStatus.COMPLETED for p in self._dag.parents[child]):
-                    self._subs[child].status = SubtaskStatus.READY
+                self._waiting_on[child] -= 1
+                if self._waiting_on[child] == 0:
+                    self._set_status(self._subs[child], SubtaskStatus.READY)
             return None
         if batch.running == 0:
             sub.batch = None
-            limit = self.workflow.subtasks[sub.name].max_attempts
+            limit = self._defs[sub.name].max_attempts
             if limit is not None and sub.attempts >= limit:
-                sub.status, sub.ended_s = SubtaskStatus.FAILED, now
+                sub.ended_s = now
+                self._set_status(sub, SubtaskStatus.FAILED)
                 await self._subtask_changed(sub)
                 return f"subtask `{sub.name}` failed all {sub.attempts} attempts (max_attempts={limit})"
-            sub.status = SubtaskStatus.READY
+            self._set_status(sub, SubtaskStatus.READY)
             await self._subtask_changed(sub)
         return None
 
@@ -333,11 +351,7 @@ class Executor:
                     f"policy `{self.policy.name}` chose model `{a.model}` for subtask `{name}`,"
                     f" which may only use {list(self._dag.models[name])}"
                 )
-            cap = a.max_tokens
-            if cap is None:
-                cap = self.workflow.subtasks[name].max_tokens or default_max_tokens(
-                    self.estimates.get(name, a.model)
-                )
+            cap = a.max_tokens if a.max_tokens is not None else self._default_cap(name, a.model)
             cap = min(cap, self.catalog.get(a.model).context_window)
             out[name] = Assignment(model=a.model, samples=a.samples, max_tokens=cap)
         return Allocation(assignments=out, info=allocation.info)
@@ -360,16 +374,17 @@ class Executor:
             if reservation is None:
                 refused = True
                 break
-            attempt_id = uuid.uuid4().hex
+            attempt_id = f"{self.run_id}.a{next(self._ids)}"
             batch.tasks[attempt_id] = asyncio.create_task(
                 self._attempt(sub, batch, attempt_id, sample, reservation),
                 name=f"{self.run_id}:{name}:{sample}",
             )
             batch.running += 1
             sub.attempts += 1
+            self._attempt_counts[name] = sub.attempts
         if batch.running:
             sub.batch = batch
-            sub.status = SubtaskStatus.RUNNING
+            self._set_status(sub, SubtaskStatus.RUNNING)
             sub.batches += 1
             if sub.started_s is None:
                 sub.started_s = batch.started_at
@@ -379,8 +394,8 @@ class Executor:
     async def _attempt(
         self, sub: _SubtaskRun, batch: _Batch, attempt_id: str, sample: int, held: Reservation
     ) -> None:
-        definition = self.workflow.subtasks[sub.name]
-        span_id = uuid.uuid4().hex
+        definition = self._defs[sub.name]
+        span_id = f"{self.run_id}.s{next(self._ids)}"
         started = self._now()
         gateway = AttemptGateway(
             self._shared,
@@ -409,8 +424,8 @@ class Executor:
             model=batch.model,
             max_tokens=batch.max_tokens,
             inputs=self.inputs,
-            outputs={a: self._subs[a].output for a in self.workflow.ancestors(sub.name)},
-            texts={a: self._subs[a].text for a in self.workflow.ancestors(sub.name)},
+            outputs={a: self._subs[a].output for a in self._ancestors[sub.name]},
+            texts={a: self._subs[a].text for a in self._ancestors[sub.name]},
             chat=gateway,
             seed=hash((self.seed, sub.name, sub.attempts, sample)) & 0x7FFFFFFF,
             span_id=span_id,
@@ -499,11 +514,31 @@ class Executor:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _cancel_all(self) -> None:
-        for sub in self._subs.values():
-            await self._cancel_batch(sub)
+        for name in sorted(self._running, key=self._topo.__getitem__):
+            await self._cancel_batch(self._subs[name])
 
     def _in_flight(self) -> bool:
-        return any(s.batch is not None and s.batch.running for s in self._subs.values())
+        return bool(self._running)
+
+    def _set_status(self, sub: _SubtaskRun, status: SubtaskStatus) -> None:
+        for index, member in (
+            (self._ready, SubtaskStatus.READY),
+            (self._running, SubtaskStatus.RUNNING),
+            (self._completed, SubtaskStatus.COMPLETED),
+        ):
+            if status is member:
+                index.add(sub.name)
+            else:
+                index.discard(sub.name)
+        sub.status = status
+
+    def _default_cap(self, subtask: str, model: str) -> int:
+        key = (subtask, model)
+        cap = self._caps.get(key)
+        if cap is None:
+            cap = self._defs[subtask].max_tokens or default_max_tokens(self.estimates.get(subtask, model))
+            self._caps[key] = cap
+        return cap
 
     def _now(self) -> float:
         return asyncio.get_running_loop().time() - self._t0
@@ -519,12 +554,12 @@ class Executor:
                 elapsed_s=now - s.batch.started_at,
                 max_tokens=s.batch.max_tokens,
             )
-            for s in self._subs.values()
+            for s in (self._subs[n] for n in sorted(self._running, key=self._topo.__getitem__))
             if s.batch is not None and s.batch.running
         )
         return PlanState(
             dag=self._dag,
-            completed=frozenset(n for n, s in self._subs.items() if s.status is SubtaskStatus.COMPLETED),
+            completed=_SetView(self._completed),
             ready=tuple(ready),
             in_flight=in_flight,
             budget_usd=float(self.limits.budget_usd),
@@ -534,7 +569,7 @@ class Executor:
             elapsed_s=now,
             estimates=self.estimates.table,
             prices=self._prices,
-            attempts={n: s.attempts for n, s in self._subs.items()},
+            attempts=MappingProxyType(self._attempt_counts),
             decision_index=self._decisions,
         )
 
@@ -560,18 +595,40 @@ class Executor:
         return int((chars / 4 + 8 * len(messages)) * 1.1) + 16
 
 
+class _SetView(AbstractSet[str]):
+    """A read-only view of a set the executor keeps (valid during the `decide` call)."""
+
+    def __init__(self, members: set[str]) -> None:
+        self._members = members
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._members
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._members)
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+_SUMMARY_LIMIT = 50
+"""Longest list a decision record keeps (a 10,000-way fan-out is summarised, not copied)."""
+
+
 def _state_summary(state: PlanState) -> dict[str, Any]:
     return {
-        "ready": list(state.ready),
-        "completed": sorted(state.completed),
+        "ready": list(state.ready[:_SUMMARY_LIMIT]),
+        "ready_count": len(state.ready),
+        "completed_count": len(state.completed),
         "in_flight": [
             {"subtask": f.subtask, "model": f.model, "samples": f.samples, "elapsed_s": round(f.elapsed_s, 3)}
-            for f in state.in_flight
+            for f in state.in_flight[:_SUMMARY_LIMIT]
         ],
+        "in_flight_count": len(state.in_flight),
         "remaining_budget_usd": round(state.remaining_budget_usd, 9),
         "remaining_time_s": None if state.remaining_time_s is None else round(state.remaining_time_s, 3),
     }

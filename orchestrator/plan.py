@@ -8,6 +8,7 @@ that changes what is ready (a subtask's batch ended, the run started).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -68,8 +69,8 @@ class PlanState:
 
     dag: DagView
     """The workflow's shape."""
-    completed: frozenset[str]
-    """Subtasks that have succeeded."""
+    completed: AbstractSet[str]
+    """Subtasks that have succeeded (a read-only view, valid during `decide`)."""
     ready: tuple[str, ...]
     """Subtasks whose parents are complete and that have nothing in flight."""
     in_flight: tuple[InFlight, ...]

@@ -19,6 +19,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -29,7 +30,7 @@ from orchestrator.errors import ConfigError, WorkflowError, did_you_mean
 from orchestrator.estimates import AttemptEstimate
 from orchestrator.plan import DagView
 
-__all__ = ["RunLimits", "Subtask", "SubtaskRef", "Workflow"]
+__all__ = ["RunLimits", "Subtask", "SubtaskRef", "Workflow", "ancestor_table"]
 
 T = TypeVar("T")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
@@ -182,8 +183,8 @@ class Workflow:
 
     @property
     def subtasks(self) -> Mapping[str, Subtask]:
-        """Subtasks by name, in definition order."""
-        return dict(self._subtasks)
+        """Subtasks by name, in definition order (read-only)."""
+        return MappingProxyType(self._subtasks)
 
     def __len__(self) -> int:
         return len(self._subtasks)
@@ -225,9 +226,11 @@ class Workflow:
                     f"run inputs are missing {', '.join(f'`{m}`' for m in missing)}, which workflow"
                     f" `{self.name}` declares; pass them with inputs={{...}}"
                 )
-        if not cycle:
+        if not cycle and not any(d not in self._subtasks for s in self._subtasks.values() for d in s.after):
+            order = self.topological_order()
+            ancestors = ancestor_table(order, {n: self._subtasks[n].after for n in order})
             for sub in self._subtasks.values():
-                provided = set(self.ancestors(sub.name)) if sub.after else set()
+                provided = set(ancestors[sub.name])
                 for var in sorted(sub.agent.template_variables()):
                     if var in provided:
                         continue
@@ -255,15 +258,15 @@ class Workflow:
 
     def ancestors(self, name: str) -> list[str]:
         """All subtasks `name` transitively depends on."""
-        seen: list[str] = []
+        seen: dict[str, None] = {}
         stack = list(self._subtasks[name].after)
         while stack:
             dep = stack.pop()
             if dep in seen or dep not in self._subtasks:
                 continue
-            seen.append(dep)
+            seen[dep] = None
             stack.extend(self._subtasks[dep].after)
-        return seen
+        return list(seen)
 
     def topological_order(self) -> tuple[str, ...]:
         """Subtask names, parents before children (definition order among equals)."""
@@ -319,3 +322,21 @@ class Workflow:
                     # dependencies point child -> parent; show it in execution order
                     return list(reversed(found))
         return None
+
+
+def ancestor_table(order: Sequence[str], parents: Mapping[str, Sequence[str]]) -> dict[str, tuple[str, ...]]:
+    """Every subtask's ancestors (in topological order), computed once for the whole DAG.
+
+    Args:
+        order: subtask names in a topological order.
+        parents: direct dependencies of each subtask.
+    """
+    position = {name: i for i, name in enumerate(order)}
+    sets: dict[str, set[str]] = {}
+    for name in order:
+        acc: set[str] = set()
+        for parent in parents[name]:
+            acc.add(parent)
+            acc |= sets[parent]
+        sets[name] = acc
+    return {name: tuple(sorted(sets[name], key=position.__getitem__)) for name in order}

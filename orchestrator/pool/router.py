@@ -68,8 +68,13 @@ class RouterConfig:
     """Weight of the matched prompt fraction (0..1) in the ``prefix_load`` score."""
     load_weight: float = 1.0
     """Weight of the load term in the ``prefix_load`` score."""
-    load_scale: float = 4.0
-    """Requests of extra load that cancel a full prefix match at equal weights."""
+    load_scale: float = 8.0
+    """Requests of extra load that cancel a full prefix match at equal weights.
+
+    Recomputing a long shared prefix costs about as much as a whole request, so affinity
+    should only give way when the preferred replica is several requests busier (the
+    benchmark in `docs/vllm_pool.md` compares 4 and 8).
+    """
     chars_per_token: float = 4.0
     """Characters per token of the served model's tokenizer, for block hashing."""
     default_kv_capacity_tokens: int = 65_536
