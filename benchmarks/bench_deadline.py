@@ -22,10 +22,10 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agents import LLMAgent  # noqa: E402
-from orchestrator import AttemptEstimate, Catalog, LogNormal, ModelSpec, Workflow, arun  # noqa: E402
-from orchestrator.simulated import SimulatedBackend, SimulatedClient  # noqa: E402
-from policies.baselines import FixedModel  # noqa: E402
+from agents import LLMAgent
+from orchestrator import AttemptEstimate, Catalog, LogNormal, ModelSpec, Workflow, arun
+from orchestrator.simulated import SimulatedBackend, SimulatedClient
+from policies.baselines import FixedModel
 
 DEADLINE_S = 0.3
 
