@@ -84,6 +84,9 @@ def _parser() -> _Parser:
     run.add_argument("--catalog", help="catalog file (TOML/YAML/JSON) overriding the file's catalog")
     run.add_argument("--no-content", action="store_true", help="do not store prompt and response text")
     run.add_argument("--no-progress", action="store_true", help="no live view; print the summary only")
+    run.add_argument(
+        "--no-learn", action="store_true", help="plan from the workflow's priors only, not from recorded runs"
+    )
     run.add_argument("--time-scale", type=float, default=1.0, help="speed of simulated latencies (0.1 = 10x)")
 
     validate = sub.add_parser("validate", help="check a workflow file without running it")
@@ -213,6 +216,7 @@ def _run(args: argparse.Namespace, settings: Settings, out: Console) -> int:
             time_scale=args.time_scale,
             console=out,
             live=not args.no_progress,
+            learn=not args.no_learn,
             route=route_catalog,
         )
     )

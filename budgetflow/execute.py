@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from pathlib import Path
@@ -41,6 +42,7 @@ async def execute(
     time_scale: float,
     console: Console,
     live: bool,
+    learn: bool,
     route: Callable[[Catalog, Settings], tuple[Catalog, list[str]]],
 ) -> RunResult:
     """Run, record to the settings' database, draw progress, print a summary."""
@@ -56,6 +58,16 @@ async def execute(
         )
     _ensure_sqlite_dir(settings.database_url)
     sql = await SqlRecorder.open(settings.database_url, record_content=settings.record_content)
+    learned = {}
+    if learn:
+        from storage import learn_estimates
+
+        learned = await asyncio.to_thread(learn_estimates, sql.engine, workflow.name)
+        if learned:
+            console.print(
+                f"planner estimates learned from recorded runs for {len(learned)} (subtask, model) pairs"
+                f" ({sum(len(e.samples) for e in learned.values())} attempts); priors for the rest"
+            )
     ledger = InProcessLedger(usd_to_nano(budget_usd))
     view = ProgressView(
         console,
@@ -79,6 +91,7 @@ async def execute(
             ledger=ledger,
             record_content=settings.record_content,
             sim_time_scale=time_scale,
+            learned_estimates=learned,
         )
     finally:
         await view.aclose()

@@ -491,8 +491,10 @@ class Executor:
                     "check_detail": detail,
                     "check_simulated": output is not None and output.simulated_success is not None,
                     "output_preview": None if output is None else output.text[:_PREVIEW],
+                    "spent_usd": nano_to_usd(gateway.spent_nano),
                 }
             )
+            sub.spent_nano += gateway.spent_nano
             await asyncio.shield(self.recorder.attempt_finished(done))
             if status is not AttemptStatus.CANCELLED:
                 self._events.put_nowait(
@@ -584,6 +586,7 @@ class Executor:
                 output_preview=sub.text[:_PREVIEW] if sub.winner else None,
                 started_s=sub.started_s,
                 ended_s=sub.ended_s,
+                spent_usd=nano_to_usd(sub.spent_nano),
             )
         )
 

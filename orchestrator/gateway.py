@@ -78,6 +78,8 @@ class AttemptGateway:
         self._max_tokens = max_tokens
         self._span_id = span_id
         self._held = held
+        self.spent_nano = 0
+        """Settled cost of this attempt's calls so far."""
 
     def release_unused(self) -> Reservation | None:
         """The up-front hold if no call used it (the executor settles it at zero)."""
@@ -228,7 +230,7 @@ class AttemptGateway:
         )
         # Durable record first, then settle: a crash in between loses no completed call.
         await asyncio.shield(s.recorder.call_finished(record))
-        await s.ledger.settle(reservation, cost)
+        self.spent_nano += await s.ledger.settle(reservation, cost)
         if error is not None:
             raise error
         assert response is not None

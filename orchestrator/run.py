@@ -125,8 +125,11 @@ async def arun(
     if client is None:
         from orchestrator.litellm_client import LiteLLMClient
 
+        # The simulated backend plays the world as the priors describe it; the planner may
+        # believe learned estimates instead.
+        truth = EstimateBook.build(workflow, catalog)
         client = LiteLLMClient(
-            catalog, simulated=SimulatedBackend(estimates.table, seed=seed, time_scale=sim_time_scale)
+            catalog, simulated=SimulatedBackend(truth.table, seed=seed, time_scale=sim_time_scale)
         )
     if ledger is None:
         ledger = InProcessLedger(usd_to_nano(limits.budget_usd))

@@ -2,11 +2,13 @@
 
 - `SqlRecorder`: the `orchestrator.records.Recorder` for SQLite or PostgreSQL.
 - `list_runs`, `get_run`, `build_call_tree`: what the CLI and the web UI read.
+- `learn_estimates`: empirical (subtask, model) estimates from recorded runs.
 - `upgrade`: bring a database's schema to the newest Alembic revision.
 - `RedisLedger`: one run's budget shared by worker processes.
 """
 
 from storage._engine import make_engine, parse_database_url
+from storage.learning import learn_estimates
 from storage.migrate import upgrade
 from storage.queries import (
     AttemptNode,
@@ -31,6 +33,7 @@ __all__ = [
     "SqlRecorder",
     "build_call_tree",
     "get_run",
+    "learn_estimates",
     "list_runs",
     "make_engine",
     "parse_database_url",
