@@ -1,0 +1,449 @@
+"""Benchmark the vLLM pool routers on a multi-agent workload over real vLLM CPU replicas.
+
+Workload (seeded, identical for every router): `--workflows` workflows run at once;
+each is a chain of agent steps (planner, coder, tester, coder, reviewer, ...). Every
+agent role has a long system prompt (1-2k tokens, shared by all workflows), every
+workflow has a shared context document (shared by all its steps), and each step also
+sees its parent's output. Parent outputs are synthetic (seeded) so that every router
+gets exactly the same prompts; the model still generates `--output-tokens` tokens.
+
+For each router strategy, on `--replicas` replicas with a small KV cache (so eviction
+happens), after resetting every prefix cache:
+
+* prefix-cache hit rate from vLLM's own counters
+  (`vllm:prefix_cache_hits_total / vllm:prefix_cache_queries_total` deltas),
+* TTFT p50/p95 (client side), end-to-end throughput (requests/s over the makespan),
+* load imbalance: max/mean requests per replica.
+
+The ideal hit rate comes from the same workload on a single replica with a cache large
+enough never to evict. `prefix_load+warm` is the default router plus workflow-aware
+warm-up: when a step starts, the next step's prefix (role prompt + shared context) is
+warmed on the replica the router would choose, if that replica has spare capacity.
+
+Usage (starts and stops its own replicas; about 10 minutes on 2 cores):
+
+    .venv/bin/python benchmarks/bench_vllm_pool.py
+
+Writes `benchmarks/results/vllm_pool.json` and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import random
+import statistics
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from orchestrator.catalog import ModelSpec, PoolSpec  # noqa: E402
+from orchestrator.model_client import CallProgress, ChatMessage, ChatRequest, ChatResponse  # noqa: E402
+from orchestrator.pool import (  # noqa: E402
+    STRATEGIES,
+    PooledLiteLLMCaller,
+    ReplicaMetrics,
+    RouterConfig,
+    Strategy,
+    fetch_metrics,
+)
+
+TEAM_SIZE = 4
+"""Agent roles per workflow; a workflow's steps cycle through its team."""
+
+
+# -- workload ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Step:
+    workflow: int
+    index: int
+    role: int
+    messages: tuple[ChatMessage, ...]
+    warm_prefix: tuple[ChatMessage, ...]
+
+
+class Words:
+    """Seeded pseudo-English whose token count is measured with the model's tokenizer."""
+
+    def __init__(self, tokenizer_path: Path, seed: int) -> None:
+        from tokenizers import Tokenizer
+
+        self._tok = Tokenizer.from_file(str(tokenizer_path))
+        rng = random.Random(seed)
+        syll = [a + b for a in "bcdfghjklmnprstvwz" for b in ("a", "e", "i", "o", "u", "ai", "ou")]
+        self._vocab = ["".join(rng.choices(syll, k=rng.randint(1, 3))) for _ in range(3000)]
+
+    def tokens(self, text: str) -> int:
+        return len(self._tok.encode(text).ids)
+
+    def text(self, rng: random.Random, n_tokens: int) -> str:
+        words: list[str] = []
+        # ~1.6 tokens per word for this vocabulary; top up until the count is reached.
+        while True:
+            words += rng.choices(self._vocab, k=max(8, (n_tokens - self.tokens(" ".join(words))) // 2))
+            if self.tokens(" ".join(words)) >= n_tokens:
+                return " ".join(words)
+
+
+def build_workload(
+    words: Words, *, roles: int, workflows: int, steps: int, seed: int
+) -> tuple[list[list[Step]], float]:
+    """Per workflow, its chain of steps; and the measured characters per token.
+
+    Each workflow draws a team of `TEAM_SIZE` roles; step k is done by team[k % TEAM_SIZE],
+    so with more steps than team members an agent comes back to the same workflow.
+    """
+    rng = random.Random(seed)
+    system = [
+        f"You are agent {r} of a software team. Rules:\n" + words.text(rng, rng.randint(1000, 2000))
+        for r in range(roles)
+    ]
+    chains: list[list[Step]] = []
+    chars = tokens = 0
+    for w in range(workflows):
+        team = rng.sample(range(roles), TEAM_SIZE)
+        context = f"Shared context of workflow {w}:\n{words.text(rng, rng.randint(300, 600))}"
+        chain: list[Step] = []
+        for k in range(steps):
+            role = team[k % TEAM_SIZE]
+            parent = words.text(rng, rng.randint(60, 150)) if k else "(none)"
+            prefix: tuple[ChatMessage, ...] = (
+                {"role": "system", "content": system[role]},
+                {"role": "user", "content": context},
+            )
+            user = f"{context}\n\nOutput of the previous step:\n{parent}\n\nDo step {k} as agent {role}."
+            messages: tuple[ChatMessage, ...] = (
+                {"role": "system", "content": system[role]},
+                {"role": "user", "content": user},
+            )
+            chain.append(Step(workflow=w, index=k, role=role, messages=messages, warm_prefix=prefix))
+            text = system[role] + user
+            chars += len(text)
+            tokens += words.tokens(text)
+        chains.append(chain)
+    return chains, chars / tokens
+
+
+# -- one run ----------------------------------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    router: str
+    replicas: int
+    requests: int
+    hit_rate: float
+    client_hit_rate: float
+    ttft_p50_s: float
+    ttft_p95_s: float
+    makespan_s: float
+    throughput_rps: float
+    load_imbalance: float
+    requests_per_replica: list[int]
+    prompt_tokens: int
+    computed_prompt_tokens: int
+    warm_requests: int = 0
+    warm_prompt_tokens: int = 0
+    hit_rate_excl_warm: float = 0.0
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def _metrics(http: httpx.AsyncClient, urls: list[str]) -> dict[str, ReplicaMetrics]:
+    return {u: await fetch_metrics(http, u) for u in urls}
+
+
+async def run_once(
+    label: str,
+    strategy: Strategy,
+    urls: list[str],
+    chains: list[list[Step]],
+    *,
+    chars_per_token: float,
+    output_tokens: int,
+    warm: bool,
+    seed: int,
+    concurrency: int,
+    load_scale: float,
+) -> RunResult:
+    pool = PoolSpec(name="bench", served_model="tiny-llama", replicas=tuple(urls), block_size_tokens=32)
+    model = ModelSpec(
+        name="tiny",
+        litellm_model="hosted_vllm/tiny-llama",
+        input_price_per_mtok=Decimal("0.1"),
+        output_price_per_mtok=Decimal("0.4"),
+        pool="bench",
+    )
+    config = RouterConfig(
+        strategy=strategy, seed=seed, chars_per_token=chars_per_token, load_scale=load_scale
+    )
+    async with httpx.AsyncClient(timeout=30) as http:
+        for url in urls:
+            (await http.post(f"{url}/reset_prefix_cache")).raise_for_status()
+        before = await _metrics(http, urls)
+        responses: list[ChatResponse] = []
+        warms: list[Any] = []
+        async with PooledLiteLLMCaller(
+            pool, router_config=config, extra_body={"ignore_eos": True}, health_interval_s=0.25
+        ) as caller:
+            slots = asyncio.Semaphore(concurrency)
+
+            async def workflow(chain: list[Step]) -> None:
+                async with slots:
+                    await steps(chain)
+
+            async def steps(chain: list[Step]) -> None:
+                for k, step in enumerate(chain):
+                    warm_task = None
+                    if warm and k + 1 < len(chain):
+                        warm_task = asyncio.create_task(caller.warm(chain[k + 1].warm_prefix))
+                    request = ChatRequest(
+                        model=model, messages=step.messages, max_tokens=output_tokens, temperature=0.0
+                    )
+                    responses.append(await caller.complete(request, CallProgress()))
+                    if warm_task is not None:
+                        warms.append(await warm_task)
+
+            started = time.monotonic()
+            await asyncio.gather(*(workflow(c) for c in chains))
+            makespan = time.monotonic() - started
+        finished = sum(m.requests_finished for m in before.values()) + len(responses)
+        finished += sum(1 for w in warms if w is not None)
+        deadline = time.monotonic() + 30
+        while True:  # vLLM publishes counters per engine step; wait until all are counted
+            after = await _metrics(http, urls)
+            if sum(m.requests_finished for m in after.values()) >= finished or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+    hits = sum(after[u].prefix_cache_hits - before[u].prefix_cache_hits for u in urls)
+    queries = sum(after[u].prefix_cache_queries - before[u].prefix_cache_queries for u in urls)
+    per_replica = Counter(r.replica for r in responses)
+    counts = [per_replica.get(u, 0) for u in urls]
+    prompt = sum(r.input_tokens for r in responses)
+    cached = sum(r.cached_tokens for r in responses)
+    ttfts = [r.ttft_s for r in responses if r.ttft_s is not None]
+    done_warms = [w for w in warms if w is not None]
+    warm_prompt = sum(w.prompt_tokens for w in done_warms)
+    warm_cached = sum(w.cached_tokens for w in done_warms)
+    return RunResult(
+        router=label,
+        replicas=len(urls),
+        requests=len(responses),
+        hit_rate=hits / queries if queries else 0.0,
+        client_hit_rate=cached / prompt if prompt else 0.0,
+        ttft_p50_s=statistics.median(ttfts),
+        ttft_p95_s=_pct(ttfts, 0.95),
+        makespan_s=makespan,
+        throughput_rps=len(responses) / makespan,
+        load_imbalance=max(counts) / statistics.mean(counts),
+        requests_per_replica=counts,
+        prompt_tokens=prompt,
+        computed_prompt_tokens=int(queries - hits),
+        warm_requests=len(done_warms),
+        warm_prompt_tokens=warm_prompt,
+        # vLLM's counters minus the warm-up requests' own lookups: the real requests' hit rate.
+        hit_rate_excl_warm=(hits - warm_cached) / (queries - warm_prompt) if queries > warm_prompt else 0.0,
+    )
+
+
+# -- driver -----------------------------------------------------------------------------
+
+
+def _table(results: list[RunResult], ideal: float | None) -> str:
+    head = (
+        f"{'router':<18} {'hit rate':>8} {'/ideal':>7} {'no-warm':>7} {'client':>7}"
+        f" {'TTFT p50':>9} {'TTFT p95':>9} {'req/s':>6} {'imbal':>6} {'computed tok':>12}"
+        f" {'warm':>5}  per replica"
+    )
+    lines = [head, "-" * len(head)]
+    for r in results:
+        share = f"{r.hit_rate / ideal:.1%}" if ideal else "-"
+        lines.append(
+            f"{r.router:<18} {r.hit_rate:>8.1%} {share:>7} {r.hit_rate_excl_warm:>7.1%}"
+            f" {r.client_hit_rate:>7.1%} {r.ttft_p50_s * 1000:>7.0f}ms {r.ttft_p95_s * 1000:>7.0f}ms"
+            f" {r.throughput_rps:>6.2f}"
+            f" {r.load_imbalance:>6.2f} {r.computed_prompt_tokens:>12} {r.warm_requests:>5}"
+            f"  {r.requests_per_replica}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--replicas", type=int, default=2)
+    parser.add_argument("--roles", type=int, default=10, help="agent roles (system prompts)")
+    parser.add_argument("--workflows", type=int, default=16)
+    parser.add_argument("--concurrency", type=int, default=6, help="workflows running at once")
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--output-tokens", type=int, default=16)
+    parser.add_argument("--kv-blocks", type=int, default=400, help="KV blocks (32 tokens) per replica")
+    parser.add_argument("--ideal-kv-blocks", type=int, default=8192)
+    parser.add_argument("--repeats", type=int, default=1, help="runs per router (results averaged)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--load-scale", type=float, default=RouterConfig().load_scale)
+    parser.add_argument("--routers", default=",".join([*STRATEGIES, "prefix_load+warm"]))
+    parser.add_argument("--no-ideal", action="store_true")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "vllm_pool.json")
+    args = parser.parse_args(argv)
+
+    replicas_mod = importlib.import_module("vllm_replicas")
+    model_dir = importlib.import_module("build_tiny_model").ensure_tiny_model()
+    words = Words(model_dir / "tokenizer.json", seed=args.seed)
+    chains, chars_per_token = build_workload(
+        words, roles=args.roles, workflows=args.workflows, steps=args.steps, seed=args.seed
+    )
+    n_requests = sum(len(c) for c in chains)
+    print(
+        f"workload: {args.workflows} workflows x {args.steps} steps = {n_requests} requests,"
+        f" {args.roles} roles, {args.concurrency} at once, {chars_per_token:.2f} chars/token",
+        flush=True,
+    )
+    routers = [r.strip() for r in args.routers.split(",") if r.strip()]
+    options = replicas_mod.ReplicaOptions(kv_blocks=args.kv_blocks, block_size=32, max_model_len=4096)
+    results: list[RunResult] = []
+
+    async def run_all(urls: list[str], labels: list[str], repeats: int) -> list[RunResult]:
+        # One discarded run first: the first requests of a fresh vLLM process are slow.
+        await run_once(
+            "warmup",
+            "round_robin",
+            urls,
+            chains[:2],
+            chars_per_token=chars_per_token,
+            output_tokens=args.output_tokens,
+            warm=False,
+            seed=args.seed,
+            concurrency=args.concurrency,
+            load_scale=args.load_scale,
+        )
+        out: list[RunResult] = []
+        for label in labels:
+            strategy: Any = label.removesuffix("+warm")
+            runs = [
+                await run_once(
+                    label,
+                    strategy,
+                    urls,
+                    chains,
+                    chars_per_token=chars_per_token,
+                    output_tokens=args.output_tokens,
+                    warm=label.endswith("+warm"),
+                    seed=args.seed + i,
+                    concurrency=args.concurrency,
+                    load_scale=args.load_scale,
+                )
+                for i in range(repeats)
+            ]
+            out.append(_mean(runs))
+            print(_table(out[-1:], None).splitlines()[-1], flush=True)
+        return out
+
+    started = time.monotonic()
+    with replicas_mod.VLLMReplicas(args.replicas, options=options) as pool:
+        print(f"pool replicas: {pool.urls} ({args.kv_blocks} KV blocks of 32 tokens each)", flush=True)
+        results = asyncio.run(run_all(pool.urls, routers, args.repeats))
+    ideal: RunResult | None = None
+    if not args.no_ideal:
+        big = replicas_mod.ReplicaOptions(kv_blocks=args.ideal_kv_blocks, block_size=32, max_model_len=4096)
+        with replicas_mod.VLLMReplicas(1, options=big) as single:
+            print(f"ideal: 1 replica with {args.ideal_kv_blocks} KV blocks", flush=True)
+            ideal = asyncio.run(run_all(single.urls, ["prefix_load"], 1))[0]
+            ideal.router = "ideal (1 replica)"
+    ideal_rate = ideal.hit_rate if ideal else None
+    table = _table([*results, *([ideal] if ideal else [])], ideal_rate)
+    print()
+    print(table)
+    summary = _summary(results, ideal_rate)
+    for line in summary["checks"]:
+        print(line)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "command": " ".join(
+            ["python benchmarks/bench_vllm_pool.py", *(sys.argv[1:] if argv is None else argv)]
+        ),
+        "config": {
+            "replicas": args.replicas,
+            "workflows": args.workflows,
+            "steps": args.steps,
+            "requests": n_requests,
+            "roles": args.roles,
+            "concurrency": args.concurrency,
+            "output_tokens": args.output_tokens,
+            "kv_blocks_per_replica": args.kv_blocks,
+            "kv_block_tokens": 32,
+            "ideal_kv_blocks": args.ideal_kv_blocks,
+            "chars_per_token": round(chars_per_token, 3),
+            "repeats": args.repeats,
+            "seed": args.seed,
+            "load_scale": args.load_scale,
+        },
+        "results": [asdict(r) for r in results],
+        "ideal": asdict(ideal) if ideal else None,
+        "summary": summary,
+        "wall_s": round(time.monotonic() - started, 1),
+        "table": table,
+    }
+    args.out.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+def _mean(runs: list[RunResult]) -> RunResult:
+    if len(runs) == 1:
+        return runs[0]
+    first = runs[0]
+    numeric = {
+        k: statistics.mean(getattr(r, k) for r in runs)
+        for k, v in asdict(first).items()
+        if isinstance(v, float) and k != "router"
+    }
+    return RunResult(**{**asdict(first), **numeric})
+
+
+def _summary(results: list[RunResult], ideal: float | None) -> dict[str, Any]:
+    by = {r.router: r for r in results}
+    checks: list[str] = []
+    out: dict[str, Any] = {"checks": checks}
+    aware = by.get("prefix_load")
+    rr = by.get("round_robin")
+    if aware and ideal:
+        out["prefix_load_vs_ideal"] = aware.hit_rate / ideal
+        checks.append(f"prefix_load hit rate / ideal = {aware.hit_rate / ideal:.1%} (target >= 95%)")
+    if aware and rr:
+        out["prefix_load_vs_round_robin"] = aware.hit_rate / rr.hit_rate if rr.hit_rate else None
+        ratio = aware.hit_rate / rr.hit_rate
+        checks.append(f"prefix_load hit rate / round_robin = {ratio:.2f}x (target >= 1.5x)")
+    if aware:
+        out["prefix_load_imbalance"] = aware.load_imbalance
+        checks.append(f"prefix_load load imbalance = {aware.load_imbalance:.2f} (target <= 1.25)")
+    warm = by.get("prefix_load+warm")
+    if aware and warm:
+        out["warm_ttft_p50_ratio"] = warm.ttft_p50_s / aware.ttft_p50_s
+        out["warm_makespan_ratio"] = warm.makespan_s / aware.makespan_s
+        checks.append(
+            f"warm-up: TTFT p50 {warm.ttft_p50_s * 1000:.0f}ms vs {aware.ttft_p50_s * 1000:.0f}ms,"
+            f" p95 {warm.ttft_p95_s * 1000:.0f}ms vs {aware.ttft_p95_s * 1000:.0f}ms,"
+            f" makespan {warm.makespan_s:.1f}s vs {aware.makespan_s:.1f}s"
+        )
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,278 @@
+"""PoolRouter: affinity, load, tie-breaking, health, leases, warm-up; health checker parsing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from orchestrator.catalog import PoolSpec
+from orchestrator.errors import ConfigError, ReplicaUnavailable
+from orchestrator.model_client import ChatMessage
+from orchestrator.pool import HealthChecker, PoolRouter, RouterConfig, parse_vllm_metrics
+from orchestrator.pool.router import Lease
+
+MakePool = Callable[..., PoolSpec]
+REPLICA_A = "http://replica-a.test"
+REPLICA_B = "http://replica-b.test"
+REPLICA_C = "http://replica-c.test"
+
+
+def agent_prompt(system_seed: int, user: str) -> tuple[ChatMessage, ...]:
+    """A long system prompt fixed by `system_seed`, then a short user message."""
+    words = [f"w{(system_seed * 7919 + i * 104729) % 10007}" for i in range(400)]
+    return (
+        {"role": "system", "content": f"agent {system_seed}: " + " ".join(words)},
+        {"role": "user", "content": user},
+    )
+
+
+async def _route(router: PoolRouter, seed: int, user: str = "task") -> str:
+    """Route one request and finish it at once; the replica it went to."""
+    async with router.lease(agent_prompt(seed, user)) as lease:
+        return lease.replica
+
+
+async def test_shared_prefix_requests_stick_to_one_replica(make_pool: MakePool) -> None:
+    router = PoolRouter(make_pool(), RouterConfig(seed=1))
+    first = await _route(router, seed=7, user="first")
+    for i in range(20):
+        assert await _route(router, seed=7, user=f"task {i}") == first
+
+
+async def test_distinct_prefixes_spread_over_replicas(make_pool: MakePool) -> None:
+    router = PoolRouter(make_pool((REPLICA_A, REPLICA_B, REPLICA_C)), RouterConfig(seed=3))
+    counts = Counter([await _route(router, seed=s) for s in range(60)])
+    assert set(counts) == {REPLICA_A, REPLICA_B, REPLICA_C}
+
+
+async def test_decision_reports_matched_blocks(make_pool: MakePool) -> None:
+    router = PoolRouter(make_pool(), RouterConfig(seed=0))
+    await _route(router, seed=1, user="a")
+    decision = router.choose(agent_prompt(1, "b"))
+    assert decision.total_blocks * 0.9 <= decision.matched_blocks <= decision.total_blocks
+
+
+def test_ties_are_broken_randomly_and_reproducibly(make_pool: MakePool) -> None:
+    def firsts(seed: int) -> list[str]:
+        router = PoolRouter(make_pool(), RouterConfig(seed=seed))
+        return [router.choose(agent_prompt(s, "x")).replica for s in range(40)]
+
+    picks = firsts(seed=5)
+    assert picks == firsts(seed=5)  # seeded: same sequence every time
+    counts = Counter(picks)
+    assert counts[REPLICA_A] >= 10 and counts[REPLICA_B] >= 10  # not always replica 0
+
+
+async def test_load_overrides_affinity_smoothly(make_pool: MakePool) -> None:
+    config = RouterConfig(seed=0, prefix_weight=1.0, load_weight=1.0, load_scale=4.0)
+    router = PoolRouter(make_pool(), config)
+
+    def prompt(i: int) -> tuple[ChatMessage, ...]:
+        return agent_prompt(9, f"request {i} " * 20)  # ~90% of the prompt is shared
+
+    home = await _route(router, seed=9, user="warm")
+    other = REPLICA_B if home == REPLICA_A else REPLICA_A
+    assert 0.85 < router.choose(prompt(0)).matched_blocks / router.choose(prompt(0)).total_blocks < 0.95
+    async with router.lease(prompt(1)) as l1, router.lease(prompt(2)) as l2, router.lease(prompt(3)) as l3:
+        # Three in flight at home cost 0.75 of score; a ~90% match still wins.
+        assert {l1.replica, l2.replica, l3.replica} == {home}
+        async with router.lease(prompt(4)) as l4:
+            assert l4.replica == home
+            # Four in flight at home (score ~0.9 - 1.0) lose to an idle replica (0.0).
+            assert router.choose(prompt(5)).replica == other
+    assert router.choose(prompt(6)).replica == home  # load gone: back home
+
+
+async def test_replica_queue_from_metrics_counts_as_load(make_pool: MakePool) -> None:
+    router = PoolRouter(make_pool(), RouterConfig(seed=0))
+    home = await _route(router, seed=4)
+    other = REPLICA_B if home == REPLICA_A else REPLICA_A
+    router.update_load(home, waiting=12, running=4)
+    assert router.choose(agent_prompt(4, "again")).replica == other
+
+
+async def test_prefix_only_ignores_load(make_pool: MakePool) -> None:
+    router = PoolRouter(make_pool(), RouterConfig(strategy="prefix_only", seed=0))
+    home = await _route(router, seed=2)
+    router.update_load(home, waiting=100, running=16)
+    assert router.choose(agent_prompt(2, "again")).replica == home
+
+
+async def test_least_loaded_ignores_prefixes(make_pool: MakePool) -> None:
+    router = PoolRouter(make_pool(), RouterConfig(strategy="least_loaded", seed=0))
+    home = await _route(router, seed=2)
+    other = REPLICA_B if home == REPLICA_A else REPLICA_A
+    router.update_load(home, waiting=1, running=0)
+    assert router.choose(agent_prompt(2, "again")).replica == other
+
+
+def test_round_robin_cycles_over_healthy_replicas(make_pool: MakePool) -> None:
+    router = PoolRouter(make_pool((REPLICA_A, REPLICA_B, REPLICA_C)), RouterConfig(strategy="round_robin"))
+    prompt = agent_prompt(1, "x")
+    assert [router.choose(prompt).replica for _ in range(4)] == [REPLICA_A, REPLICA_B, REPLICA_C, REPLICA_A]
+    router.mark_down(REPLICA_B)
+    assert [router.choose(prompt).replica for _ in range(4)] == [REPLICA_C, REPLICA_A, REPLICA_C, REPLICA_A]
+
+
+async def test_unhealthy_replicas_get_nothing_and_come_back(make_pool: MakePool) -> None:
+    router = PoolRouter(make_pool(), RouterConfig(seed=0))
+    home = await _route(router, seed=3)
+    other = REPLICA_B if home == REPLICA_A else REPLICA_A
+    router.mark_down(home)
+    assert router.index.sizes()[home] == 0  # its cache is presumed lost
+    assert {await _route(router, seed=s) for s in range(10)} == {other}
+    router.mark_down(other)
+    with pytest.raises(ReplicaUnavailable, match="no healthy replica in pool `local`"):
+        router.choose(agent_prompt(3, "x"))
+    with pytest.raises(ReplicaUnavailable):
+        async with router.lease(agent_prompt(3, "x")):
+            pass
+    router.mark_up(home)
+    assert router.choose(agent_prompt(3, "x")).replica == home
+
+
+async def test_lease_counts_in_flight_and_releases_on_error(make_pool: MakePool) -> None:
+    router = PoolRouter(make_pool(), RouterConfig(seed=0))
+    with pytest.raises(KeyError):
+        async with router.lease(agent_prompt(1, "x")) as lease:
+            assert router.stats()[lease.replica].in_flight == 1
+            raise KeyError("boom")
+    stats = router.stats()[lease.replica]
+    assert (stats.in_flight, stats.requests, stats.failures) == (0, 1, 1)
+    assert lease.failed
+
+
+async def test_record_accumulates_cached_tokens(make_pool: MakePool) -> None:
+    router = PoolRouter(make_pool(), RouterConfig(seed=0))
+    async with router.lease(agent_prompt(1, "x")) as lease:
+        router.record(lease, prompt_tokens=1000, cached_tokens=960)
+    stats = router.stats()[lease.replica]
+    assert (stats.prompt_tokens, stats.cached_tokens) == (1000, 960)
+    assert (lease.prompt_tokens, lease.cached_tokens) == (1000, 960)
+
+
+async def test_full_replicas_make_leases_wait_for_a_slot(make_pool: MakePool) -> None:
+    router = PoolRouter(make_pool(max_in_flight_per_replica=1), RouterConfig(seed=0))
+    release = asyncio.Event()
+    holding = asyncio.Event()
+    held: list[Lease] = []
+
+    async def hold(seed: int) -> None:
+        async with router.lease(agent_prompt(seed, "x")) as lease:
+            held.append(lease)
+            if len(held) == 2:
+                holding.set()
+            await release.wait()
+
+    holders = [asyncio.create_task(hold(s)) for s in (1, 2)]
+    await holding.wait()
+    assert {lease.replica for lease in held} == {REPLICA_A, REPLICA_B}
+    with pytest.raises(ReplicaUnavailable, match="max_in_flight_per_replica"):
+        router.choose(agent_prompt(3, "x"))
+    waiter = asyncio.create_task(_route(router, seed=3))
+    await asyncio.sleep(0)  # let it start waiting
+    assert not waiter.done()
+    release.set()
+    await asyncio.gather(*holders)
+    assert await waiter in {REPLICA_A, REPLICA_B}
+    assert all(s.in_flight == 0 for s in router.stats().values())
+
+
+async def test_warm_plan_needs_spare_capacity_and_pin_keeps_affinity(make_pool: MakePool) -> None:
+    router = PoolRouter(make_pool(), RouterConfig(seed=0, warm_max_load=0))
+    prompt = agent_prompt(11, "")
+    plan = router.plan_warm(prompt)
+    assert plan is not None and plan.matched_blocks == 0
+    router.update_load(REPLICA_A, waiting=3, running=0)
+    router.update_load(REPLICA_B, waiting=3, running=0)
+    assert router.plan_warm(prompt) is None  # every replica busy: not now
+    router.update_load(REPLICA_A, waiting=0, running=0)
+    router.update_load(REPLICA_B, waiting=0, running=0)
+    router.pin(prompt, REPLICA_B)
+    router.index.clear(REPLICA_B)  # the approximate index forgot it...
+    assert router.choose(agent_prompt(11, "")).replica == REPLICA_B  # ...the pin did not
+    assert router.plan_warm(prompt) is None  # already warm there
+    assert router.pinned_prefixes == 1
+    router.mark_down(REPLICA_B)
+    assert router.pinned_prefixes == 0
+
+
+def test_kv_capacity_bounds_the_index(make_pool: MakePool) -> None:
+    router = PoolRouter(make_pool(kv_capacity_tokens=None), RouterConfig(seed=0))
+    router.set_kv_capacity(REPLICA_A, 16 * 10)  # 10 blocks
+    assert router.index.cache(REPLICA_A).capacity_blocks == 10
+    assert router.stats()[REPLICA_A].kv_capacity_tokens == 160
+
+
+def test_unknown_strategy_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="strategy `fastest` is unknown"):
+        RouterConfig(strategy="fastest")  # type: ignore[arg-type]
+
+
+# -- health checks (fake replicas at the HTTP transport seam) -----------------------------
+
+METRICS = """\
+# HELP vllm:num_requests_waiting Number of requests waiting.
+# TYPE vllm:num_requests_waiting gauge
+vllm:num_requests_waiting{engine="0",model_name="tiny-llama"} 3.0
+# HELP vllm:num_requests_running Number of requests running.
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{engine="0",model_name="tiny-llama"} 2.0
+# HELP vllm:prefix_cache_queries Prefix cache queries.
+# TYPE vllm:prefix_cache_queries counter
+vllm:prefix_cache_queries_total{engine="0",model_name="tiny-llama"} 1000.0
+# HELP vllm:prefix_cache_hits Prefix cache hits.
+# TYPE vllm:prefix_cache_hits counter
+vllm:prefix_cache_hits_total{engine="0",model_name="tiny-llama"} 640.0
+# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig
+# TYPE vllm:cache_config_info gauge
+vllm:cache_config_info{block_size="32",engine="0",num_gpu_blocks="64"} 1.0
+"""
+
+
+def test_parse_vllm_metrics() -> None:
+    metrics = parse_vllm_metrics(METRICS)
+    assert (metrics.waiting, metrics.running) == (3, 2)
+    assert metrics.kv_capacity_tokens == 64 * 32
+    assert (metrics.prefix_cache_queries, metrics.prefix_cache_hits) == (1000.0, 640.0)
+
+
+async def test_health_checker_marks_down_and_up(make_pool: MakePool) -> None:
+    router = PoolRouter(make_pool(kv_capacity_tokens=None), RouterConfig(seed=0))
+    down: set[str] = {REPLICA_B}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        base = f"{request.url.scheme}://{request.url.host}"
+        if base in down:
+            raise httpx.ConnectError("connection refused", request=request)
+        if request.url.path == "/health":
+            return httpx.Response(200)
+        return httpx.Response(200, text=METRICS)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        checker = HealthChecker(router, client=client, interval_s=60)
+        await checker.check_once()
+        assert router.is_healthy(REPLICA_A) and not router.is_healthy(REPLICA_B)
+        stats = router.stats()[REPLICA_A]
+        assert (stats.waiting, stats.running, stats.kv_capacity_tokens) == (3, 2, 2048)
+        down.clear()
+        await checker.check_once()
+        assert router.is_healthy(REPLICA_B)
+        assert checker.rounds == 2
+
+
+async def test_health_checker_task_starts_and_stops(make_pool: MakePool) -> None:
+    router = PoolRouter(make_pool(), RouterConfig(seed=0))
+    transport = httpx.MockTransport(lambda request: httpx.Response(503))
+    async with httpx.AsyncClient(transport=transport) as client:
+        async with HealthChecker(router, client=client, interval_s=0.01) as checker:
+            assert not router.is_healthy(REPLICA_A)  # the first round ran in start()
+            await checker.wait_round()  # and the background task keeps going
+            assert checker.rounds >= 2
+        rounds = checker.rounds
+        await asyncio.sleep(0.05)
+        assert checker.rounds == rounds  # stopped
