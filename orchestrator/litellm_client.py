@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from orchestrator._litellm import litellm_module
@@ -22,12 +23,14 @@ from orchestrator.errors import ProviderError
 from orchestrator.model_client import CallProgress, ChatRequest, ChatResponse
 from orchestrator.simulated import SimulatedBackend
 
-__all__ = ["LiteLLMClient"]
+__all__ = ["LiteLLMClient", "PoolCaller"]
 
 _SIM_PROVIDER = SIMULATED_PREFIX.rstrip("/")
 
 
-class _PoolCaller(Protocol):
+class PoolCaller(Protocol):
+    """Calls one vLLM pool (see `orchestrator.pool.PooledLiteLLMCaller`)."""
+
     async def complete(self, request: ChatRequest, progress: CallProgress) -> ChatResponse: ...
     async def aclose(self) -> None: ...
 
@@ -91,7 +94,7 @@ class LiteLLMClient:
         catalog: Catalog,
         *,
         simulated: SimulatedBackend | None = None,
-        pool_callers: dict[str, _PoolCaller] | None = None,
+        pool_callers: Mapping[str, PoolCaller] | None = None,
         api_keys: dict[str, str] | None = None,
     ) -> None:
         """Make a client.

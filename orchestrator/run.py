@@ -123,13 +123,21 @@ async def arun(
     chosen = resolve_policy(policy, seed)
     own_client = client is None
     if client is None:
-        from orchestrator.litellm_client import LiteLLMClient
+        from orchestrator.litellm_client import LiteLLMClient, PoolCaller
 
         # The simulated backend plays the world as the priors describe it; the planner may
         # believe learned estimates instead.
         truth = EstimateBook.build(workflow, catalog)
+        used_pools = {catalog.get(m).pool for s in workflow.subtasks.values() for m in s.models} - {None}
+        pool_callers: dict[str, PoolCaller] = {}
+        if used_pools:
+            from orchestrator.pool import PooledLiteLLMCaller
+
+            pool_callers = {name: PooledLiteLLMCaller(catalog.pools[name]) for name in used_pools if name}
         client = LiteLLMClient(
-            catalog, simulated=SimulatedBackend(truth.table, seed=seed, time_scale=sim_time_scale)
+            catalog,
+            simulated=SimulatedBackend(truth.table, seed=seed, time_scale=sim_time_scale),
+            pool_callers=pool_callers,
         )
     if ledger is None:
         ledger = InProcessLedger(usd_to_nano(limits.budget_usd))
