@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from pathlib import Path
@@ -16,7 +17,7 @@ from budgetflow.settings import Settings
 from budgetflow.show import usd
 from orchestrator.catalog import Catalog
 from orchestrator.fanout_recorder import FanoutRecorder
-from orchestrator.ledger import InProcessLedger, usd_to_nano
+from orchestrator.ledger import InProcessLedger, Ledger, usd_to_nano
 from orchestrator.run import RunResult, arun
 from orchestrator.workflow import Workflow
 
@@ -68,7 +69,20 @@ async def execute(
                 f"planner estimates learned from recorded runs for {len(learned)} (subtask, model) pairs"
                 f" ({sum(len(e.samples) for e in learned.values())} attempts); priors for the rest"
             )
-    ledger = InProcessLedger(usd_to_nano(budget_usd))
+    run_id = uuid.uuid4().hex[:12]
+    ledger: Ledger
+    redis_client = None
+    if settings.redis_url:
+        # A budget shared by every process that works on this run.
+        from redis.asyncio import Redis
+
+        from storage import RedisLedger
+
+        redis_client = Redis.from_url(settings.redis_url)
+        ledger = await RedisLedger.create(redis_client, run_id, usd_to_nano(budget_usd))
+        console.print(f"ledger: Redis at {settings.redis_url} (shared across workers)")
+    else:
+        ledger = InProcessLedger(usd_to_nano(budget_usd))
     view = ProgressView(
         console,
         subtasks=list(workflow.topological_order()),
@@ -92,10 +106,13 @@ async def execute(
             record_content=settings.record_content,
             sim_time_scale=time_scale,
             learned_estimates=learned,
+            run_id=run_id,
         )
     finally:
         await view.aclose()
         await sql.aclose()
+        if redis_client is not None:
+            await redis_client.aclose()
     _summary(result, budget_usd, deadline_s, console, settings.database_url)
     return result
 

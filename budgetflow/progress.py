@@ -62,6 +62,7 @@ class ProgressView:
         self._deadline = deadline_s
         self._simulated = simulated
         self._started: float | None = None
+        self._last_snapshot: LedgerSnapshot | None = None
         self._decisions = 0
         self._calls = 0
         self._title = ""
@@ -74,7 +75,12 @@ class ProgressView:
     def _snapshot(self) -> LedgerSnapshot | None:
         if isinstance(self._ledger, InProcessLedger):
             return self._ledger.snapshot_now()
-        return None
+        return self._last_snapshot
+
+    async def _poll(self) -> None:
+        # a shared (Redis) ledger is read asynchronously, once per event
+        if not isinstance(self._ledger, InProcessLedger):
+            self._last_snapshot = await self._ledger.snapshot()
 
     def render(self) -> Group:
         """The current view."""
@@ -142,6 +148,7 @@ class ProgressView:
         self._title = f"{run.workflow}  run {run.run_id}  policy {run.policy}"
         if self._live is not None:
             self._live.start()
+        await self._poll()
         self._refresh()
 
     async def decision_made(self, decision: DecisionRecord) -> None:
@@ -150,12 +157,14 @@ class ProgressView:
         for name, chosen in decision.allocation.items():
             if chosen.get("samples", 0):
                 self._model[name] = f"{chosen['model']} x{chosen['samples']}"
+        await self._poll()
         self._refresh()
 
     async def attempt_started(self, attempt: AttemptRecord) -> None:
         """An attempt is running."""
         self._attempts[attempt.subtask] += 1
         self._running[attempt.subtask] += 1
+        await self._poll()
         self._refresh()
 
     async def call_finished(self, call: CallRecord) -> None:
@@ -170,15 +179,18 @@ class ProgressView:
         self._running[attempt.subtask] = max(0, self._running[attempt.subtask] - 1)
         if attempt.status is AttemptStatus.PASSED:
             self._model[attempt.subtask] = attempt.model
+        await self._poll()
         self._refresh()
 
     async def subtask_changed(self, subtask: SubtaskRecord) -> None:
         """Show the subtask's state."""
         self._status[subtask.subtask] = subtask.status
+        await self._poll()
         self._refresh()
 
     async def run_finished(self, run: RunRecord) -> None:
         """Draw the last frame and stop."""
+        await self._poll()
         self._refresh()
         if self._live is not None:
             self._live.stop()
