@@ -105,6 +105,11 @@ class _AttemptEnded:
 
 
 _DEADLINE = object()
+_TICK = object()
+
+DEADLINE_CHECKPOINTS = (0.5, 0.75, 0.9)
+"""Fractions of the deadline at which the policy is asked again ("deadline approaching"),
+so that a subtask it deferred is reconsidered even when nothing else happens."""
 
 
 class Executor:
@@ -198,9 +203,12 @@ class Executor:
             inputs=_jsonable(self.inputs),
         )
         await self.recorder.run_started(record)
-        handle = (
-            loop.call_at(deadline_at, self._events.put_nowait, _DEADLINE) if deadline_at is not None else None
-        )
+        handles: list[asyncio.TimerHandle] = []
+        if deadline_at is not None:
+            handles.append(loop.call_at(deadline_at, self._events.put_nowait, _DEADLINE))
+            for fraction in DEADLINE_CHECKPOINTS:
+                at = self._t0 + fraction * (deadline_at - self._t0)
+                handles.append(loop.call_at(at, self._events.put_nowait, _TICK))
         outcome: Outcome = Outcome.FAILED
         reason: str | None = "internal error"
         try:
@@ -210,7 +218,7 @@ class Executor:
             await self._cancel_all()
             raise
         finally:
-            if handle is not None:
+            for handle in handles:
                 handle.cancel()
             await self._cancel_all()
             snap = await self.ledger.snapshot()
@@ -266,6 +274,8 @@ class Executor:
                     f" {len(self._subs) - len(self._completed)}"
                     " subtask(s) unfinished"
                 )
+            if event is _TICK:
+                continue
             assert isinstance(event, _AttemptEnded)
             failure = await self._on_attempt_ended(event)
             if failure is not None:

@@ -25,6 +25,8 @@ from orchestrator.records import CallKind, CallRecord, CallStatus, Recorder
 
 __all__ = ["AttemptGateway", "RetryPolicy"]
 
+_DEADLINE_GRACE_S = 0.25
+
 
 @dataclass(frozen=True, kw_only=True)
 class RetryPolicy:
@@ -147,6 +149,9 @@ class AttemptGateway:
             left = s.deadline_at - loop.time()
             if left <= 0:
                 raise DeadlineExceeded(f"no time left to call `{spec.name}` for `{self._subtask}`")
+            # A hair past the deadline, so that the deadline's cancellation (which settles
+            # and records the call as cancelled) is what ends it, not a racing timeout.
+            left += _DEADLINE_GRACE_S
             timeout = left if timeout is None else min(timeout, left)
         input_tokens = s.count_input_tokens(spec, messages, self._subtask)
         reservation = await self._reserve(spec, input_tokens, cap)

@@ -9,6 +9,8 @@ import pytest
 
 from agents import FunctionAgent, LLMAgent, checks
 from orchestrator import (
+    Allocation,
+    Assignment,
     AttemptContext,
     AttemptStatus,
     CallKind,
@@ -16,6 +18,7 @@ from orchestrator import (
     Catalog,
     InProcessLedger,
     Outcome,
+    PlanState,
     RetryPolicy,
     Workflow,
     WorkflowError,
@@ -352,3 +355,37 @@ async def test_simulated_models_go_through_litellm_on_a_real_clock(
     assert llm and all(c.simulated and c.provider == "budgetflow-sim" for c in llm)
     assert all(c.prompt and c.response and c.response.startswith("[simulated") for c in llm)
     assert result.run.simulated
+
+
+def test_policy_is_asked_again_as_the_deadline_approaches(sim_catalog: Catalog) -> None:
+    """A subtask deferred while another runs is reconsidered at the deadline checkpoints."""
+
+    class DeferUntilHalfway:
+        name = "defer_until_halfway"
+
+        def decide(self, state: PlanState) -> Allocation:
+            late = state.remaining_time_s is not None and state.elapsed_s >= 0.5 * 40
+            return Allocation(
+                assignments={
+                    s: Assignment(model="small", samples=1) for s in state.ready if s == "first" or late
+                }
+            )
+
+    wf = Workflow("deferred")
+    wf.subtask(
+        "first",
+        LLMAgent(prompt="x"),
+        models=["small"],
+        estimates={"small": estimate(1.0, latency=30.0, spread=0)},
+    )
+    wf.subtask(
+        "later",
+        LLMAgent(prompt="x"),
+        models=["small"],
+        estimates={"small": estimate(1.0, latency=5.0, spread=0)},
+    )
+    result = simulate(wf, catalog=sim_catalog, policy=DeferUntilHalfway(), budget_usd=1, deadline_s=40)
+    assert result.outcome is Outcome.COMPLETED
+    starts = {a.subtask: a.started_s for a in result.attempts}
+    assert starts["later"] == pytest.approx(20.0, abs=1e-6)
+    assert [d.at_s for d in result.decisions][:2] == [pytest.approx(0.0), pytest.approx(20.0)]

@@ -1,0 +1,108 @@
+"""A local server that speaks the OpenAI chat-completions protocol, scripted per request.
+
+It stands in for a paid provider (which cannot be reached from tests): litellm
+talks to it over real HTTP exactly as it would to the provider, streaming
+server-sent events with a final usage chunk. Each request takes the next
+entry of the script: `"ok"`, an HTTP status such as `429` or `500`, or
+`"malformed"` (a 200 whose stream is not valid JSON).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+
+@dataclass
+class ScriptedProvider:
+    """The script and what the server saw."""
+
+    script: list[str | int]
+    """What to answer to each request, in order (the last entry repeats)."""
+    text: str = "Hello from the stub"
+    """Reply text for `ok` answers, streamed word by word."""
+    requests: list[dict[str, object]] = field(default_factory=list)
+    """JSON bodies received."""
+    url: str = ""
+    """Base URL (`http://127.0.0.1:PORT/v1`) once started."""
+
+    def _next(self) -> str | int:
+        index = min(len(self.requests) - 1, len(self.script) - 1)
+        return self.script[index]
+
+    def app(self) -> FastAPI:
+        """The ASGI app."""
+        app = FastAPI()
+
+        @app.post("/v1/chat/completions")
+        async def complete(request: Request) -> Response:
+            body = await request.json()
+            self.requests.append(body)
+            answer = self._next()
+            if isinstance(answer, int):
+                return JSONResponse(
+                    {"error": {"message": f"scripted {answer}", "type": "stub"}}, status_code=answer
+                )
+            if answer == "malformed":
+                return StreamingResponse(iter([b"data: {not json\n\n"]), media_type="text/event-stream")
+            return StreamingResponse(self._stream(body), media_type="text/event-stream")
+
+        return app
+
+    async def _stream(self, body: dict[str, object]) -> AsyncIterator[bytes]:
+        words = self.text.split()
+        base = {
+            "id": "chatcmpl-stub",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": body["model"],
+        }
+        for i, word in enumerate(words):
+            delta = {"role": "assistant", "content": (" " if i else "") + word}
+            chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+            yield f"data: {json.dumps(chunk)}\n\n".encode()
+            await asyncio.sleep(0)
+        stop = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+        yield f"data: {json.dumps(stop)}\n\n".encode()
+        usage = {"prompt_tokens": 12, "completion_tokens": len(words), "total_tokens": 12 + len(words)}
+        yield f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\n".encode()
+        yield b"data: [DONE]\n\n"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def serve(provider: ScriptedProvider) -> Iterator[ScriptedProvider]:
+    """Run the stub on 127.0.0.1 and a free port in a background thread; stop it afterwards."""
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(provider.app(), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    started = threading.Event()
+    for _ in range(500):
+        if server.started:
+            started.set()
+            break
+        threading.Event().wait(0.01)
+    if not started.is_set():
+        server.should_exit = True
+        raise RuntimeError("the OpenAI stub did not start within 5 s")
+    provider.url = f"http://127.0.0.1:{port}/v1"
+    try:
+        yield provider
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
