@@ -22,6 +22,7 @@ lint: install
 
 typecheck: install
 	$(UV) run --frozen mypy
+	$(UV) run --frozen mypy --strict --explicit-package-bases tests benchmarks
 
 # The whole suite: lint, types, unit + integration tests on real Redis and PostgreSQL,
 # then the real-vLLM tests (they build a tiny model and start vLLM CPU replicas).
