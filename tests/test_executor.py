@@ -405,3 +405,44 @@ def test_policy_is_asked_again_as_the_deadline_approaches(sim_catalog: Catalog) 
     starts = {a.subtask: a.started_s for a in result.attempts}
     assert starts["later"] == pytest.approx(20.0, abs=1e-6)
     assert [d.at_s for d in result.decisions][:2] == [pytest.approx(0.0), pytest.approx(20.0)]
+
+
+async def test_cancelling_a_run_records_it_as_cancelled(sim_catalog: Catalog) -> None:
+    from orchestrator import AttemptRecord, MemoryRecorder
+
+    class StartedRecorder(MemoryRecorder):
+        """Says when all three samples are running."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.all_started = asyncio.Event()
+
+        async def attempt_started(self, attempt: AttemptRecord) -> None:
+            await super().attempt_started(attempt)
+            if len(self.attempts) == 3:
+                self.all_started.set()
+
+    est = estimate(1.0, latency=30.0, spread=0)
+    wf = Workflow("cancel-me")
+    wf.subtask("slow", LLMAgent(prompt="x"), models=["small"], estimates={"small": est})
+    recorder = StartedRecorder()
+    client = SimulatedClient(SimulatedBackend({("slow", "small"): est}))
+    task = asyncio.create_task(
+        arun(
+            wf,
+            catalog=sim_catalog,
+            budget_usd=1,
+            deadline_s=60,
+            policy="fixed:small:3",
+            client=client,
+            recorder=recorder,
+        )
+    )
+    await recorder.all_started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert recorder.run is not None and recorder.run.outcome is Outcome.CANCELLED
+    llm = [c for c in recorder.calls if c.kind is CallKind.LLM]
+    assert len(llm) == 3 and all(c.status is CallStatus.CANCELLED for c in llm)
+    assert recorder.subtasks["slow"].status.value == "cancelled"
