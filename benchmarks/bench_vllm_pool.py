@@ -15,14 +15,22 @@ happens), after resetting every prefix cache:
 * TTFT p50/p95 (client side), end-to-end throughput (requests/s over the makespan),
 * load imbalance: max/mean requests per replica.
 
-The ideal hit rate comes from the same workload on a single replica with a cache large
-enough never to evict. `prefix_load+warm` is the default router plus workflow-aware
-warm-up: when a step starts, the next step's prefix (role prompt + shared context) is
-warmed on the replica the router would choose, if that replica has spare capacity.
+The ideal hit rate comes from the same workload (same requests, same workflow order,
+same concurrency) on a single replica whose KV cache is the SUM of the pool's
+(`--replicas x --kv-blocks` blocks): no router can beat one cache of the same total
+size, since a pool can only lose hits by splitting or duplicating prefixes. With
+`--unbounded-ideal` the same workload is also run on one replica with
+`--unbounded-kv-blocks` blocks (never evicts), as a reference for what eviction costs.
+`<router>+warm` is that router plus workflow-aware warm-up: when a step starts, the
+next step's prefix (role prompt + shared context) is warmed on the replica the router
+would choose, if that replica's load is at most `--warm-max-load`.
+
+Every row is the median over `--repeats` runs (each on a freshly reset prefix cache);
+the JSON also keeps every run.
 
 Usage (starts and stops its own replicas; about 10 minutes on 2 cores):
 
-    .venv/bin/python benchmarks/bench_vllm_pool.py
+    .venv/bin/python benchmarks/bench_vllm_pool.py --repeats 3 --unbounded-ideal
 
 Writes `benchmarks/results/vllm_pool.json` and prints a table.
 """
@@ -159,6 +167,8 @@ class RunResult:
     warm_requests: int = 0
     warm_prompt_tokens: int = 0
     hit_rate_excl_warm: float = 0.0
+    spilled: int = 0
+    homed_groups: list[int] | None = None
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -182,6 +192,7 @@ async def run_once(
     seed: int,
     concurrency: int,
     load_scale: float,
+    warm_max_load: int,
 ) -> RunResult:
     pool = PoolSpec(name="bench", served_model="tiny-llama", replicas=tuple(urls), block_size_tokens=32)
     model = ModelSpec(
@@ -192,7 +203,11 @@ async def run_once(
         pool="bench",
     )
     config = RouterConfig(
-        strategy=strategy, seed=seed, chars_per_token=chars_per_token, load_scale=load_scale
+        strategy=strategy,
+        seed=seed,
+        chars_per_token=chars_per_token,
+        load_scale=load_scale,
+        warm_max_load=warm_max_load,
     )
     async with httpx.AsyncClient(timeout=30) as http:
         for url in urls:
@@ -224,6 +239,7 @@ async def run_once(
             started = time.monotonic()
             await asyncio.gather(*(workflow(c) for c in chains))
             makespan = time.monotonic() - started
+            router_stats = caller.router.stats()
         finished = sum(m.requests_finished for m in before.values()) + len(responses)
         finished += sum(1 for w in warms if w is not None)
         deadline = time.monotonic() + 30
@@ -260,27 +276,30 @@ async def run_once(
         warm_prompt_tokens=warm_prompt,
         # vLLM's counters minus the warm-up requests' own lookups: the real requests' hit rate.
         hit_rate_excl_warm=(hits - warm_cached) / (queries - warm_prompt) if queries > warm_prompt else 0.0,
+        spilled=sum(s.spilled_in for s in router_stats.values()),
+        homed_groups=[router_stats[u].homed_groups for u in urls],
     )
 
 
 # -- driver -----------------------------------------------------------------------------
 
 
-def _table(results: list[RunResult], ideal: float | None) -> str:
+def _table(results: list[RunResult], ideal: float | None, rr: float | None) -> str:
     head = (
-        f"{'router':<18} {'hit rate':>8} {'/ideal':>7} {'no-warm':>7} {'client':>7}"
+        f"{'router':<20} {'hit rate':>8} {'/ideal':>7} {'x RR':>5} {'no-warm':>7} {'client':>7}"
         f" {'TTFT p50':>9} {'TTFT p95':>9} {'req/s':>6} {'imbal':>6} {'computed tok':>12}"
-        f" {'warm':>5}  per replica"
+        f" {'warm':>5} {'spill':>5}  per replica"
     )
     lines = [head, "-" * len(head)]
     for r in results:
         share = f"{r.hit_rate / ideal:.1%}" if ideal else "-"
+        vs_rr = f"{r.hit_rate / rr:.2f}" if rr else "-"
         lines.append(
-            f"{r.router:<18} {r.hit_rate:>8.1%} {share:>7} {r.hit_rate_excl_warm:>7.1%}"
+            f"{r.router:<20} {r.hit_rate:>8.1%} {share:>7} {vs_rr:>5} {r.hit_rate_excl_warm:>7.1%}"
             f" {r.client_hit_rate:>7.1%} {r.ttft_p50_s * 1000:>7.0f}ms {r.ttft_p95_s * 1000:>7.0f}ms"
             f" {r.throughput_rps:>6.2f}"
             f" {r.load_imbalance:>6.2f} {r.computed_prompt_tokens:>12} {r.warm_requests:>5}"
-            f"  {r.requests_per_replica}"
+            f" {r.spilled:>5}  {r.requests_per_replica}"
         )
     return "\n".join(lines)
 
@@ -294,14 +313,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--output-tokens", type=int, default=16)
     parser.add_argument("--kv-blocks", type=int, default=400, help="KV blocks (32 tokens) per replica")
-    parser.add_argument("--ideal-kv-blocks", type=int, default=8192)
-    parser.add_argument("--repeats", type=int, default=1, help="runs per router (results averaged)")
+    parser.add_argument(
+        "--ideal-kv-blocks", type=int, default=None, help="default: replicas x kv-blocks (the pool's sum)"
+    )
+    parser.add_argument("--unbounded-ideal", action="store_true", help="also run a never-evicting replica")
+    parser.add_argument("--unbounded-kv-blocks", type=int, default=8192)
+    parser.add_argument("--repeats", type=int, default=1, help="runs per router (medians reported)")
+    parser.add_argument("--warm-max-load", type=int, default=2, help="load at which `+warm` still warms")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--load-scale", type=float, default=RouterConfig().load_scale)
-    parser.add_argument("--routers", default=",".join([*STRATEGIES, "prefix_load+warm"]))
+    parser.add_argument("--routers", default=",".join([*STRATEGIES, "prefix_load+warm", "prefix_home+warm"]))
     parser.add_argument("--no-ideal", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "vllm_pool.json")
     args = parser.parse_args(argv)
+    ideal_blocks = args.ideal_kv_blocks or args.replicas * args.kv_blocks
 
     replicas_mod = importlib.import_module("vllm_replicas")
     model_dir = importlib.import_module("build_tiny_model").ensure_tiny_model()
@@ -318,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     routers = [r.strip() for r in args.routers.split(",") if r.strip()]
     options = replicas_mod.ReplicaOptions(kv_blocks=args.kv_blocks, block_size=32, max_model_len=4096)
     results: list[RunResult] = []
+    raw: dict[str, list[RunResult]] = {}
 
     async def run_all(urls: list[str], labels: list[str], repeats: int) -> list[RunResult]:
         # One discarded run first: the first requests of a fresh vLLM process are slow.
@@ -332,12 +358,17 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             concurrency=args.concurrency,
             load_scale=args.load_scale,
+            warm_max_load=args.warm_max_load,
         )
-        out: list[RunResult] = []
-        for label in labels:
-            strategy: Any = label.removesuffix("+warm")
-            runs = [
-                await run_once(
+        out: dict[str, list[RunResult]] = {label: [] for label in labels}
+        # Routers interleaved within each repeat, so that a slow phase of the shared
+        # machine hits every router alike instead of one router's three runs.
+        for i in range(repeats):
+            for label in labels:
+                name = label.removesuffix("+warm")
+                # Reference rows run on one replica, where every strategy routes alike.
+                strategy: Any = name if name in STRATEGIES else "prefix_load"
+                run = await run_once(
                     label,
                     strategy,
                     urls,
@@ -348,26 +379,33 @@ def main(argv: list[str] | None = None) -> int:
                     seed=args.seed + i,
                     concurrency=args.concurrency,
                     load_scale=args.load_scale,
+                    warm_max_load=args.warm_max_load,
                 )
-                for i in range(repeats)
-            ]
-            out.append(_mean(runs))
-            print(_table(out[-1:], None).splitlines()[-1], flush=True)
-        return out
+                out[label].append(run)
+                print(f"[{i + 1}/{repeats}] " + _table([run], None, None).splitlines()[-1], flush=True)
+        raw.update(out)
+        return [_median(runs) for runs in out.values()]
 
     started = time.monotonic()
     with replicas_mod.VLLMReplicas(args.replicas, options=options) as pool:
         print(f"pool replicas: {pool.urls} ({args.kv_blocks} KV blocks of 32 tokens each)", flush=True)
         results = asyncio.run(run_all(pool.urls, routers, args.repeats))
+    references: list[RunResult] = []
     ideal: RunResult | None = None
-    if not args.no_ideal:
-        big = replicas_mod.ReplicaOptions(kv_blocks=args.ideal_kv_blocks, block_size=32, max_model_len=4096)
+    runs = [(f"ideal {ideal_blocks}", ideal_blocks)] if not args.no_ideal else []
+    if args.unbounded_ideal:
+        runs.append((f"no-evict {args.unbounded_kv_blocks}", args.unbounded_kv_blocks))
+    for label, blocks in runs:
+        big = replicas_mod.ReplicaOptions(kv_blocks=blocks, block_size=32, max_model_len=4096)
         with replicas_mod.VLLMReplicas(1, options=big) as single:
-            print(f"ideal: 1 replica with {args.ideal_kv_blocks} KV blocks", flush=True)
-            ideal = asyncio.run(run_all(single.urls, ["prefix_load"], 1))[0]
-            ideal.router = "ideal (1 replica)"
+            print(f"{label}: 1 replica with {blocks} KV blocks", flush=True)
+            reference = asyncio.run(run_all(single.urls, [label], args.repeats))[0]
+        references.append(reference)
+        if label.startswith("ideal"):
+            ideal = reference
     ideal_rate = ideal.hit_rate if ideal else None
-    table = _table([*results, *([ideal] if ideal else [])], ideal_rate)
+    rr_rate = next((r.hit_rate for r in results if r.router == "round_robin"), None)
+    table = _table([*results, *references], ideal_rate, rr_rate)
     print()
     print(table)
     summary = _summary(results, ideal_rate)
@@ -388,7 +426,9 @@ def main(argv: list[str] | None = None) -> int:
             "output_tokens": args.output_tokens,
             "kv_blocks_per_replica": args.kv_blocks,
             "kv_block_tokens": 32,
-            "ideal_kv_blocks": args.ideal_kv_blocks,
+            "ideal_kv_blocks": ideal_blocks,
+            "unbounded_kv_blocks": args.unbounded_kv_blocks if args.unbounded_ideal else None,
+            "warm_max_load": args.warm_max_load,
             "chars_per_token": round(chars_per_token, 3),
             "repeats": args.repeats,
             "seed": args.seed,
@@ -396,6 +436,8 @@ def main(argv: list[str] | None = None) -> int:
         },
         "results": [asdict(r) for r in results],
         "ideal": asdict(ideal) if ideal else None,
+        "references": [asdict(r) for r in references],
+        "runs": {label: [asdict(r) for r in runs] for label, runs in raw.items()},
         "summary": summary,
         "wall_s": round(time.monotonic() - started, 1),
         "table": table,
@@ -405,43 +447,56 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _mean(runs: list[RunResult]) -> RunResult:
+def _median(runs: list[RunResult]) -> RunResult:
+    """Per-field median of the runs (counts too); per-replica lists from the median-hit-rate run."""
     if len(runs) == 1:
         return runs[0]
-    first = runs[0]
-    numeric = {
-        k: statistics.mean(getattr(r, k) for r in runs)
-        for k, v in asdict(first).items()
-        if isinstance(v, float) and k != "router"
-    }
-    return RunResult(**{**asdict(first), **numeric})
+    by_hits = sorted(runs, key=lambda r: r.hit_rate)[len(runs) // 2]
+    fields: dict[str, Any] = asdict(by_hits)
+    for key, value in fields.items():
+        if isinstance(value, bool) or key == "router":
+            continue
+        if isinstance(value, float):
+            fields[key] = statistics.median(getattr(r, key) for r in runs)
+        elif isinstance(value, int):
+            fields[key] = round(statistics.median(getattr(r, key) for r in runs))
+    return RunResult(**fields)
 
 
 def _summary(results: list[RunResult], ideal: float | None) -> dict[str, Any]:
     by = {r.router: r for r in results}
     checks: list[str] = []
     out: dict[str, Any] = {"checks": checks}
-    aware = by.get("prefix_load")
     rr = by.get("round_robin")
-    if aware and ideal:
-        out["prefix_load_vs_ideal"] = aware.hit_rate / ideal
-        checks.append(f"prefix_load hit rate / ideal = {aware.hit_rate / ideal:.1%} (target >= 95%)")
-    if aware and rr:
-        out["prefix_load_vs_round_robin"] = aware.hit_rate / rr.hit_rate if rr.hit_rate else None
-        ratio = aware.hit_rate / rr.hit_rate
-        checks.append(f"prefix_load hit rate / round_robin = {ratio:.2f}x (target >= 1.5x)")
-    if aware:
-        out["prefix_load_imbalance"] = aware.load_imbalance
-        checks.append(f"prefix_load load imbalance = {aware.load_imbalance:.2f} (target <= 1.25)")
-    warm = by.get("prefix_load+warm")
-    if aware and warm:
-        out["warm_ttft_p50_ratio"] = warm.ttft_p50_s / aware.ttft_p50_s
-        out["warm_makespan_ratio"] = warm.makespan_s / aware.makespan_s
-        checks.append(
-            f"warm-up: TTFT p50 {warm.ttft_p50_s * 1000:.0f}ms vs {aware.ttft_p50_s * 1000:.0f}ms,"
-            f" p95 {warm.ttft_p95_s * 1000:.0f}ms vs {aware.ttft_p95_s * 1000:.0f}ms,"
-            f" makespan {warm.makespan_s:.1f}s vs {aware.makespan_s:.1f}s"
-        )
+    for name in ("prefix_home", "prefix_load"):
+        aware = by.get(name)
+        if aware is None:
+            continue
+        if ideal:
+            out[f"{name}_vs_ideal"] = aware.hit_rate / ideal
+            checks.append(f"{name} hit rate / ideal = {aware.hit_rate / ideal:.1%} (target >= 95%)")
+        if rr and rr.hit_rate:
+            out[f"{name}_vs_round_robin"] = ratio = aware.hit_rate / rr.hit_rate
+            checks.append(f"{name} hit rate / round_robin = {ratio:.2f}x (target >= 1.5x)")
+        out[f"{name}_imbalance"] = aware.load_imbalance
+        checks.append(f"{name} load imbalance = {aware.load_imbalance:.2f} (target <= 1.25)")
+        if rr:
+            checks.append(
+                f"{name} vs round_robin: TTFT p50 {aware.ttft_p50_s * 1000:.0f} vs"
+                f" {rr.ttft_p50_s * 1000:.0f} ms, p95 {aware.ttft_p95_s * 1000:.0f} vs"
+                f" {rr.ttft_p95_s * 1000:.0f} ms, {aware.throughput_rps:.2f} vs {rr.throughput_rps:.2f} req/s"
+            )
+        warm = by.get(f"{name}+warm")
+        if warm:
+            out[f"{name}_warm_ttft_p50_ratio"] = warm.ttft_p50_s / aware.ttft_p50_s
+            out[f"{name}_warm_makespan_ratio"] = warm.makespan_s / aware.makespan_s
+            checks.append(
+                f"{name} warm-up ({warm.warm_requests} warm requests): hit rate {warm.hit_rate_excl_warm:.1%}"
+                f" vs {aware.hit_rate:.1%}, TTFT p50 {warm.ttft_p50_s * 1000:.0f}ms vs"
+                f" {aware.ttft_p50_s * 1000:.0f}ms, p95 {warm.ttft_p95_s * 1000:.0f}ms vs"
+                f" {aware.ttft_p95_s * 1000:.0f}ms,"
+                f" makespan {warm.makespan_s:.1f}s vs {aware.makespan_s:.1f}s"
+            )
     return out
 
 

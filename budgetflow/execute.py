@@ -119,6 +119,7 @@ async def execute(
 
 def _summary(result: RunResult, budget: Decimal, deadline: float | None, console: Console, db: str) -> None:
     style = "green" if result.outcome.value == "completed" else "red"
+    console.print()
     table = Table(show_header=False, box=None)
     table.add_row("run", result.run_id)
     table.add_row("outcome", f"[{style}]{result.outcome.value}[/]")

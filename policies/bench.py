@@ -65,6 +65,10 @@ class _Unit:
 def _run_unit(unit: _Unit) -> list[dict[str, Any]]:
     from orchestrator.simulation import simulate
 
+    if unit.policy.startswith("mcpp"):
+        from policies.rollout import warm_up
+
+        warm_up()  # compile or load the rollout kernel before any decision is timed
     problem = read_pool(unit.pool)[unit.dag]
     workflow, catalog = pool_workflow(problem)
     rows = []

@@ -76,8 +76,6 @@ class MCPPConfig:
     """Whether an action may use a tighter max_tokens than the default (smaller holds)."""
     seed: int = 0
     """Seed of candidate sampling and of the rollouts' random numbers."""
-    chunk_rollouts: int = 8192
-    """Most rollouts simulated in one call (memory bound)."""
 
 
 @dataclass(frozen=True)
@@ -95,25 +93,26 @@ class MCPP:
     """Settings."""
     name: str = "mcpp"
     """Policy name."""
-    _cache: tuple[int, RolloutProblem] | None = field(default=None, init=False, repr=False)
+    _cache: tuple[int, RolloutProblem, I64] | None = field(default=None, init=False, repr=False)
 
-    def _problem(self, state: PlanState) -> RolloutProblem:
+    def _problem(self, state: PlanState) -> tuple[RolloutProblem, I64]:
         key = id(state.estimates) ^ (id(state.dag) << 1)
         if self._cache is None or self._cache[0] != key:
-            self._cache = (key, compile_problem(state))
-        return self._cache[1]
+            prob = compile_problem(state)
+            self._cache = (key, prob, _tight_caps(prob))
+        return self._cache[1], self._cache[2]
 
     def decide(self, state: PlanState) -> Allocation:
         """Score candidate actions by Monte Carlo rollouts; answer with the best one."""
         if not state.ready:
             return Allocation(assignments={}, info={"candidates": 0, "rollouts": 0})
         cfg = self.config
-        prob = self._problem(state)
+        prob, tight = self._problem(state)
         start = start_from_state(prob, state)
         seed = hash((cfg.seed, state.decision_index, round(state.elapsed_s, 6))) & 0x7FFFFFFF
         rng = np.random.default_rng(seed)
         ready = np.array([prob.index(s) for s in state.ready], dtype=np.int64)
-        cand, n_uniform = _candidates(prob, start, ready, cfg, rng, bool(state.in_flight))
+        cand, n_uniform = _candidates(prob, tight, ready, cfg, rng, bool(state.in_flight))
         n_raw = len(cand.model)
         cand, n_uniform = _merge(prob, start, ready, cand, n_uniform)
         conts = _continuations(prob, cfg)
@@ -163,94 +162,73 @@ def _cheapest(prob: RolloutProblem, i: int) -> Assignment:
     return Assignment(model=prob.models[m], samples=1, max_tokens=int(prob.default_mt[i, m]))
 
 
-def _subtask_choices(
-    prob: RolloutProblem, i: int, cfg: MCPPConfig, defer: bool
-) -> list[tuple[int, int, int]]:
+def _tight_caps(prob: RolloutProblem) -> I64:
+    """(N, M) the tighter max_tokens choice: the 90th percentile of output tokens (at least 16)."""
+    out = prob.default_mt.copy()
+    for i, m in zip(*np.nonzero(prob.allowed), strict=True):
+        out[i, m] = max(16, int(np.quantile(prob.t_tokens[prob.rows(int(i), int(m))], 0.9, method="higher")))
+    return out
+
+
+def _subtask_choices(prob: RolloutProblem, tight: I64, i: int, cfg: MCPPConfig, defer: bool) -> I64:
+    """(choices, 3) rows of (model, k, max_tokens) for subtask `i`; the defer choice first."""
     out: list[tuple[int, int, int]] = (
         [(int(prob.fallback[i]), 0, int(prob.default_mt[i, prob.fallback[i]]))] if defer else []
     )
     for m in np.flatnonzero(prob.allowed[i]):
         caps = [int(prob.default_mt[i, m])]
-        if cfg.choose_max_tokens:
-            tight = _tight_cap(prob, i, int(m))
-            if tight < caps[0]:
-                caps.append(tight)
+        if cfg.choose_max_tokens and tight[i, m] < caps[0]:
+            caps.append(int(tight[i, m]))
         for k in cfg.k_levels:
             out.extend((int(m), k, cap) for cap in caps)
-    return out
-
-
-def _tight_cap(prob: RolloutProblem, i: int, m: int) -> int:
-    rows = prob.t_tokens[prob.offset[i, m] : prob.offset[i, m] + prob.size[i, m]]
-    return max(16, int(np.quantile(rows, 0.9, method="higher")))
+    return np.array(out, dtype=np.int64).reshape(-1, 3)
 
 
 def _candidates(
     prob: RolloutProblem,
-    start: RolloutStart,
+    tight: I64,
     ready: I64,
     cfg: MCPPConfig,
     rng: np.random.Generator,
     in_flight: bool,
 ) -> tuple[_Choices, int]:
     """Candidate actions as (C, N) arrays; the first `n_uniform` rows are the uniform ones."""
-    n = prob.n
-    rows: list[list[tuple[int, int, int]]] = []
-    for m in range(len(prob.models)):
-        for k in cfg.k_levels:
-            row = []
-            for i in ready:
-                mm = m if prob.allowed[i, m] else int(prob.fallback[i])
-                row.append((mm, k, int(prob.default_mt[i, mm])))
-            rows.append(row)
-    n_uniform = len(rows)
-    defer = cfg.allow_defer and (in_flight or len(ready) > 1)
-    choices = [_subtask_choices(prob, int(i), cfg, defer) for i in ready]
+    n, n_ready = prob.n, len(ready)
+    levels = np.array(cfg.k_levels, dtype=np.int64)
+    # uniform rows (U, R, 3): every ready subtask gets (m, k) (its first model when it cannot use m)
+    um = np.repeat(np.arange(len(prob.models), dtype=np.int64), len(levels))
+    mm = np.where(prob.allowed[ready[None, :], um[:, None]], um[:, None], prob.fallback[ready][None, :])
+    uk = np.broadcast_to(np.tile(levels, len(prob.models))[:, None], mm.shape)
+    uniform = np.stack([mm, uk, prob.default_mt[ready[None, :], mm]], axis=2)
+    n_uniform = len(uniform)
+    defer = cfg.allow_defer and (in_flight or n_ready > 1)
+    choices = [_subtask_choices(prob, tight, int(i), cfg, defer) for i in ready]
     product = math.prod(len(c) for c in choices)
-    extra: list[list[tuple[int, int, int]]] = []
-    if len(ready) <= cfg.enumerate_max_ready and product <= cfg.enumerate_max_product:
-        extra = [list(combo) for combo in _product(choices)]
+    if n_ready <= cfg.enumerate_max_ready and product <= cfg.enumerate_max_product:
+        picked, base, combo = np.arange(n_ready), np.zeros(product, np.int64), np.arange(product)
     else:
-        picked = sorted(rng.choice(len(ready), size=min(cfg.partial_enumeration, len(ready)), replace=False))
+        picked = np.sort(rng.choice(n_ready, size=min(cfg.partial_enumeration, n_ready), replace=False))
         budget = cfg.max_candidates - n_uniform
-        sub = [choices[p] for p in picked]
-        sub_product = math.prod(len(c) for c in sub)
-        shared = rows  # the rest get one shared (m, k): a uniform row's entry
-        total = sub_product * len(shared) if len(ready) > len(picked) else sub_product
+        sub_product = math.prod(len(choices[p]) for p in picked)
+        shared = n_ready > len(picked)  # the rest get one shared (m, k): a uniform row's entry
+        total = sub_product * n_uniform if shared else sub_product
         take = (
             rng.choice(total, size=min(budget, total), replace=False) if total > budget else np.arange(total)
         )
-        for flat in sorted(int(x) for x in take):
-            base_row, combo_index = divmod(flat, sub_product) if len(ready) > len(picked) else (0, flat)
-            row = list(shared[base_row])
-            for p, choice in zip(picked, _nth_combo(sub, combo_index), strict=True):
-                row[p] = choice
-            extra.append(row)
-    all_rows = rows + extra
-    if len(ready) and not in_flight:
-        all_rows = [r for r in all_rows if any(c[1] > 0 for c in r)]
-    model = np.zeros((len(all_rows), n), dtype=np.int64)
-    samples = np.zeros((len(all_rows), n), dtype=np.int64)
-    caps = np.ones((len(all_rows), n), dtype=np.int64)
-    for c, row in enumerate(all_rows):
-        for i, (mm, kk, cap) in zip(ready, row, strict=True):
-            model[c, i], samples[c, i], caps[c, i] = mm, kk, cap
+        flat = np.sort(take.astype(np.int64))
+        base, combo = (flat // sub_product, flat % sub_product) if shared else (np.zeros_like(flat), flat)
+    extra = uniform[base].copy()
+    for p in picked[::-1]:  # mixed radix, the last picked subtask least significant
+        combo, digit = np.divmod(combo, len(choices[p]))
+        extra[:, p] = choices[p][digit]
+    rows = np.concatenate([uniform, extra])
+    if n_ready and not in_flight:
+        rows = rows[(rows[:, :, 1] > 0).any(axis=1)]
+    model = np.zeros((len(rows), n), dtype=np.int64)
+    samples = np.zeros((len(rows), n), dtype=np.int64)
+    caps = np.ones((len(rows), n), dtype=np.int64)
+    model[:, ready], samples[:, ready], caps[:, ready] = rows[:, :, 0], rows[:, :, 1], rows[:, :, 2]
     return _Choices(model, samples, caps), n_uniform
-
-
-def _product(choices: list[list[tuple[int, int, int]]]) -> list[tuple[tuple[int, int, int], ...]]:
-    out: list[tuple[tuple[int, int, int], ...]] = [()]
-    for options in choices:
-        out = [(*prefix, o) for prefix in out for o in options]
-    return out
-
-
-def _nth_combo(choices: list[list[tuple[int, int, int]]], index: int) -> list[tuple[int, int, int]]:
-    out = []
-    for options in reversed(choices):
-        index, r = divmod(index, len(options))
-        out.append(options[r])
-    return out[::-1]
 
 
 def _merge(
@@ -272,12 +250,13 @@ def _merge(
         fit = np.minimum(cand.k[:, i], np.floor(np.maximum(remaining, 0) / hold).astype(np.int64))
         k_eff[:, i] = fit
         remaining -= fit * hold
-    key = np.concatenate(
-        [np.where(k_eff > 0, cand.model, -1), k_eff, np.where(k_eff > 0, cand.mt, 0)], axis=1
-    )
-    starts_any = (k_eff[:, ready] > 0).any(axis=1) if len(start.in_flight) == 0 else np.ones(len(k_eff), bool)
-    _, first = np.unique(key, axis=0, return_index=True)
-    keep = np.zeros(len(key), dtype=np.bool_)
+    # one int64 per ready subtask: (model + 1, k, max_tokens) of what actually launches, 0 for nothing
+    k_r, m_r, mt_r = k_eff[:, ready], cand.model[:, ready], cand.mt[:, ready]
+    code = np.ascontiguousarray(np.where(k_r > 0, ((m_r + 1) << 48) | (k_r << 32) | mt_r, 0))
+    rows = code.view(np.dtype((np.void, code.dtype.itemsize * code.shape[1]))).ravel()
+    starts_any = (k_r > 0).any(axis=1) if len(start.in_flight) == 0 else np.ones(len(k_eff), bool)
+    _, first = np.unique(rows, return_index=True)
+    keep = np.zeros(len(code), dtype=np.bool_)
     keep[first] = True
     if (keep & starts_any).any():
         keep &= starts_any
@@ -315,26 +294,25 @@ class _Evaluator:
     def run(self, pairs: I64, ids: I64) -> None:
         """Add `len(ids)` rollouts (the same ids for every pair) to each pair."""
         q = len(self.conts[0])
-        for lo in range(0, len(pairs), max(1, self.cfg.chunk_rollouts // len(ids))):
-            chunk = pairs[lo : lo + max(1, self.cfg.chunk_rollouts // len(ids))]
-            pr = np.repeat(chunk, len(ids))
-            c, qq = pr // q, pr % q
-            plan = RolloutPlan(
-                rollout_id=np.tile(ids, len(chunk)),
-                first_model=self.cand.model[c],
-                first_k=self.cand.k[c],
-                first_mt=self.cand.mt[c],
-                cont_model=self.conts[0][qq],
-                cont_k=self.conts[1][qq],
-            )
-            res = run_rollouts(self.prob, self.start, plan, seed=self.seed)
-            done = res.completed.astype(np.float64)
-            # ties broken towards progress and thrift; completion dominates
-            proxy = done + 0.01 * res.done_fraction * (1 - done) - 1e-6 * res.spent
-            np.add.at(self.score, pr, proxy)
-            np.add.at(self.wins, pr, done)
-            np.add.at(self.count, pr, 1.0)
-            self.used += len(pr)
+        pr = np.repeat(pairs, len(ids))
+        plan = RolloutPlan(
+            rollout_id=np.tile(ids, len(pairs)),
+            first_model=self.cand.model,
+            first_k=self.cand.k,
+            first_mt=self.cand.mt,
+            cont_model=self.conts[0],
+            cont_k=self.conts[1],
+            first=pr // q,
+            cont=pr % q,
+        )
+        res = run_rollouts(self.prob, self.start, plan, seed=self.seed)
+        done = res.completed.astype(np.float64)
+        # ties broken towards progress and thrift; completion dominates
+        proxy = done + 0.01 * res.done_fraction * (1 - done) - 1e-6 * res.spent
+        self.score += np.bincount(pr, weights=proxy, minlength=self.n_pairs)
+        self.wins += np.bincount(pr, weights=done, minlength=self.n_pairs)
+        self.count += np.bincount(pr, minlength=self.n_pairs)
+        self.used += len(pr)
         self.completion = np.where(self.count > 0, self.wins / np.maximum(self.count, 1), 0.0)
 
     def full(self) -> NDArray[np.bool_]:

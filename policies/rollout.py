@@ -1,36 +1,31 @@
-"""Vectorised Monte Carlo rollouts of the executor's semantics, many at once.
+"""Monte Carlo rollouts of the executor's semantics: the planner's simulator.
 
-The arrays run over rollouts (`R`) and subtasks (`N`); each loop iteration
-moves every live rollout to its own next batch end, so rollouts that follow
-different plans share the same NumPy calls. The rules are the executor's
-(`orchestrator/executor.py`):
+A rollout plays one whole execution from a decision's state: the candidate action
+first, then a continuation policy Seq-(m, k), until the DAG completes or a
+constraint ends it. The rules are the executor's (`orchestrator/executor.py`),
+sample by sample, in compiled code (`policies._kernel`, numba, compiled on first
+use and cached on disk):
 
-- at each decision every ready subtask gets (model, k, max_tokens); samples
-  start in topological order, each holding `input x in_price + max_tokens x
-  out_price`; a sample whose hold does not fit in `budget - spent - held` is not
-  started (and the subtask's later samples neither; later subtasks still try);
-- a sample draws (success, output tokens, latency) and is truncated by the
-  shared max_tokens rule (`orchestrator.estimates.truncate`, re-stated here
-  element-wise and tested against it);
-- the first passing sample completes the subtask at its end; running siblings
-  are cancelled and settled pro rata (`floor(tokens x elapsed / latency)`);
-  if all fail, the subtask is ready again when the last one ends;
+- a decision happens whenever a subtask is ready, after every event (a sample
+  ending), like the executor; every ready subtask gets (model, k, max_tokens);
+  samples start in topological order, each holding `input x in_price +
+  max_tokens x out_price`; a sample whose hold does not fit in `budget - spent -
+  held` is not started (nor the subtask's later samples; later subtasks still try);
+- a sample draws (success, output tokens, latency) from the (subtask, model) table
+  and is truncated by the shared max_tokens rule (`orchestrator.estimates.truncate`);
+- a failed sample settles its cost and releases its own hold when it ends; the
+  first passing sample completes the subtask; running siblings are cancelled and
+  settled pro rata (`floor(tokens x elapsed / latency)`); if all fail, the subtask
+  is ready again when the last one ends;
 - at the deadline everything running is cancelled pro rata: `deadline_exceeded`;
   a decision that starts nothing with nothing running ends the rollout
   `budget_exhausted` (holds refused) or `failed` (all deferred).
 
-Deliberate simplifications (documented in docs/planners.md):
-
-- a batch keeps its whole hold until the batch ends; the executor releases a
-  failed sample's hold when that sample ends. Identical for k = 1; with k > 1
-  it only matters when the budget is nearly spent;
-- decisions happen at batch ends; the executor also re-asks the policy when a
-  single sample of a larger batch fails while another subtask is ready (only
-  possible after a deferral or a refused hold);
-- in-flight batches are redrawn conditioned on still running: a drawn latency
-  must exceed the elapsed time (up to 8 tries; then the batch is given a tenth
-  of its drawn latency as remaining time);
-- parametric (lognormal) estimates are replaced by a fixed 256-draw table.
+What the planner cannot know is redrawn: samples in flight at the decision are
+drawn from the rows of their table whose (truncated) latency exceeds the time
+they have already run (exact conditioning on "still running"; if no row is that
+long, the longest row ends at once). Parametric (lognormal) estimates are a fixed
+256-draw table.
 
 Random numbers are a hash of (seed, rollout id, subtask, sample number), so a
 rollout id sees the same luck whatever plan it follows: common random numbers
@@ -60,11 +55,11 @@ __all__ = [
     "run_rollouts",
     "start_from_state",
     "uniform_hash",
+    "warm_up",
 ]
 
 RUNNING, COMPLETED, BUDGET_EXHAUSTED, DEADLINE_EXCEEDED, FAILED = 0, 1, 2, 3, 4
 _WAIT, _READY, _BUSY, _DONE = 0, 1, 2, 3
-_EPS = 1e-12
 _TABLE = 256
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
@@ -98,10 +93,12 @@ class RolloutProblem:
     """Subtask names, topological order (index `i`)."""
     models: tuple[str, ...]
     """Every model any subtask may use (index `m`)."""
-    parents: F64
-    """(N, N): `parents[p, c] = 1` when `p` is a parent of `c`."""
-    n_parents: F64
+    parent_count: I64
     """(N,) number of parents."""
+    child_ptr: I64
+    """(N + 1,) children of `i` are `child_idx[child_ptr[i]:child_ptr[i + 1]]`."""
+    child_idx: I64
+    """Concatenated children lists."""
     allowed: B
     """(N, M) whether subtask `i` may use model `m`."""
     fallback: I64
@@ -116,6 +113,8 @@ class RolloutProblem:
     """Sample table: output tokens."""
     t_latency: F64
     """Sample table: latency (seconds, > 0)."""
+    t_rows: I64
+    """`arange` over the sample table (the kernel draws row `t_rows[offset + floor(u x size)]`)."""
     in_cost: F64
     """(N, M) USD of one attempt's input tokens."""
     out_price: F64
@@ -142,6 +141,10 @@ class RolloutProblem:
         """USD one sample of (i, m) holds with this cap."""
         return float(self.in_cost[i, m] + max_tokens * self.out_price[m])
 
+    def rows(self, i: int, m: int) -> slice:
+        """The rows of (i, m) in the sample table."""
+        return slice(int(self.offset[i, m]), int(self.offset[i, m] + self.size[i, m]))
+
 
 def _table(est: AttemptEstimate) -> tuple[B, I64, F64]:
     if est.samples:
@@ -161,10 +164,10 @@ def compile_problem(state: PlanState) -> RolloutProblem:
     models = tuple(dict.fromkeys(m for s in subtasks for m in dag.models[s]))
     n, k = len(subtasks), len(models)
     idx = {s: i for i, s in enumerate(subtasks)}
-    parents = np.zeros((n, n))
+    children: list[list[int]] = [[] for _ in subtasks]
     for s in subtasks:
         for p in dag.parents[s]:
-            parents[idx[p], idx[s]] = 1.0
+            children[idx[p]].append(idx[s])
     allowed = np.zeros((n, k), dtype=np.bool_)
     offset = np.zeros((n, k), dtype=np.int64)
     size = np.zeros((n, k), dtype=np.int64)
@@ -189,8 +192,9 @@ def compile_problem(state: PlanState) -> RolloutProblem:
     return RolloutProblem(
         subtasks=subtasks,
         models=models,
-        parents=parents,
-        n_parents=parents.sum(axis=0),
+        parent_count=np.array([len(dag.parents[s]) for s in subtasks], dtype=np.int64),
+        child_ptr=np.cumsum([0] + [len(c) for c in children], dtype=np.int64),
+        child_idx=np.array([c for cs in children for c in cs], dtype=np.int64),
         allowed=allowed,
         fallback=np.array([models.index(dag.models[s][0]) for s in subtasks], dtype=np.int64),
         offset=offset,
@@ -198,6 +202,7 @@ def compile_problem(state: PlanState) -> RolloutProblem:
         t_success=np.concatenate([c[0] for c in chunks]),
         t_tokens=np.concatenate([c[1] for c in chunks]),
         t_latency=np.concatenate([c[2] for c in chunks]),
+        t_rows=np.arange(pos, dtype=np.int64),
         in_cost=in_cost,
         out_price=out_price,
         default_mt=default_mt,
@@ -215,14 +220,30 @@ class RolloutStart:
     """(N,) 0 waiting for parents, 1 ready, 2 running, 3 complete."""
     attempts: I64
     """(N,) samples started so far per subtask (for the random streams)."""
+    waiting_on: I64
+    """(N,) parents not complete yet."""
     in_flight: tuple[tuple[int, int, int, float, int], ...]
-    """Running batches: (subtask, model, samples, elapsed_s, max_tokens)."""
+    """Running batches: (subtask, model, running samples, elapsed_s, max_tokens)."""
+    flight_rows: I64
+    """Table rows each running batch may still draw (latency after truncation > elapsed), concatenated."""
+    flight_row_start: I64
+    """(F,) where each running batch's rows start in `flight_rows`."""
+    flight_row_count: I64
+    """(F,) how many rows each running batch may draw."""
     budget: float
     """The run's budget, USD."""
     spent: float
     """Settled spend, USD."""
     deadline: float
     """Time left (inf: none)."""
+
+
+def _still_running_rows(prob: RolloutProblem, i: int, m: int, max_tokens: int, elapsed: float) -> I64:
+    rows = np.arange(prob.offset[i, m], prob.offset[i, m] + prob.size[i, m], dtype=np.int64)
+    tok = prob.t_tokens[rows]
+    lat = prob.t_latency[rows] * np.where(tok > max_tokens, max_tokens / np.maximum(tok, 1), 1.0)
+    longer = rows[lat > elapsed]
+    return longer if longer.size else rows[np.argmax(lat)][None]
 
 
 def start_from_state(prob: RolloutProblem, state: PlanState) -> RolloutStart:
@@ -232,16 +253,26 @@ def start_from_state(prob: RolloutProblem, state: PlanState) -> RolloutStart:
         if s in state.completed:
             status[i] = _DONE
     busy = []
+    rows: list[I64] = []
     for f in state.in_flight:
-        i = prob.index(f.subtask)
+        i, m = prob.index(f.subtask), prob.models.index(f.model)
         status[i] = _BUSY
-        busy.append((i, prob.models.index(f.model), f.samples, f.elapsed_s, f.max_tokens))
+        busy.append((i, m, f.samples, f.elapsed_s, f.max_tokens))
+        rows.append(_still_running_rows(prob, i, m, f.max_tokens, f.elapsed_s))
     for s in state.ready:
         status[prob.index(s)] = _READY
+    done = np.zeros(prob.n, dtype=np.int64)  # complete parents of each subtask
+    for p in np.flatnonzero(status == _DONE):
+        np.add.at(done, prob.child_idx[prob.child_ptr[p] : prob.child_ptr[p + 1]], 1)
+    counts = np.array([len(r) for r in rows], dtype=np.int64)
     return RolloutStart(
         status=status,
         attempts=np.array([state.attempts.get(s, 0) for s in prob.subtasks], dtype=np.int64),
+        waiting_on=prob.parent_count - done,
         in_flight=tuple(busy),
+        flight_rows=np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64),
+        flight_row_start=np.cumsum(counts) - counts,
+        flight_row_count=counts,
         budget=state.budget_usd,
         spent=state.spent_usd,
         deadline=np.inf if state.remaining_time_s is None else max(0.0, state.remaining_time_s),
@@ -250,20 +281,28 @@ def start_from_state(prob: RolloutProblem, state: PlanState) -> RolloutStart:
 
 @dataclass(frozen=True, kw_only=True)
 class RolloutPlan:
-    """What each rollout does: a first action, then a continuation Seq-(m, k)."""
+    """What each rollout does: a first action (a row of `first_*`), then a continuation Seq-(m, k).
+
+    Rollout `r` plays first action `first[r]` then continuation `cont[r]` on random stream
+    `rollout_id[r]`. Without `first` / `cont` (`None`), rollout `r` uses row `r` of each.
+    """
 
     rollout_id: I64
     """(R,) common-random-number stream of each rollout."""
     first_model: I64
-    """(R, N) model of the first action per subtask (only ready subtasks are read)."""
+    """(C, N) model of each first action per subtask (only ready subtasks are read)."""
     first_k: I64
-    """(R, N) samples of the first action (0 defers)."""
+    """(C, N) samples of the first action (0 defers)."""
     first_mt: I64
-    """(R, N) max_tokens of the first action."""
+    """(C, N) max_tokens of the first action."""
     cont_model: I64
-    """(R,) continuation model (subtasks that cannot use it use their first model)."""
+    """(Q,) continuation model (subtasks that cannot use it use their first listed model)."""
     cont_k: I64
-    """(R,) continuation samples per ready subtask."""
+    """(Q,) continuation samples per ready subtask."""
+    first: I64 | None = None
+    """(R,) first action of each rollout (row of `first_*`); `None`: `arange(R)`."""
+    cont: I64 | None = None
+    """(R,) continuation of each rollout; `None`: `arange(R)`."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -286,178 +325,71 @@ class RolloutResult:
         return out
 
 
-def _launch(
-    prob: RolloutProblem,
-    seed: int,
-    rid: I64,
-    i: I64,
-    m: I64,
-    n: I64,
-    mt: I64,
-    start: F64,
-    first_sample: I64,
-    deadline: float,
-    elapsed: F64 | None = None,
-) -> tuple[F64, B, F64, F64]:
-    """Draw batches; return (end time, success, settled cost at end, settled cost if cut at deadline)."""
-    kmax = int(n.max())
-    j = np.arange(kmax, dtype=np.int64)
-    valid = j[None, :] < n[:, None]
-    base = (i * 1_000_003 + 7)[:, None]
-    u = uniform_hash(seed, rid[:, None], base, first_sample[:, None] + j[None, :])
-    rows = prob.offset[i, m][:, None] + (u * prob.size[i, m][:, None]).astype(np.int64)
-    succ, tok, lat = prob.t_success[rows], prob.t_tokens[rows], prob.t_latency[rows]
-    cap = mt[:, None]
-    if elapsed is not None:  # still running after `elapsed`: redraw short ones
-        for attempt in range(1, 9):
-            short = lat * np.where(tok > cap, cap / np.maximum(tok, 1), 1.0) <= elapsed[:, None]
-            if not short.any():
-                break
-            u2 = uniform_hash(seed + attempt, rid[:, None], base, first_sample[:, None] + j[None, :])
-            rows2 = prob.offset[i, m][:, None] + (u2 * prob.size[i, m][:, None]).astype(np.int64)
-            rows = np.where(short, rows2, rows)
-            succ, tok, lat = prob.t_success[rows], prob.t_tokens[rows], prob.t_latency[rows]
-    over = tok > cap  # the shared truncation rule, element-wise
-    lat = lat * np.where(over, cap / np.maximum(tok, 1), 1.0)
-    succ = succ & ~over & valid
-    tok = np.minimum(tok, cap)
-    if elapsed is not None:
-        still = lat > elapsed[:, None]
-        lat = np.where(still, lat, elapsed[:, None] + 0.1 * lat)
-    dur_ok = np.where(succ, lat, np.inf).min(axis=1)
-    any_ok = np.isfinite(dur_ok)
-    dur = np.where(any_ok, dur_ok, np.where(valid, lat, 0.0).max(axis=1))
-    in_c = prob.in_cost[i, m][:, None]
-    price = prob.out_price[m][:, None]
-
-    def settled(at: F64) -> F64:
-        part = np.floor(tok * np.clip(at[:, None] / lat, 0.0, 1.0))
-        cost: F64 = np.where(valid, in_c + np.where(lat <= at[:, None], tok, part) * price, 0.0).sum(axis=1)
-        return cost
-
-    until_deadline = deadline - start
-    cost_dl = settled(until_deadline) if np.isfinite(deadline) else np.zeros(len(n))
-    return start + dur, any_ok, settled(dur), cost_dl
-
-
 def run_rollouts(prob: RolloutProblem, start: RolloutStart, plan: RolloutPlan, *, seed: int) -> RolloutResult:
-    """Play every rollout of `plan` to its end under the executor's rules."""
+    """Play every rollout of `plan` to its end under the executor's rules (compiled; see the module doc)."""
+    from policies import _kernel  # numba: imported and compiled on first use only
+
     r_all = len(plan.rollout_id)
-    n = prob.n
+    arange = np.arange(r_all, dtype=np.int64)
+    first = arange if plan.first is None else np.ascontiguousarray(plan.first, dtype=np.int64)
+    cont = arange if plan.cont is None else np.ascontiguousarray(plan.cont, dtype=np.int64)
+    kmax = max(
+        1,
+        int(plan.first_k.max(initial=0)),
+        int(plan.cont_k.max(initial=0)),
+        max((f[2] for f in start.in_flight), default=0),
+    )
     outcome = np.zeros(r_all, dtype=np.int8)
-    spent_out, span_out, frac_out = np.zeros(r_all), np.zeros(r_all), np.zeros(r_all)
-    live = np.arange(r_all)
-    rid = plan.rollout_id
-    status = np.tile(start.status, (r_all, 1))
-    attempts = np.tile(start.attempts, (r_all, 1))
-    t = np.zeros(r_all)
-    bend = np.full((r_all, n), np.inf)
-    bok = np.zeros((r_all, n), dtype=np.bool_)
-    bcost, bcost_dl, bhold = np.zeros((r_all, n)), np.zeros((r_all, n)), np.zeros((r_all, n))
-    spent = np.full(r_all, start.spent)
-    held = np.zeros(r_all)
-    for fi, fm, fk, elapsed, fmt in start.in_flight:
-        ones = np.ones(r_all, dtype=np.int64)
-        end, ok, cost, cost_dl = _launch(
-            prob,
-            seed,
-            rid,
-            fi * ones,
-            fm * ones,
-            fk * ones,
-            fmt * ones,
-            np.full(r_all, -elapsed),
-            attempts[:, fi] - fk,
-            start.deadline,
-            np.full(r_all, elapsed),
-        )
-        bend[:, fi], bok[:, fi], bcost[:, fi], bcost_dl[:, fi] = end, ok, cost, cost_dl
-        bhold[:, fi] = fk * prob.hold(fi, fm, fmt)
-        held += bhold[:, fi]
-    first = True
-    cols = np.arange(n)
-    while live.size:
-        # ---- decide and launch for every live rollout (each is at a decision point) ----
-        st = status[live]
-        ready = st == _READY
-        if first:
-            model, k_want, mt = plan.first_model[live], plan.first_k[live], plan.first_mt[live]
-        else:
-            cm = plan.cont_model[live]
-            model = np.where(prob.allowed[cols[None, :], cm[:, None]], cm[:, None], prob.fallback[None, :])
-            k_want = np.broadcast_to(plan.cont_k[live][:, None], (live.size, n))
-            mt = prob.default_mt[cols[None, :], model]
-        k_want = np.where(ready, k_want, 0)
-        hold1 = np.maximum(prob.in_cost[cols[None, :], model] + mt * prob.out_price[model], 1e-15)
-        avail = start.budget - spent[live] - held[live] + _EPS
-        k_go = k_want.copy()
-        tight = (k_want * hold1).sum(axis=1) > avail
-        if tight.any():
-            rows = np.flatnonzero(tight)
-            left = avail[rows].copy()
-            for c in np.flatnonzero(k_want[rows].any(axis=0)):
-                fit = np.minimum(
-                    k_want[rows, c], np.floor(np.maximum(left, 0.0) / hold1[rows, c]).astype(np.int64)
-                )
-                k_go[rows, c] = fit
-                left -= fit * hold1[rows, c]
-        lr, lc = np.nonzero(k_go)
-        if lr.size:
-            g = live[lr]
-            end, ok, cost, cost_dl = _launch(
-                prob,
-                seed,
-                rid[g],
-                lc,
-                model[lr, lc],
-                k_go[lr, lc],
-                mt[lr, lc],
-                t[g],
-                attempts[g, lc],
-                start.deadline,
-            )
-            bend[g, lc], bok[g, lc], bcost[g, lc], bcost_dl[g, lc] = end, ok, cost, cost_dl
-            hold = k_go[lr, lc] * hold1[lr, lc]
-            bhold[g, lc] = hold
-            np.add.at(held, g, hold)
-            attempts[g, lc] += k_go[lr, lc]
-            status[g, lc] = _BUSY
-        first = False
-        busy = (status[live] == _BUSY).any(axis=1)
-        if not busy.all():
-            stop = live[~busy]
-            refused = ((k_want > 0) & (k_go == 0)).any(axis=1)[~busy]
-            outcome[stop] = np.where(refused, BUDGET_EXHAUSTED, FAILED)
-            spent_out[stop], span_out[stop] = spent[stop], t[stop]
-            live = live[busy]
-            if not live.size:
-                break
-        # ---- advance each live rollout to its next batch end ----
-        nxt = bend[live].argmin(axis=1)
-        when = bend[live, nxt]
-        late = when > start.deadline
-        if late.any():
-            gone = live[late]
-            outcome[gone] = DEADLINE_EXCEEDED
-            spent_out[gone] = spent[gone] + np.where(status[gone] == _BUSY, bcost_dl[gone], 0.0).sum(axis=1)
-            span_out[gone] = start.deadline
-            live, nxt, when = live[~late], nxt[~late], when[~late]
-        t[live] = when
-        spent[live] += bcost[live, nxt]
-        held[live] -= bhold[live, nxt]
-        bend[live, nxt] = np.inf
-        win = bok[live, nxt]
-        status[live, nxt] = np.where(win, _DONE, _READY)
-        if win.any():
-            w = live[win]
-            done = (status[w] == _DONE).astype(np.float64)
-            opened = (status[w] == _WAIT) & (done @ prob.parents >= prob.n_parents[None, :])
-            status[w] = np.where(opened, _READY, status[w])
-            finished = (status[w] == _DONE).all(axis=1)
-            if finished.any():
-                f = w[finished]
-                outcome[f] = COMPLETED
-                spent_out[f], span_out[f] = spent[f], t[f]
-                live = w[~finished] if w.size == live.size else live[~np.isin(live, f)]
-    frac_out[:] = (status == _DONE).mean(axis=1)
-    return RolloutResult(outcome=outcome, spent=spent_out, makespan=span_out, done_fraction=frac_out)
+    spent, span, done = np.zeros(r_all), np.zeros(r_all), np.zeros(r_all)
+    flight = np.array([f[:3] for f in start.in_flight], dtype=np.int64).reshape(-1, 3)
+    _kernel.run_many(
+        prob.child_ptr,
+        prob.child_idx,
+        prob.allowed,
+        prob.fallback,
+        prob.offset,
+        prob.size,
+        prob.t_success,
+        prob.t_tokens,
+        prob.t_latency,
+        prob.t_rows,
+        prob.in_cost,
+        prob.out_price,
+        prob.default_mt,
+        start.status,
+        start.attempts,
+        start.waiting_on,
+        np.ascontiguousarray(flight[:, 0]),
+        np.ascontiguousarray(flight[:, 1]),
+        np.ascontiguousarray(flight[:, 2]),
+        np.array([f[3] for f in start.in_flight], dtype=np.float64),
+        np.array([f[4] for f in start.in_flight], dtype=np.int64),
+        start.flight_rows,
+        start.flight_row_start,
+        start.flight_row_count,
+        float(start.budget),
+        float(start.spent),
+        float(start.deadline),
+        np.ascontiguousarray(plan.first_model, dtype=np.int64),
+        np.ascontiguousarray(plan.first_k, dtype=np.int64),
+        np.ascontiguousarray(plan.first_mt, dtype=np.int64),
+        np.ascontiguousarray(plan.cont_model, dtype=np.int64),
+        np.ascontiguousarray(plan.cont_k, dtype=np.int64),
+        first,
+        cont,
+        np.ascontiguousarray(plan.rollout_id, dtype=np.int64),
+        np.uint64(seed & 0xFFFFFFFFFFFFFFFF),
+        kmax,
+        outcome,
+        spent,
+        span,
+        done,
+    )
+    return RolloutResult(outcome=outcome, spent=spent, makespan=span, done_fraction=done)
+
+
+def warm_up() -> None:
+    """Compile (or load from the on-disk cache) the rollout kernel now, so no decision pays for it."""
+    from policies import _kernel
+
+    _kernel.warm_up()

@@ -11,6 +11,7 @@ from orchestrator.pool.health import (
     fetch_metrics,
     parse_vllm_metrics,
 )
+from orchestrator.pool.homes import PrefixHomes
 from orchestrator.pool.prefix_index import (
     BlockHasher,
     PrefixIndex,
@@ -34,6 +35,7 @@ __all__ = [
     "Lease",
     "PoolRouter",
     "PooledLiteLLMCaller",
+    "PrefixHomes",
     "PrefixIndex",
     "ReplicaMetrics",
     "ReplicaPrefixCache",

@@ -2,6 +2,15 @@
 
 Strategies (`Strategy`):
 
+* ``prefix_home``: capacity-aware partition (`PrefixHomes`). A prompt whose
+  first message (an agent's system prompt) spans at least `RouterConfig.home_min_blocks`
+  blocks belongs to a *group*; each group gets one home replica, chosen when it is first
+  seen to balance the replicas' homed footprint (relative to their KV capacity) and
+  recent request heat. Requests go to their group's home unless its load exceeds the
+  least loaded replica's by `RouterConfig.home_spill_load`; then, and for prompts
+  without a group, the ``prefix_load`` score decides. Each long prefix is thus cached
+  once in the pool instead of drifting onto every replica, which is what matters when
+  the pool's total cache is about the working set.
 * ``prefix_load`` (default): each healthy replica with a free slot gets the score
   ``prefix_weight * matched_fraction - load_weight * load / load_scale``, where
   ``matched_fraction`` is the share of the prompt's blocks the replica probably holds
@@ -39,7 +48,8 @@ from typing import Literal, get_args
 from orchestrator.catalog import PoolSpec
 from orchestrator.errors import ConfigError, ReplicaUnavailable
 from orchestrator.model_client import ChatMessage
-from orchestrator.pool.prefix_index import BlockHasher, PrefixIndex
+from orchestrator.pool.homes import PrefixHomes
+from orchestrator.pool.prefix_index import BlockHasher, PrefixIndex, render_prompt
 
 __all__ = [
     "STRATEGIES",
@@ -51,7 +61,7 @@ __all__ = [
     "Strategy",
 ]
 
-Strategy = Literal["prefix_load", "round_robin", "least_loaded", "prefix_only"]
+Strategy = Literal["prefix_load", "prefix_home", "round_robin", "least_loaded", "prefix_only"]
 """How the router picks a replica."""
 
 STRATEGIES: tuple[Strategy, ...] = get_args(Strategy)
@@ -83,6 +93,19 @@ class RouterConfig:
     """A replica has spare capacity for warm-up when its load is at most this."""
     max_pinned_prefixes: int = 256
     """Warmed prefixes whose affinity is kept stable (LRU beyond that)."""
+    home_min_blocks: int = 4
+    """``prefix_home``: a prompt whose first message spans fewer full blocks has no group."""
+    home_spill_load: int = 4
+    """``prefix_home``: a request leaves its group's home when the home's load (in flight +
+    waiting) exceeds the least loaded replica's by at least this many requests.
+
+    A spill recomputes the group's prefix on another replica and evicts something there,
+    so it should only buy a large queueing difference.
+    """
+    home_half_life_requests: float = 64.0
+    """``prefix_home``: requests after which a group's heat (load share) counts half."""
+    max_home_groups: int = 1024
+    """``prefix_home``: groups whose home is remembered (LRU beyond that)."""
     seed: int = 0
     """Seed of the tie-breaking random generator."""
 
@@ -97,6 +120,15 @@ class RouterConfig:
                 "router weights must be non-negative and `load_scale` positive; got"
                 f" prefix_weight={self.prefix_weight}, load_weight={self.load_weight},"
                 f" load_scale={self.load_scale}"
+            )
+        if self.home_min_blocks < 1 or self.home_spill_load < 1 or self.max_home_groups < 1:
+            raise ConfigError(
+                "`home_min_blocks`, `home_spill_load` and `max_home_groups` must be at least 1; got"
+                f" {self.home_min_blocks}, {self.home_spill_load}, {self.max_home_groups}"
+            )
+        if self.home_half_life_requests <= 0:
+            raise ConfigError(
+                f"`home_half_life_requests` must be positive, got {self.home_half_life_requests}"
             )
 
 
@@ -114,6 +146,8 @@ class RouteDecision:
     """The winning score (strategy-specific scale)."""
     load: int
     """The replica's load when chosen (in flight + waiting)."""
+    home: str | None = None
+    """``prefix_home``: the home of the prompt's group (differs from `replica` on a spill)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -142,6 +176,12 @@ class ReplicaStats:
     """Prompt tokens of finished requests."""
     cached_tokens: int
     """Of those, tokens served from the prefix cache."""
+    homed_groups: int = 0
+    """``prefix_home``: prefix groups whose home this replica is."""
+    homed_blocks: int = 0
+    """``prefix_home``: their blocks, each group counted once."""
+    spilled_in: int = 0
+    """``prefix_home``: requests routed here although their group's home is elsewhere."""
 
 
 @dataclass(kw_only=True)
@@ -156,6 +196,7 @@ class _Replica:
     failures: int = 0
     prompt_tokens: int = 0
     cached_tokens: int = 0
+    spilled_in: int = 0
 
     @property
     def load(self) -> int:
@@ -204,6 +245,11 @@ class PoolRouter:
             for replica in self._replicas.values():
                 replica.kv_capacity_tokens = pool.kv_capacity_tokens
         self._rng = random.Random(self.config.seed)
+        self._homes = PrefixHomes(
+            half_life_requests=self.config.home_half_life_requests,
+            max_groups=self.config.max_home_groups,
+            rng=self._rng,
+        )
         self._rr_next = 0
         self._pinned: OrderedDict[int, tuple[str, int]] = OrderedDict()
         self._waiters: set[asyncio.Future[None]] = set()
@@ -218,6 +264,11 @@ class PoolRouter:
         """The per-replica prefix index (read it; the router writes it)."""
         return self._index
 
+    @property
+    def homes(self) -> PrefixHomes:
+        """The home replicas of prefix groups (``prefix_home``; read it, the router writes it)."""
+        return self._homes
+
     # -- health and load, written by the health checker and the client -----------------
 
     def mark_down(self, replica: str) -> None:
@@ -228,6 +279,7 @@ class PoolRouter:
             self._index.clear(replica)
             for key in [k for k, (r, _) in self._pinned.items() if r == replica]:
                 del self._pinned[key]
+            self._homes.forget_replica(replica)
         self._notify()
 
     def mark_up(self, replica: str) -> None:
@@ -255,6 +307,7 @@ class PoolRouter:
     def stats(self) -> dict[str, ReplicaStats]:
         """Snapshot of every replica."""
         sizes = self._index.sizes()
+        homed = self._homes.homed_blocks()
         return {
             url: ReplicaStats(
                 replica=url,
@@ -268,6 +321,9 @@ class PoolRouter:
                 failures=r.failures,
                 prompt_tokens=r.prompt_tokens,
                 cached_tokens=r.cached_tokens,
+                homed_groups=self._homes.groups_on(url),
+                homed_blocks=homed.get(url, 0),
+                spilled_in=r.spilled_in,
             )
             for url, r in self._replicas.items()
         }
@@ -280,7 +336,15 @@ class PoolRouter:
         Raises:
             ReplicaUnavailable: no replica is healthy, or all healthy ones are full.
         """
-        return self._choose(self.hasher.hash_messages(messages))
+        return self._choose(self.hasher.hash_messages(messages), group=self._group_blocks(messages))
+
+    def _group_blocks(self, messages: Sequence[ChatMessage]) -> int:
+        """Full blocks inside the first message: the prompt's group prefix (0: none)."""
+        if self.config.strategy != "prefix_home" or not messages:
+            return 0
+        first = len(render_prompt(messages[:1]).encode("utf-8", "surrogatepass"))
+        blocks = first // self.hasher.block_chars
+        return blocks if blocks >= self.config.home_min_blocks else 0
 
     def _eligible(self) -> list[_Replica]:
         healthy = [r for r in self._replicas.values() if r.healthy]
@@ -307,7 +371,7 @@ class PoolRouter:
                 best = hit
         return best
 
-    def _choose(self, chain: tuple[int, ...], *, only: str | None = None) -> RouteDecision:
+    def _choose(self, chain: tuple[int, ...], *, only: str | None = None, group: int = 0) -> RouteDecision:
         candidates = self._eligible()
         if only is not None:
             candidates = [r for r in candidates if r.url == only]
@@ -317,6 +381,26 @@ class PoolRouter:
         strategy = self.config.strategy
         if strategy == "round_robin" and only is None:
             return self._round_robin(candidates, chain)
+        home: str | None = None
+        if strategy == "prefix_home" and only is None and 0 < group <= total:
+            home = self._home_for(candidates, chain, group)
+            target = next((r for r in candidates if r.url == home), None)
+            least = min(r.load for r in candidates)
+            if target is not None and target.load - least < self.config.home_spill_load:
+                matched = self._index.match(target.url, chain)
+                pinned = self._pinned_match(chain)
+                if pinned is not None and pinned[0] == target.url:
+                    matched = max(matched, pinned[1])
+                return RouteDecision(
+                    replica=target.url,
+                    matched_blocks=matched,
+                    total_blocks=total,
+                    score=matched / total,
+                    load=target.load,
+                    home=home,
+                )
+            # Spill: the home is down, full or much busier; the rest compete on prefix_load.
+            candidates = [r for r in candidates if r.url != home] or candidates
         pinned = self._pinned_match(chain) if strategy != "least_loaded" else None
         scored: list[tuple[float, _Replica, int]] = []
         for replica in candidates:
@@ -345,6 +429,20 @@ class PoolRouter:
             total_blocks=total,
             score=score,
             load=replica.load,
+            home=home,
+        )
+
+    def _home_for(self, candidates: list[_Replica], chain: tuple[int, ...], group: int) -> str:
+        """The home of `chain`'s group: its recorded one if healthy, else the best placement."""
+        home = self._homes.home(chain[group - 1])
+        if home is not None and self._replicas[home].healthy:
+            return home
+        head = chain[:group]
+        return self._homes.best(
+            group,
+            [r.url for r in candidates],
+            capacity_blocks={r.url: self._index.cache(r.url).capacity_blocks for r in candidates},
+            held_blocks={r.url: self._index.match(r.url, head) for r in candidates},
         )
 
     def _round_robin(self, candidates: list[_Replica], chain: Sequence[int]) -> RouteDecision:
@@ -387,7 +485,7 @@ class PoolRouter:
             ReplicaUnavailable: no healthy replica (raised at once, even when waiting).
         """
         chain = self.hasher.hash_messages(messages)
-        decision = await self._acquire(chain, replica, wait_for_slot)
+        decision = await self._acquire(chain, replica, wait_for_slot, self._group_blocks(messages))
         state = self._replicas[decision.replica]
         lease = Lease(decision=decision, chain=chain)
         try:
@@ -402,11 +500,11 @@ class PoolRouter:
             self._notify()
 
     async def _acquire(
-        self, chain: tuple[int, ...], replica: str | None, wait_for_slot: bool
+        self, chain: tuple[int, ...], replica: str | None, wait_for_slot: bool, group: int
     ) -> RouteDecision:
         while True:
             try:
-                decision = self._choose(chain, only=replica)
+                decision = self._choose(chain, only=replica, group=group)
                 break
             except ReplicaUnavailable:
                 if not wait_for_slot or not any(r.healthy for r in self._replicas.values()):
@@ -424,6 +522,13 @@ class PoolRouter:
         state.requests += 1
         if chain:
             self._index.insert(decision.replica, chain)
+        if decision.home is not None:
+            key = chain[group - 1]
+            if self._homes.home(key) != decision.home:
+                self._homes.assign(key, decision.home, group)
+            self._homes.record(key)
+            if decision.replica != decision.home:
+                state.spilled_in += 1
         return decision
 
     def record(self, lease: Lease, *, prompt_tokens: int, cached_tokens: int) -> None:
@@ -453,7 +558,7 @@ class PoolRouter:
         if not chain:
             return None
         try:
-            decision = self._choose(chain)
+            decision = self._choose(chain, group=self._group_blocks(messages))
         except ReplicaUnavailable:
             return None
         if decision.load > self.config.warm_max_load:
@@ -468,6 +573,9 @@ class PoolRouter:
         chain = self.hasher.hash_messages(messages)
         if not chain:
             return
+        group = self._group_blocks(messages)
+        if 0 < group <= len(chain):  # prefix_home: the warmed replica becomes the group's home
+            self._homes.assign(chain[group - 1], replica, group)
         key = chain[-1]
         self._pinned[key] = (replica, len(chain))
         self._pinned.move_to_end(key)
