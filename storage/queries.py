@@ -11,11 +11,15 @@ recorder received, so a run reads back equal to what was recorded.
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from enum import StrEnum
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine
@@ -27,18 +31,14 @@ from orchestrator.call_tree import build_call_tree as _build
 from orchestrator.errors import ConfigError, StorageError
 from orchestrator.records import (
     AttemptRecord,
-    AttemptStatus,
-    CallKind,
     CallRecord,
-    CallStatus,
     DecisionRecord,
     Outcome,
     RunRecord,
     SubtaskRecord,
-    SubtaskStatus,
 )
 from storage._engine import make_engine, redact, storage_error
-from storage.models import Attempt, Call, PlanDecision, Run, SubtaskExecution
+from storage.models import Attempt, Base, Call, PlanDecision, Run, SubtaskExecution
 
 __all__ = [
     "AttemptNode",
@@ -165,10 +165,10 @@ def get_run(target: str | URL | Engine, run_id: str) -> RunDetail:
             sa.select(PlanDecision).where(PlanDecision.run_id == run_id).order_by(PlanDecision.decision_index)
         )
         return RunDetail(
-            run=_run_record(run),
-            subtasks=tuple(_subtask_record(row) for row in subtasks),
-            attempts=tuple(_attempt_record(row) for row in attempts),
-            calls=tuple(_call_record(row) for row in calls),
+            run=_record(run, RunRecord),
+            subtasks=tuple(_record(row, SubtaskRecord) for row in subtasks),
+            attempts=tuple(_record(row, AttemptRecord) for row in attempts),
+            calls=tuple(_record(row, CallRecord) for row in calls),
             decisions=tuple(_decision_record(row) for row in decisions),
         )
 
@@ -208,87 +208,20 @@ def _read_error(engine: Engine, error: SQLAlchemyError) -> StorageError:
     return storage_error("read", engine, error)
 
 
-def _run_record(row: Run) -> RunRecord:
-    return RunRecord(
-        run_id=row.run_id,
-        workflow=row.workflow,
-        policy=row.policy,
-        budget_usd=row.budget_usd,
-        deadline_s=row.deadline_s,
-        seed=row.seed,
-        simulated=row.simulated,
-        started_at=row.started_at,
-        inputs=row.inputs,
-        outcome=Outcome(row.outcome),
-        reason=row.reason,
-        spent_usd=row.spent_usd,
-        makespan_s=row.makespan_s,
-        ended_at=row.ended_at,
-    )
+_R = TypeVar("_R", RunRecord, SubtaskRecord, AttemptRecord, CallRecord)
 
 
-def _subtask_record(row: SubtaskExecution) -> SubtaskRecord:
-    return SubtaskRecord(
-        run_id=row.run_id,
-        subtask=row.subtask,
-        status=SubtaskStatus(row.status),
-        attempts=row.attempts,
-        winner_attempt_id=row.winner_attempt_id,
-        output_preview=row.output_preview,
-        started_s=row.started_s,
-        ended_s=row.ended_s,
-        spent_usd=row.spent_usd,
-    )
-
-
-def _attempt_record(row: Attempt) -> AttemptRecord:
-    return AttemptRecord(
-        attempt_id=row.attempt_id,
-        run_id=row.run_id,
-        subtask=row.subtask,
-        model=row.model,
-        batch=row.batch,
-        sample=row.sample,
-        max_tokens=row.max_tokens,
-        started_s=row.started_s,
-        status=AttemptStatus(row.status),
-        ended_s=row.ended_s,
-        check_passed=row.check_passed,
-        check_detail=row.check_detail,
-        check_simulated=row.check_simulated,
-        output_preview=row.output_preview,
-        spent_usd=row.spent_usd,
-    )
-
-
-def _call_record(row: Call) -> CallRecord:
-    return CallRecord(
-        call_id=row.call_id,
-        run_id=row.run_id,
-        attempt_id=row.attempt_id,
-        parent_call_id=row.parent_call_id,
-        kind=CallKind(row.kind),
-        subtask=row.subtask,
-        model=row.model,
-        litellm_model=row.litellm_model,
-        provider=row.provider,
-        replica=row.replica,
-        retry=row.retry,
-        input_tokens=row.input_tokens,
-        output_tokens=row.output_tokens,
-        cached_tokens=row.cached_tokens,
-        cost_usd=row.cost_usd,
-        reserved_usd=row.reserved_usd,
-        started_s=row.started_s,
-        latency_s=row.latency_s,
-        ttft_s=row.ttft_s,
-        status=CallStatus(row.status),
-        error=row.error,
-        finish_reason=row.finish_reason,
-        simulated=row.simulated,
-        prompt=row.prompt,
-        response=row.response,
-    )
+def _record(row: Base, record_type: type[_R]) -> _R:
+    """The record whose fields have the same names as the row's columns (enums rebuilt from text)."""
+    hints = typing.get_type_hints(record_type)
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(record_type):
+        value = getattr(row, field.name)
+        kind = hints[field.name]
+        if isinstance(kind, type) and issubclass(kind, StrEnum):
+            value = kind(value)
+        values[field.name] = value
+    return record_type(**values)
 
 
 def _decision_record(row: PlanDecision) -> DecisionRecord:
