@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
+
 from agents import LLMAgent
 from orchestrator import (
     CallKind,
@@ -16,7 +18,14 @@ from orchestrator import (
     Workflow,
     arun,
 )
+from orchestrator._litellm import litellm_module
 from tests.openai_stub import ScriptedProvider, serve
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _litellm_loaded() -> None:
+    """Import litellm before the runs start, so its slow import does not eat their deadline."""
+    litellm_module()
 
 
 def _catalog(url: str) -> Catalog:
