@@ -9,7 +9,7 @@ Both are async.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -84,9 +84,29 @@ class AttemptContext:
     span_id: str
     """Call-tree node id of this attempt's agent span (parent of its calls)."""
 
-    def template_values(self) -> dict[str, Any]:
-        """Inputs and parent texts, for `str.format`-style prompt templates."""
-        return {**self.inputs, **self.texts}
+    def template_values(self) -> Mapping[str, Any]:
+        """Ancestors' texts over the run inputs, for `str.format` prompt templates (a view, not a copy)."""
+        return _Layered(self.texts, self.inputs)
+
+
+class _Layered(Mapping[str, Any]):
+    """`first` over `second`, read-only, without copying either."""
+
+    def __init__(self, first: Mapping[str, Any], second: Mapping[str, Any]) -> None:
+        self._first = first
+        self._second = second
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self._first:
+            return self._first[key]
+        return self._second[key]
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._first
+        yield from (k for k in self._second if k not in self._first)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 class Agent(Protocol):

@@ -434,8 +434,8 @@ class Executor:
             model=batch.model,
             max_tokens=batch.max_tokens,
             inputs=self.inputs,
-            outputs={a: self._subs[a].output for a in self._ancestors[sub.name]},
-            texts={a: self._subs[a].text for a in self._ancestors[sub.name]},
+            outputs=_AncestorView(self._subs, self._ancestors[sub.name], "output"),
+            texts=_AncestorView(self._subs, self._ancestors[sub.name], "text"),
             chat=gateway,
             seed=hash((self.seed, sub.name, sub.attempts, sample)) & 0x7FFFFFFF,
             span_id=span_id,
@@ -606,6 +606,26 @@ class Executor:
         # ~4 characters a token plus per-message overhead, with a 10% margin: a hold, not a bill.
         chars = sum(len(m["content"]) for m in messages)
         return int((chars / 4 + 8 * len(messages)) * 1.1) + 16
+
+
+class _AncestorView(Mapping[str, Any]):
+    """Ancestors' outputs (or texts) by name, read from the run's state without copying."""
+
+    def __init__(self, subs: Mapping[str, _SubtaskRun], names: frozenset[str], attr: str) -> None:
+        self._subs = subs
+        self._names = names
+        self._attr = attr
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._names:
+            raise KeyError(key)
+        return getattr(self._subs[key], self._attr)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
 
 
 class _SetView(AbstractSet[str]):

@@ -324,19 +324,18 @@ class Workflow:
         return None
 
 
-def ancestor_table(order: Sequence[str], parents: Mapping[str, Sequence[str]]) -> dict[str, tuple[str, ...]]:
-    """Every subtask's ancestors (in topological order), computed once for the whole DAG.
+def ancestor_table(order: Sequence[str], parents: Mapping[str, Sequence[str]]) -> dict[str, frozenset[str]]:
+    """Every subtask's ancestors, computed once for the whole DAG.
 
     Args:
         order: subtask names in a topological order.
         parents: direct dependencies of each subtask.
     """
-    position = {name: i for i, name in enumerate(order)}
-    sets: dict[str, set[str]] = {}
+    sets: dict[str, frozenset[str]] = {}
     for name in order:
         acc: set[str] = set()
         for parent in parents[name]:
             acc.add(parent)
             acc |= sets[parent]
-        sets[name] = acc
-    return {name: tuple(sorted(sets[name], key=position.__getitem__)) for name in order}
+        sets[name] = frozenset(acc)
+    return sets
