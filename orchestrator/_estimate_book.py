@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -15,6 +16,7 @@ DEFAULT_OUTPUT_TOKENS = LogNormal(mean=400.0, std=200.0)
 """Output tokens assumed when nothing is known."""
 
 
+@functools.lru_cache(maxsize=256)
 def _default_estimate(spec: ModelSpec) -> AttemptEstimate:
     if spec.latency is not None:
         mean = spec.latency.ttft_s + DEFAULT_OUTPUT_TOKENS.mean / spec.latency.tokens_per_s

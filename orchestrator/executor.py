@@ -63,7 +63,7 @@ from orchestrator.records import (
     SubtaskRecord,
     SubtaskStatus,
 )
-from orchestrator.workflow import RunLimits, Workflow, ancestor_table
+from orchestrator.workflow import Ancestry, RunLimits, Workflow
 
 __all__ = ["Executor"]
 
@@ -149,7 +149,7 @@ class Executor:
         self._defs = workflow.subtasks
         self._children = self._dag.children()
         self._topo = {name: i for i, name in enumerate(self._dag.subtasks)}
-        self._ancestors = ancestor_table(self._dag.subtasks, self._dag.parents)
+        self._ancestry = Ancestry(self._dag.parents)
         self._subs = {name: _SubtaskRun(name=name) for name in self._dag.subtasks}
         # Incremental indexes, so that an event costs O(what changed), not O(subtasks).
         self._ready: set[str] = set()
@@ -434,8 +434,8 @@ class Executor:
             model=batch.model,
             max_tokens=batch.max_tokens,
             inputs=self.inputs,
-            outputs=_AncestorView(self._subs, self._ancestors[sub.name], "output"),
-            texts=_AncestorView(self._subs, self._ancestors[sub.name], "text"),
+            outputs=_AncestorView(self._subs, self._ancestry, sub.name, "output"),
+            texts=_AncestorView(self._subs, self._ancestry, sub.name, "text"),
             chat=gateway,
             seed=hash((self.seed, sub.name, sub.attempts, sample)) & 0x7FFFFFFF,
             span_id=span_id,
@@ -611,21 +611,25 @@ class Executor:
 class _AncestorView(Mapping[str, Any]):
     """Ancestors' outputs (or texts) by name, read from the run's state without copying."""
 
-    def __init__(self, subs: Mapping[str, _SubtaskRun], names: frozenset[str], attr: str) -> None:
+    def __init__(self, subs: Mapping[str, _SubtaskRun], ancestry: Ancestry, subtask: str, attr: str) -> None:
         self._subs = subs
-        self._names = names
+        self._ancestry = ancestry
+        self._subtask = subtask
         self._attr = attr
 
     def __getitem__(self, key: str) -> Any:
-        if key not in self._names:
+        if not self._ancestry.is_ancestor(key, of=self._subtask):
             raise KeyError(key)
         return getattr(self._subs[key], self._attr)
 
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self._ancestry.is_ancestor(key, of=self._subtask)
+
     def __iter__(self) -> Iterator[str]:
-        return iter(self._names)
+        return iter(sorted(self._ancestry.of(self._subtask)))
 
     def __len__(self) -> int:
-        return len(self._names)
+        return len(self._ancestry.of(self._subtask))
 
 
 class _SetView(AbstractSet[str]):

@@ -30,7 +30,7 @@ from orchestrator.errors import ConfigError, WorkflowError, did_you_mean
 from orchestrator.estimates import AttemptEstimate
 from orchestrator.plan import DagView
 
-__all__ = ["RunLimits", "Subtask", "SubtaskRef", "Workflow", "ancestor_table"]
+__all__ = ["Ancestry", "RunLimits", "Subtask", "SubtaskRef", "Workflow"]
 
 T = TypeVar("T")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
@@ -227,12 +227,10 @@ class Workflow:
                     f" `{self.name}` declares; pass them with inputs={{...}}"
                 )
         if not cycle and not any(d not in self._subtasks for s in self._subtasks.values() for d in s.after):
-            order = self.topological_order()
-            ancestors = ancestor_table(order, {n: self._subtasks[n].after for n in order})
+            ancestry = Ancestry({n: sub.after for n, sub in self._subtasks.items()})
             for sub in self._subtasks.values():
-                provided = set(ancestors[sub.name])
                 for var in sorted(sub.agent.template_variables()):
-                    if var in provided:
+                    if ancestry.is_ancestor(var, of=sub.name):
                         continue
                     if available_inputs is not None and var in available_inputs:
                         continue
@@ -324,18 +322,46 @@ class Workflow:
         return None
 
 
-def ancestor_table(order: Sequence[str], parents: Mapping[str, Sequence[str]]) -> dict[str, frozenset[str]]:
-    """Every subtask's ancestors, computed once for the whole DAG.
+class Ancestry:
+    """Who depends on whom, answered lazily: a whole ancestor set is built only when asked for.
 
-    Args:
-        order: subtask names in a topological order.
-        parents: direct dependencies of each subtask.
+    `is_ancestor` walks up from the subtask and stops at the first match, which for a
+    template variable naming a direct parent is one step; full sets are cached.
     """
-    sets: dict[str, frozenset[str]] = {}
-    for name in order:
-        acc: set[str] = set()
-        for parent in parents[name]:
-            acc.add(parent)
-            acc |= sets[parent]
-        sets[name] = frozenset(acc)
-    return sets
+
+    def __init__(self, parents: Mapping[str, Sequence[str]]) -> None:
+        self._parents = parents
+        self._sets: dict[str, frozenset[str]] = {}
+
+    def is_ancestor(self, candidate: str, of: str) -> bool:
+        """Whether `of` depends, directly or not, on `candidate`."""
+        if candidate not in self._parents or candidate == of:
+            return False
+        if of in self._sets:
+            return candidate in self._sets[of]
+        seen: set[str] = set()
+        stack = list(self._parents[of])
+        while stack:
+            node = stack.pop()
+            if node == candidate:
+                return True
+            if node in seen or node not in self._parents:
+                continue
+            seen.add(node)
+            stack.extend(self._parents[node])
+        return False
+
+    def of(self, name: str) -> frozenset[str]:
+        """All ancestors of `name` (cached)."""
+        found = self._sets.get(name)
+        if found is None:
+            acc: set[str] = set()
+            stack = list(self._parents[name])
+            while stack:
+                node = stack.pop()
+                if node in acc or node not in self._parents:
+                    continue
+                acc.add(node)
+                stack.extend(self._parents[node])
+            found = self._sets[name] = frozenset(acc)
+        return found
