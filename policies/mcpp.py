@@ -18,6 +18,9 @@ the continuations are first screened on the pure Seq policies, then pairs are
 raced by successive halving, every round on the same fresh rollout ids for all
 survivors (common random numbers), so that a pair is dropped only against
 rivals that saw the same luck.
+
+The rollouts run in a compiled kernel; a process's first decision compiles it (or
+loads it from the disk cache) unless `policies.rollout.warm_up()` ran before.
 """
 
 from __future__ import annotations
