@@ -284,6 +284,72 @@ async def run_once(
 # -- driver -----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, kw_only=True)
+class RunSettings:
+    """What every `run_once` of one benchmark shares besides the replicas and the routers."""
+
+    chars_per_token: float
+    """Measured characters per token of the workload (for the router's block hashing)."""
+    output_tokens: int
+    """Tokens generated per request."""
+    seed: int
+    """Base seed; repeat `i` runs with `seed + i`."""
+    concurrency: int
+    """Workflows running at once."""
+    load_scale: float
+    """`RouterConfig.load_scale`."""
+    warm_max_load: int
+    """`RouterConfig.warm_max_load` for the `+warm` rows."""
+
+
+async def run_routers(
+    urls: list[str], chains: list[list[Step]], labels: list[str], repeats: int, settings: RunSettings
+) -> dict[str, list[RunResult]]:
+    """Run every label `repeats` times on `urls`, after one discarded warm-up run.
+
+    A label is a strategy, optionally with `+warm`; any other label (a reference row on
+    one replica, where every strategy routes alike) runs `prefix_load`. Returns every
+    run, per label, in order.
+    """
+    # One discarded run first: the first requests of a fresh vLLM process are slow.
+    await run_once(
+        "warmup",
+        "round_robin",
+        urls,
+        chains[:2],
+        chars_per_token=settings.chars_per_token,
+        output_tokens=settings.output_tokens,
+        warm=False,
+        seed=settings.seed,
+        concurrency=settings.concurrency,
+        load_scale=settings.load_scale,
+        warm_max_load=settings.warm_max_load,
+    )
+    out: dict[str, list[RunResult]] = {label: [] for label in labels}
+    # Routers interleaved within each repeat, so that a slow phase of the shared
+    # machine hits every router alike instead of one router's three runs.
+    for i in range(repeats):
+        for label in labels:
+            name = label.removesuffix("+warm")
+            strategy: Any = name if name in STRATEGIES else "prefix_load"
+            run = await run_once(
+                label,
+                strategy,
+                urls,
+                chains,
+                chars_per_token=settings.chars_per_token,
+                output_tokens=settings.output_tokens,
+                warm=label.endswith("+warm"),
+                seed=settings.seed + i,
+                concurrency=settings.concurrency,
+                load_scale=settings.load_scale,
+                warm_max_load=settings.warm_max_load,
+            )
+            out[label].append(run)
+            print(f"[{i + 1}/{repeats}] " + _table([run], None, None).splitlines()[-1], flush=True)
+    return out
+
+
 def _table(results: list[RunResult], ideal: float | None, rr: float | None) -> str:
     head = (
         f"{'router':<20} {'hit rate':>8} {'/ideal':>7} {'x RR':>5} {'no-warm':>7} {'client':>7}"
@@ -345,46 +411,19 @@ def main(argv: list[str] | None = None) -> int:
     results: list[RunResult] = []
     raw: dict[str, list[RunResult]] = {}
 
+    settings = RunSettings(
+        chars_per_token=chars_per_token,
+        output_tokens=args.output_tokens,
+        seed=args.seed,
+        concurrency=args.concurrency,
+        load_scale=args.load_scale,
+        warm_max_load=args.warm_max_load,
+    )
+
     async def run_all(urls: list[str], labels: list[str], repeats: int) -> list[RunResult]:
-        # One discarded run first: the first requests of a fresh vLLM process are slow.
-        await run_once(
-            "warmup",
-            "round_robin",
-            urls,
-            chains[:2],
-            chars_per_token=chars_per_token,
-            output_tokens=args.output_tokens,
-            warm=False,
-            seed=args.seed,
-            concurrency=args.concurrency,
-            load_scale=args.load_scale,
-            warm_max_load=args.warm_max_load,
-        )
-        out: dict[str, list[RunResult]] = {label: [] for label in labels}
-        # Routers interleaved within each repeat, so that a slow phase of the shared
-        # machine hits every router alike instead of one router's three runs.
-        for i in range(repeats):
-            for label in labels:
-                name = label.removesuffix("+warm")
-                # Reference rows run on one replica, where every strategy routes alike.
-                strategy: Any = name if name in STRATEGIES else "prefix_load"
-                run = await run_once(
-                    label,
-                    strategy,
-                    urls,
-                    chains,
-                    chars_per_token=chars_per_token,
-                    output_tokens=args.output_tokens,
-                    warm=label.endswith("+warm"),
-                    seed=args.seed + i,
-                    concurrency=args.concurrency,
-                    load_scale=args.load_scale,
-                    warm_max_load=args.warm_max_load,
-                )
-                out[label].append(run)
-                print(f"[{i + 1}/{repeats}] " + _table([run], None, None).splitlines()[-1], flush=True)
+        out = await run_routers(urls, chains, labels, repeats, settings)
         raw.update(out)
-        return [_median(runs) for runs in out.values()]
+        return [median_run(runs) for runs in out.values()]
 
     started = time.monotonic()
     with replicas_mod.VLLMReplicas(args.replicas, options=options) as pool:
@@ -447,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _median(runs: list[RunResult]) -> RunResult:
+def median_run(runs: list[RunResult]) -> RunResult:
     """Per-field median of the runs (counts too); per-replica lists from the median-hit-rate run."""
     if len(runs) == 1:
         return runs[0]
