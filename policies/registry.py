@@ -60,6 +60,13 @@ _FACTORIES: dict[str, PolicyFactory] = {
     "always_strongest": lambda seed: AlwaysStrongest(),
     "mcpp": lambda seed: _ready(MCPP(config=MCPPConfig(seed=seed), name="mcpp")),
     "mcpp_full": lambda seed: _ready(MCPP(config=MCPPConfig(seed=seed, racing=False), name="mcpp_full")),
+    # ablations: MCPP with the choice to defer, or without choosing a tighter max_tokens
+    "mcpp_defer": lambda seed: _ready(
+        MCPP(config=MCPPConfig(seed=seed, allow_defer=True), name="mcpp_defer")
+    ),
+    "mcpp_no_max_tokens": lambda seed: _ready(
+        MCPP(config=MCPPConfig(seed=seed, choose_max_tokens=False), name="mcpp_no_max_tokens")
+    ),
     "split_uniform": lambda seed: StaticSplit(weights=uniform_weights, name="split_uniform", seed=seed),
     "split_dirichlet": lambda seed: StaticSplit(weights=dirichlet_weights, name="split_dirichlet", seed=seed),
     "split_latency": lambda seed: StaticSplit(weights=latency_weights, name="split_latency", seed=seed),
