@@ -27,11 +27,12 @@ typecheck: install
 # The whole suite: lint, types, unit + integration tests on real Redis and PostgreSQL,
 # then the real-vLLM tests (they build a tiny model and start vLLM CPU replicas).
 test: install services lint typecheck
-	$(UV) run --frozen pytest -m "not vllm" -q
+	$(UV) run --frozen pytest -m "not vllm and not isolated" -q
+	$(UV) run --frozen pytest -m isolated -q
 	$(MAKE) test-vllm
 
 test-fast: install services
-	$(UV) run --frozen pytest -m "not vllm" -q -x
+	$(UV) run --frozen pytest -m "not vllm and not isolated" -q -x
 
 test-vllm: install
 	bash scripts/setup_vllm.sh

@@ -22,6 +22,12 @@ from orchestrator._litellm import litellm_module
 from tests.openai_stub import ScriptedProvider, serve
 
 
+# litellm keeps process-wide state (cached clients, a logging worker) bound to the event loop
+# that first used it; after other tests' loops have come and gone, a streamed call in a new
+# loop can wait forever. `make test` runs these in a process of their own.
+pytestmark = pytest.mark.isolated
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _litellm_loaded() -> None:
     """Import litellm before the runs start, so its slow import does not eat their deadline."""
