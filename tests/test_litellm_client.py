@@ -21,7 +21,6 @@ from orchestrator import (
 from orchestrator._litellm import litellm_module
 from tests.openai_stub import ScriptedProvider, serve
 
-
 # litellm keeps process-wide state (cached clients, a logging worker) bound to the event loop
 # that first used it; after other tests' loops have come and gone, a streamed call in a new
 # loop can wait forever. `make test` runs these in a process of their own.
