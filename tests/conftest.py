@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import pytest
 
 from agents import LLMAgent
-from orchestrator import AttemptEstimate, Catalog, LogNormal, ModelSpec, Workflow
+from orchestrator import AttemptEstimate, Catalog, LogNormal, ModelSpec, SubtaskRef, Workflow
 
 
 @pytest.fixture
@@ -38,6 +39,27 @@ def estimate(p: float, tokens: float = 300, latency: float = 3.0, *, spread: flo
         output_tokens=LogNormal(mean=tokens, std=tokens * spread),
         latency_s=LogNormal(mean=latency, std=latency * spread),
         input_tokens=200,
+    )
+
+
+def step(
+    wf: Workflow,
+    name: str,
+    est: AttemptEstimate,
+    *,
+    prompt: str = "x",
+    model: str = "small",
+    after: Sequence[SubtaskRef[Any]] = (),
+    max_attempts: int | None = None,
+) -> SubtaskRef[Any]:
+    """Add an `LLMAgent` subtask that runs on one simulated model with estimate `est`."""
+    return wf.subtask(
+        name,
+        LLMAgent(prompt=prompt),
+        models=[model],
+        after=after,
+        estimates={model: est},
+        max_attempts=max_attempts,
     )
 
 

@@ -31,7 +31,7 @@ from orchestrator.ledger import usd_to_nano
 from orchestrator.simulated import SimulatedBackend, SimulatedClient
 from orchestrator.virtual_time import run_virtual
 from policies.baselines import FixedModel
-from tests.conftest import WorkflowFactory, estimate
+from tests.conftest import WorkflowFactory, estimate, step
 
 
 def test_diamond_completes_and_tree_nests_calls(sim_catalog: Catalog, diamond: WorkflowFactory) -> None:
@@ -59,32 +59,10 @@ def test_diamond_completes_and_tree_nests_calls(sim_catalog: Catalog, diamond: W
 def test_children_start_as_soon_as_their_own_parents_finish(sim_catalog: Catalog) -> None:
     """No superstep barrier: a fast branch's child starts before the slow branch ends."""
     wf = Workflow("branches")
-    fast = wf.subtask(
-        "fast",
-        LLMAgent(prompt="x"),
-        models=["small"],
-        estimates={"small": estimate(1.0, latency=1.0, spread=0)},
-    )
-    slow = wf.subtask(
-        "slow",
-        LLMAgent(prompt="x"),
-        models=["small"],
-        estimates={"small": estimate(1.0, latency=20.0, spread=0)},
-    )
-    wf.subtask(
-        "after_fast",
-        LLMAgent(prompt="{fast}"),
-        models=["small"],
-        after=[fast],
-        estimates={"small": estimate(1.0, latency=1.0, spread=0)},
-    )
-    wf.subtask(
-        "join",
-        LLMAgent(prompt="{slow}"),
-        models=["small"],
-        after=[slow],
-        estimates={"small": estimate(1.0, latency=1.0, spread=0)},
-    )
+    fast = step(wf, "fast", estimate(1.0, latency=1.0, spread=0))
+    slow = step(wf, "slow", estimate(1.0, latency=20.0, spread=0))
+    step(wf, "after_fast", estimate(1.0, latency=1.0, spread=0), prompt="{fast}", after=[fast])
+    step(wf, "join", estimate(1.0, latency=1.0, spread=0), prompt="{slow}", after=[slow])
     result = simulate(wf, catalog=sim_catalog, policy="always_cheapest", budget_usd=1, deadline_s=100, seed=0)
     starts = {a.subtask: a.started_s for a in result.attempts}
     assert starts["after_fast"] == pytest.approx(1.0, abs=1e-6)
@@ -94,12 +72,7 @@ def test_children_start_as_soon_as_their_own_parents_finish(sim_catalog: Catalog
 
 def test_first_passing_sample_wins_and_siblings_are_cancelled(sim_catalog: Catalog) -> None:
     wf = Workflow("race")
-    wf.subtask(
-        "solve",
-        LLMAgent(prompt="x"),
-        models=["small"],
-        estimates={"small": estimate(1.0, 1000, 10.0, spread=0.5)},
-    )
+    step(wf, "solve", estimate(1.0, 1000, 10.0, spread=0.5))
     result = simulate(
         wf,
         catalog=sim_catalog,
@@ -125,9 +98,7 @@ def test_first_passing_sample_wins_and_siblings_are_cancelled(sim_catalog: Catal
 
 def test_all_failed_batch_is_ready_again_and_max_attempts_fails_the_run(sim_catalog: Catalog) -> None:
     wf = Workflow("hopeless")
-    wf.subtask(
-        "solve", LLMAgent(prompt="x"), models=["small"], estimates={"small": estimate(0.0)}, max_attempts=6
-    )
+    step(wf, "solve", estimate(0.0), max_attempts=6)
     result = simulate(
         wf,
         catalog=sim_catalog,
@@ -144,12 +115,7 @@ def test_all_failed_batch_is_ready_again_and_max_attempts_fails_the_run(sim_cata
 
 def test_deadline_cancels_in_flight_calls_promptly(sim_catalog: Catalog) -> None:
     wf = Workflow("slow")
-    wf.subtask(
-        "solve",
-        LLMAgent(prompt="x"),
-        models=["large"],
-        estimates={"large": estimate(1.0, 500, latency=50.0, spread=0)},
-    )
+    step(wf, "solve", estimate(1.0, 500, latency=50.0, spread=0), model="large")
     result = simulate(
         wf,
         catalog=sim_catalog,
@@ -169,12 +135,7 @@ def test_deadline_cancels_in_flight_calls_promptly(sim_catalog: Catalog) -> None
 
 async def test_deadline_on_a_real_clock_ends_within_a_small_bound(sim_catalog: Catalog) -> None:
     wf = Workflow("slow")
-    wf.subtask(
-        "solve",
-        LLMAgent(prompt="x"),
-        models=["small"],
-        estimates={"small": estimate(1.0, latency=30.0, spread=0)},
-    )
+    step(wf, "solve", estimate(1.0, latency=30.0, spread=0))
     client = SimulatedClient(SimulatedBackend({("solve", "small"): estimate(1.0, latency=30.0, spread=0)}))
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -388,18 +349,8 @@ def test_policy_is_asked_again_as_the_deadline_approaches(sim_catalog: Catalog) 
             )
 
     wf = Workflow("deferred")
-    wf.subtask(
-        "first",
-        LLMAgent(prompt="x"),
-        models=["small"],
-        estimates={"small": estimate(1.0, latency=30.0, spread=0)},
-    )
-    wf.subtask(
-        "later",
-        LLMAgent(prompt="x"),
-        models=["small"],
-        estimates={"small": estimate(1.0, latency=5.0, spread=0)},
-    )
+    step(wf, "first", estimate(1.0, latency=30.0, spread=0))
+    step(wf, "later", estimate(1.0, latency=5.0, spread=0))
     result = simulate(wf, catalog=sim_catalog, policy=DeferUntilHalfway(), budget_usd=1, deadline_s=40)
     assert result.outcome is Outcome.COMPLETED
     starts = {a.subtask: a.started_s for a in result.attempts}
