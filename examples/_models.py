@@ -4,7 +4,7 @@ Without `OPENAI_API_KEY` the CLI serves both from the seeded simulated
 backend under the same names and prices, so the examples run anywhere.
 """
 
-from orchestrator import Catalog, LatencyProfile, ModelSpec
+from orchestrator import AttemptEstimate, Catalog, LatencyProfile, LogNormal, ModelSpec
 
 catalog = Catalog.of(
     ModelSpec(
@@ -26,3 +26,13 @@ catalog = Catalog.of(
         tier="strong",
     ),
 )
+
+
+def estimate(p: float, tokens: float, seconds: float, *, spread: float, input_tokens: int) -> AttemptEstimate:
+    """Prior beliefs for one attempt: success probability, output tokens and latency (relative spread)."""
+    return AttemptEstimate(
+        success_prob=p,
+        output_tokens=LogNormal(mean=tokens, std=tokens * spread),
+        latency_s=LogNormal(mean=seconds, std=seconds * spread),
+        input_tokens=input_tokens,
+    )

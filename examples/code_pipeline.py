@@ -12,8 +12,8 @@ from __future__ import annotations
 import ast
 
 from agents import LLMAgent, checks
-from examples._models import catalog
-from orchestrator import AttemptEstimate, LogNormal, Workflow
+from examples._models import catalog, estimate
+from orchestrator import AttemptEstimate, Workflow
 
 __all__ = ["budget_usd", "catalog", "deadline_s", "inputs", "workflow"]
 
@@ -22,12 +22,7 @@ CODER = "You are a careful Python engineer. Answer with one fenced Python code b
 
 
 def _est(p: float, tokens: float, seconds: float) -> AttemptEstimate:
-    return AttemptEstimate(
-        success_prob=p,
-        output_tokens=LogNormal(mean=tokens, std=tokens * 0.35),
-        latency_s=LogNormal(mean=seconds, std=seconds * 0.35),
-        input_tokens=900,
-    )
+    return estimate(p, tokens, seconds, spread=0.35, input_tokens=900)
 
 
 def _python_parses(output: str) -> bool:

@@ -9,8 +9,8 @@ cheap and parallel; synthesis is long and is where the strong model pays.
 from __future__ import annotations
 
 from agents import LLMAgent, checks
-from examples._models import catalog
-from orchestrator import AttemptEstimate, LogNormal, Workflow
+from examples._models import catalog, estimate
+from orchestrator import AttemptEstimate, Workflow
 
 __all__ = ["budget_usd", "catalog", "deadline_s", "inputs", "workflow"]
 
@@ -18,12 +18,7 @@ RESEARCHER = "You are a research assistant. Answer precisely and cite the source
 
 
 def _est(p: float, tokens: float, seconds: float) -> AttemptEstimate:
-    return AttemptEstimate(
-        success_prob=p,
-        output_tokens=LogNormal(mean=tokens, std=tokens * 0.3),
-        latency_s=LogNormal(mean=seconds, std=seconds * 0.3),
-        input_tokens=1200,
-    )
+    return estimate(p, tokens, seconds, spread=0.3, input_tokens=1200)
 
 
 workflow = Workflow("research-qa", inputs=["question"])
