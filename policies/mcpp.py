@@ -14,10 +14,13 @@ The method of ../shared/MCPP.md on the executor's semantics (`policies.rollout`)
 
 `racing=False` (`mcpp_full`) gives every pair the same M rollouts, like the
 reference. `racing=True` (`mcpp`) spends rollouts where they decide something:
-the continuations are first screened on the pure Seq policies, then pairs are
-raced by successive halving, every round on the same fresh rollout ids for all
-survivors (common random numbers), so that a pair is dropped only against
-rivals that saw the same luck.
+the continuations are first screened on the pure Seq policies and every candidate
+starts with the best two; after the first round the eight leading actions also get
+every other continuation (caught up on the same rollout ids), because a mixed
+action's best continuation is often not a pure-Seq leader; then pairs are raced by
+successive halving, every round on the same fresh rollout ids for all survivors
+(common random numbers), so that a pair is dropped only against rivals that saw
+the same luck.
 
 The rollouts run in a compiled kernel; a process's first decision compiles it (or
 loads it from the disk cache) unless `policies.rollout.warm_up()` ran before.
@@ -26,6 +29,7 @@ loads it from the disk cache) unless `policies.rollout.warm_up()` ran before.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +46,7 @@ from policies.rollout import (
     start_from_state,
 )
 
-__all__ = ["MCPP", "MCPPConfig"]
+__all__ = ["MCPP", "MCPPConfig", "action_values"]
 
 I64 = NDArray[np.int64]
 
@@ -67,12 +71,14 @@ class MCPPConfig:
     """Successive halving over pairs with common random numbers instead of M for every pair."""
     racing_candidates: int = 96
     """With racing: candidates kept after merging (uniform ones first, then a seeded sample)."""
-    racing_continuations: int = 4
-    """With racing: continuations kept after screening the pure Seq-(m, k) policies."""
-    racing_rounds: tuple[int, ...] = (4, 8, 16, 36)
+    racing_continuations: int = 2
+    """With racing: continuations every candidate starts with (the best on the pure Seq-(m, k) screen)."""
+    racing_rounds: tuple[int, ...] = (8, 16, 40)
     """With racing: new rollouts per survivor in each round (sums to at most `rollouts`)."""
-    racing_keep: float = 0.25
+    racing_keep: float = 0.34
     """With racing: fraction of pairs surviving each round."""
+    racing_widen: int = 8
+    """With racing: after the first round, the best this-many actions also get every continuation."""
     allow_defer: bool = False
     """Whether an action may defer a ready subtask (k = 0) while something else runs.
 
@@ -162,6 +168,35 @@ class MCPP:
             "fallback_cheapest": hopeless,
         }
         return Allocation(assignments=assignments, info=info)
+
+
+def action_values(
+    state: PlanState, actions: Sequence[Allocation], *, rollouts: int = 1000, seed: int = 1
+) -> list[float]:
+    """Estimated completion probability of each action under its best continuation.
+
+    Every action is paired with every Seq-(m, k) continuation of the default config and
+    each pair gets `rollouts` rollouts on the same ids (common random numbers); an
+    action's value is its best pair's completion rate. Used to judge decisions on
+    identical states (`benchmarks/bench_mcpp_racing.py`); a `max_tokens` of `None`
+    means the subtask's default cap, as in the executor.
+    """
+    prob = compile_problem(state)
+    start = start_from_state(prob, state)
+    shape = (len(actions), prob.n)
+    model, k, mt = np.zeros(shape, np.int64), np.zeros(shape, np.int64), np.ones(shape, np.int64)
+    for c, action in enumerate(actions):
+        for subtask, a in action.assignments.items():
+            i, m = prob.index(subtask), prob.models.index(a.model)
+            model[c, i], k[c, i] = m, a.samples
+            mt[c, i] = int(prob.default_mt[i, m]) if a.max_tokens is None else a.max_tokens
+    cfg = MCPPConfig(rollouts=rollouts, racing=False)
+    conts = _continuations(prob, cfg)
+    evaluator = _Evaluator(
+        prob=prob, start=start, cand=_Choices(model, k, mt), conts=conts, seed=seed, cfg=cfg
+    )
+    evaluator.full()
+    return [float(v) for v in evaluator.completion.reshape(len(actions), -1).max(axis=1)]
 
 
 def _cheapest(prob: RolloutProblem, i: int) -> Assignment:
@@ -369,6 +404,8 @@ class _Evaluator:
             ids = np.arange(next_id, next_id + block, dtype=np.int64)
             next_id += block
             self.run(alive, ids)
+            if r == 0 and cfg.racing_widen > 0:
+                alive = self._widen(alive, q, np.arange(next_id - block, next_id, dtype=np.int64))
             if r == len(cfg.racing_rounds) - 1 or len(alive) <= 1:
                 break
             mean = self.score[alive] / self.count[alive]
@@ -377,3 +414,20 @@ class _Evaluator:
         final = np.zeros(self.n_pairs, dtype=np.bool_)
         final[alive] = True
         return final
+
+    def _widen(self, alive: I64, q: int, ids: I64) -> I64:
+        """Give the best `racing_widen` actions every continuation, caught up on the same `ids`."""
+        mean = self.score[alive] / self.count[alive]
+        actions = alive // q
+        order = np.argsort(-mean, kind="stable")
+        best: list[int] = []
+        for a in actions[order]:
+            if int(a) not in best:
+                best.append(int(a))
+            if len(best) == self.cfg.racing_widen:
+                break
+        wide = (np.array(best, dtype=np.int64)[:, None] * q + np.arange(q)[None, :]).ravel()
+        new = wide[self.count[wide] == 0]
+        if len(new):
+            self.run(new, ids)
+        return np.union1d(alive, wide).astype(np.int64)

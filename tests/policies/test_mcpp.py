@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+from orchestrator.plan import Allocation, Assignment
 from orchestrator.records import Outcome
 from orchestrator.simulation import simulate
-from policies.mcpp import MCPP, MCPPConfig
+from policies.mcpp import MCPP, MCPPConfig, action_values
 from tests.policies.conftest import WorkflowFactory, initial_state, samples
 
 
@@ -58,3 +61,33 @@ def test_racing_spends_fewer_rollouts_than_full(chain: WorkflowFactory) -> None:
     raced = MCPP().decide(state)
     full = MCPP(config=MCPPConfig(racing=False)).decide(state)
     assert raced.info["rollouts"] < full.info["rollouts"] / 4
+
+
+def test_action_values_score_an_action_by_its_best_continuation(chain: WorkflowFactory) -> None:
+    # One subtask, 25% success per attempt, 8-12 s per attempt, 14 s left: no time for a retry,
+    # so one sample completes 25% of the time and sixteen 1 - 0.75^16 = 99% of the time.
+    wf, cat = chain({"small": samples(0.25, 300, 10.0)}, {"small": "0.4"}, n=1)
+    state = initial_state(wf, cat, 1.0, 14.0)
+    one, sixteen = (Allocation(assignments={"s0": Assignment(model="small", samples=k)}) for k in (1, 16))
+    values = action_values(state, [one, sixteen, one], rollouts=4000, seed=3)
+    assert abs(values[0] - 0.25) < 0.03
+    assert values[1] > 0.97
+    assert values[2] == values[0]  # the same action on the same rollout ids: the same value
+    assert values == action_values(state, [one, sixteen, one], rollouts=4000, seed=3)
+
+
+def test_racing_chooses_as_well_as_full_m_on_a_mixed_action(chain: WorkflowFactory) -> None:
+    # Diamond after s0: s1 and s2 ready together under a tight budget, where the best actions
+    # give them different widths (e.g. 16 and 4 samples) and values are well below 1.
+    est = {"small": samples(0.5, 300, 4.0), "large": samples(0.9, 600, 6.0)}
+    wf, cat = chain(est, {"small": "0.4", "large": "10"}, n=4)
+    for budget, deadline in [(0.004, 9.0), (0.01, 8.0)]:
+        state = dataclasses.replace(
+            initial_state(wf, cat, budget, deadline), completed=frozenset({"s0"}), ready=("s1", "s2")
+        )
+        for seed in range(3):
+            raced = MCPP(config=MCPPConfig(seed=seed)).decide(state)
+            full = MCPP(config=MCPPConfig(seed=seed, racing=False)).decide(state)
+            raced_value, full_value = action_values(state, [raced, full], rollouts=4000, seed=11)
+            assert full_value > 0.5
+            assert raced_value >= full_value - 0.01, (budget, deadline, seed, raced, full)
