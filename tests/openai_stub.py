@@ -3,8 +3,10 @@
 It stands in for a paid provider (which cannot be reached from tests): litellm
 talks to it over real HTTP exactly as it would to the provider, streaming
 server-sent events with a final usage chunk. Each request takes the next
-entry of the script: `"ok"`, an HTTP status such as `429` or `500`, or
-`"malformed"` (a 200 whose stream is not valid JSON).
+entry of the script: `"ok"`, an HTTP status such as `429` or `500`,
+`"malformed"` (a 200 whose stream is not valid JSON), or `"slow"` (a long reply
+streamed one word per `slow_interval_s`, like a model generating; the server notes when
+a client goes away before its end, as vLLM does to abort a request).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import asyncio
 import json
 import socket
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,6 +37,14 @@ class ScriptedProvider:
     """JSON bodies received."""
     url: str = ""
     """Base URL (`http://127.0.0.1:PORT/v1`) once started."""
+    slow_words: int = 5000
+    """Words in a `slow` reply."""
+    slow_interval_s: float = 0.01
+    """Pause before each word of a `slow` reply."""
+    client_ports: list[int] = field(default_factory=list)
+    """Client TCP port of each request (equal ports: a reused connection)."""
+    disconnects: list[float] = field(default_factory=list)
+    """`time.monotonic()` at which a `slow` reply stopped because its client went away."""
 
     def _next(self) -> str | int:
         index = min(len(self.requests) - 1, len(self.script) - 1)
@@ -47,6 +58,8 @@ class ScriptedProvider:
         async def complete(request: Request) -> Response:
             body = await request.json()
             self.requests.append(body)
+            if request.client is not None:
+                self.client_ports.append(request.client.port)
             answer = self._next()
             if isinstance(answer, int):
                 return JSONResponse(
@@ -54,12 +67,28 @@ class ScriptedProvider:
                 )
             if answer == "malformed":
                 return StreamingResponse(iter([b"data: {not json\n\n"]), media_type="text/event-stream")
+            if answer == "slow":
+                return StreamingResponse(self._slow(body), media_type="text/event-stream")
             return StreamingResponse(self._stream(body), media_type="text/event-stream")
 
         return app
 
-    async def _stream(self, body: dict[str, object]) -> AsyncIterator[bytes]:
-        words = self.text.split()
+    async def _slow(self, body: dict[str, object]) -> AsyncIterator[bytes]:
+        # Starlette cancels a streaming reply when the client disconnects (ASGI
+        # `http.disconnect`); the cancellation lands in the pause before the next word.
+        finished = False
+        try:
+            async for chunk in self._stream(body, ["word"] * self.slow_words, self.slow_interval_s):
+                yield chunk
+            finished = True
+        finally:
+            if not finished:
+                self.disconnects.append(time.monotonic())
+
+    async def _stream(
+        self, body: dict[str, object], words: list[str] | None = None, interval_s: float = 0.0
+    ) -> AsyncIterator[bytes]:
+        words = self.text.split() if words is None else words
         base = {
             "id": "chatcmpl-stub",
             "object": "chat.completion.chunk",
@@ -70,7 +99,7 @@ class ScriptedProvider:
             delta = {"role": "assistant", "content": (" " if i else "") + word}
             chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
             yield f"data: {json.dumps(chunk)}\n\n".encode()
-            await asyncio.sleep(0)
+            await asyncio.sleep(interval_s)
         stop = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
         yield f"data: {json.dumps(stop)}\n\n".encode()
         usage = {"prompt_tokens": 12, "completion_tokens": len(words), "total_tokens": 12 + len(words)}

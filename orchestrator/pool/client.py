@@ -12,8 +12,11 @@ prompt tokens (``usage.prompt_tokens_details.cached_tokens``; replicas need
 Failures: connection errors, timeouts, 429 and 5xx become `ProviderError` with
 ``retryable=True`` (the executor may retry, and the router will pick again); after such
 a failure the replica is probed at once and marked down if its ``/health`` fails, so
-retries do not land on a dead replica. A cancelled call closes its HTTP stream before
-the cancellation propagates, which makes vLLM abort the request and stop generating.
+retries do not land on a dead replica. A call that ends any other way than normally
+(cancelled, timed out, failed) closes its HTTP connection before the exception
+propagates, which makes vLLM abort the request and stop generating; a call that ends
+normally leaves its connection open for the next call to the same replica (see
+`_connections`).
 
 Prices are not needed here: the response carries input, cached and output tokens, and
 `ModelSpec.cost_nano` prices them from the catalog (litellm has no prices for local
@@ -36,6 +39,7 @@ from orchestrator._litellm import litellm_module
 from orchestrator.catalog import PoolSpec
 from orchestrator.errors import ConfigError, ProviderError
 from orchestrator.model_client import CallProgress, ChatMessage, ChatRequest, ChatResponse
+from orchestrator.pool._connections import ReplicaConnections
 from orchestrator.pool.health import HealthChecker
 from orchestrator.pool.prefix_index import render_prompt
 from orchestrator.pool.router import PoolRouter, RouterConfig
@@ -116,10 +120,10 @@ class PooledLiteLLMCaller:
         self._api_key = api_key
         self._started = False
         self._start_lock: asyncio.Lock | None = None
-        # Our own litellm HTTP handler over a plain httpx transport: connections to the
+        # Our own litellm HTTP handlers, one per call in flight: connections to the
         # replicas are then ours to close (litellm's cached module-level clients outlive
-        # the caller and leak sockets at exit).
-        self._litellm_client: Any = None
+        # the caller and leak sockets at exit, and are shared by concurrent calls).
+        self._connections = ReplicaConnections()
 
     @property
     def router(self) -> PoolRouter:
@@ -143,11 +147,6 @@ class PooledLiteLLMCaller:
         async with self._start_lock:
             if self._started:
                 return
-            if self._litellm_client is None:
-                litellm_module()  # configures litellm (offline cost map) before any submodule loads
-                from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
-
-                self._litellm_client = AsyncHTTPHandler(transport=httpx.AsyncHTTPTransport())
             if self._health is not None:
                 await self._health.start()
             self._started = True
@@ -159,9 +158,7 @@ class PooledLiteLLMCaller:
         if self._owns_http and self._http is not None:
             await self._http.aclose()
             self._http = None
-        if self._litellm_client is not None:
-            await self._litellm_client.close()
-            self._litellm_client = None
+        await self._connections.aclose()
         self._started = False
 
     async def __aenter__(self) -> PooledLiteLLMCaller:
@@ -320,7 +317,6 @@ class PooledLiteLLMCaller:
             "stream": True,
             "stream_options": {"include_usage": True},
             "num_retries": 0,
-            "client": self._litellm_client,
         }
         if timeout_s is not None:
             kwargs["timeout"] = timeout_s
@@ -330,11 +326,13 @@ class PooledLiteLLMCaller:
             kwargs["seed"] = seed
         if self._extra_body:
             kwargs["extra_body"] = dict(self._extra_body)
-        stream = await litellm.acompletion(**kwargs)
+        handler = self._connections.take(replica)
+        stream: Any = None
         parts: list[str] = []
         usage: Any = None
         finish: str | None = None
         try:
+            stream = await litellm.acompletion(**kwargs, client=handler)
             async for chunk in stream:
                 for choice in chunk.choices or ():
                     content = choice.delta.content if choice.delta is not None else None
@@ -349,10 +347,15 @@ class PooledLiteLLMCaller:
                 chunk_usage = getattr(chunk, "usage", None)
                 if chunk_usage is not None:
                     usage = chunk_usage
-        finally:
-            # Closing the stream closes the HTTP response: on cancellation vLLM sees the
-            # disconnect and aborts the request. (The wrapper shields its own close.)
             await stream.aclose()
+        except BaseException:
+            # Cancelled, timed out or failed: drop the connection (its sockets close, so
+            # vLLM sees the disconnect and aborts the request), then the stream wrapper.
+            await self._connections.discard(handler)
+            if stream is not None:
+                await asyncio.shield(stream.aclose())
+            raise
+        self._connections.give_back(replica, handler)
         text = "".join(parts)
         if usage is not None:
             prompt_tokens = int(usage.prompt_tokens or 0)
