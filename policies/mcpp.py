@@ -18,9 +18,9 @@ the continuations are first screened on the pure Seq policies and every candidat
 starts with the best two; after the first round the eight leading actions also get
 every other continuation (caught up on the same rollout ids), because a mixed
 action's best continuation is often not a pure-Seq leader; then pairs are raced by
-successive halving, every round on the same fresh rollout ids for all survivors
-(common random numbers), so that a pair is dropped only against rivals that saw
-the same luck.
+successive halving (8, 16, 40 and, for the finalists, 64 more rollouts), every
+round on the same fresh rollout ids for all survivors (common random numbers), so
+that a pair is dropped only against rivals that saw the same luck.
 
 The rollouts run in a compiled kernel; a process's first decision compiles it (or
 loads it from the disk cache) unless `policies.rollout.warm_up()` ran before.
@@ -58,7 +58,7 @@ class MCPPConfig:
     k_levels: tuple[int, ...] = (1, 4, 16, 64)
     """Sample counts an action or continuation may use."""
     rollouts: int = 64
-    """M: rollouts per (action, continuation) pair (the most any pair gets when racing)."""
+    """M: rollouts per (action, continuation) pair without racing (the reference's M)."""
     max_candidates: int = 2048
     """Cap on candidate actions (uniform ones are always kept)."""
     enumerate_max_ready: int = 3
@@ -73,8 +73,11 @@ class MCPPConfig:
     """With racing: candidates kept after merging (uniform ones first, then a seeded sample)."""
     racing_continuations: int = 2
     """With racing: continuations every candidate starts with (the best on the pure Seq-(m, k) screen)."""
-    racing_rounds: tuple[int, ...] = (8, 16, 40)
-    """With racing: new rollouts per survivor in each round (sums to at most `rollouts`)."""
+    racing_rounds: tuple[int, ...] = (8, 16, 40, 64)
+    """With racing: new rollouts per survivor in each round.
+
+    The first three sum to M = 64; the last round gives the few finalists 64 more, so
+    that the final choice among near-equal pairs is less a matter of luck."""
     racing_keep: float = 0.34
     """With racing: fraction of pairs surviving each round."""
     racing_widen: int = 8
