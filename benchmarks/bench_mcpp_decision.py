@@ -116,6 +116,11 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="base seed (as in policies.bench)")
     parser.add_argument("--limit-dags", type=int, default=None, help="use only the first N DAGs")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes")
+    parser.add_argument(
+        "--racing-only",
+        action="store_true",
+        help="time `mcpp` only (no `mcpp_full` runs, no completion comparison)",
+    )
     parser.add_argument("--out", default="benchmarks/results/mcpp_decision.json", help="JSON output")
     return parser.parse_args(list(argv))
 
@@ -183,6 +188,7 @@ def _mcnemar(b: int, c: int) -> float:
 def main(argv: Sequence[str]) -> int:
     """Run the benchmark, print the tables, write the JSON; 0 on success."""
     args = _parse(argv)
+    policies = ("mcpp",) if args.racing_only else _POLICIES
     cells = tuple(
         (float(c.split(":")[0]), float(c.split(":")[1])) for c in args.cells.split(",") if c.strip()
     )
@@ -190,7 +196,7 @@ def main(argv: Sequence[str]) -> int:
     n_dags = len(problems) if args.limit_dags is None else min(args.limit_dags, len(problems))
     units = [
         _Unit(pool=args.pool, dag=d, policy=p, cells=cells, trials=args.trials, seed=args.seed)
-        for p in _POLICIES
+        for p in policies
         for d in range(n_dags)
     ]
     # heavy first (full M on big DAGs), so the workers finish together
@@ -231,20 +237,26 @@ def main(argv: Sequence[str]) -> int:
         "dags": n_dags,
         "cells": [list(c) for c in cells],
         "trials": args.trials,
-        "decision_time": {p: _times(by_policy[p]) for p in _POLICIES},
+        "decision_time": {p: _times(by_policy[p]) for p in policies},
         "decision_time_by_size": {
             p: {
                 name: _times([r for r in by_policy[p] if lo <= r["subtasks"] <= hi])
                 for name, (lo, hi) in sizes.items()
             }
-            for p in _POLICIES
+            for p in policies
         },
-        "completion": {p: _completion(by_policy[p]) for p in _POLICIES},
-        "completion_by_cell": {
+        "runs": [
+            {k: r[k] for k in ("policy", "dag", "subtasks", "trial", "budget", "deadline", "outcome")}
+            for r in rows
+        ],
+    }
+    if not args.racing_only:
+        summary["completion"] = {p: _completion(by_policy[p]) for p in policies}
+        summary["completion_by_cell"] = {
             f"{b:g}|{d:g}": {
                 **{
                     p: _completion([r for r in by_policy[p] if (r["budget"], r["deadline"]) == (b, d)])
-                    for p in _POLICIES
+                    for p in policies
                 },
                 "paired_racing_minus_full": _paired(
                     [r for r in by_policy["mcpp"] if (r["budget"], r["deadline"]) == (b, d)],
@@ -252,13 +264,8 @@ def main(argv: Sequence[str]) -> int:
                 ),
             }
             for b, d in cells
-        },
-        "paired_racing_minus_full": _paired(by_policy["mcpp"], by_policy["mcpp_full"]),
-        "runs": [
-            {k: r[k] for k in ("policy", "dag", "subtasks", "trial", "budget", "deadline", "outcome")}
-            for r in rows
-        ],
-    }
+        }
+        summary["paired_racing_minus_full"] = _paired(by_policy["mcpp"], by_policy["mcpp_full"])
     _print(summary)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(summary, indent=1))
@@ -272,7 +279,7 @@ def _print(s: dict[str, Any]) -> None:
         f"{'policy':<10} {'size':<6} {'decisions':>9} {'median':>8} {'p90':>8} {'p99':>8} {'max':>8}"
         f" {'cpu p50':>8} {'cpu p99':>8} {'rollouts':>9}"
     )
-    for p in _POLICIES:
+    for p in s["decision_time"]:
         for name, t in [("all", s["decision_time"][p]), *s["decision_time_by_size"][p].items()]:
             if t["decisions"]:
                 print(
@@ -280,6 +287,8 @@ def _print(s: dict[str, Any]) -> None:
                     f" {t['p99_ms']:>8.2f} {t['max_ms']:>8.1f} {t['cpu_median_ms']:>8.2f}"
                     f" {t['cpu_p99_ms']:>8.2f} {t['mean_rollouts']:>9.0f}"
                 )
+    if "completion" not in s:
+        return
     r, f = s["decision_time"]["mcpp"], s["decision_time"]["mcpp_full"]
     if r["decisions"] and f["decisions"]:
         print(
