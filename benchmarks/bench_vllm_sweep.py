@@ -51,7 +51,7 @@ import platform
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +122,8 @@ class SweepPoint:
     """`vs_round_robin >= Targets.min_vs_round_robin`."""
     meets_imbalance: bool
     """`prefix_load`'s imbalance `<= Targets.max_imbalance`."""
+    imbalance_runs: dict[str, list[float]] = field(default_factory=dict)
+    """Every run's load imbalance per router, in order (empty in sweeps that predate it)."""
 
     @property
     def all_met(self) -> bool:
@@ -243,6 +245,9 @@ def _points(
                 meets_ideal=vs_ideal >= targets.min_vs_ideal,
                 meets_round_robin=vs_rr >= targets.min_vs_round_robin,
                 meets_imbalance=imbalance["prefix_load"] <= targets.max_imbalance,
+                imbalance_runs={
+                    router: [r.load_imbalance for r in runs] for router, runs in by_router.items()
+                },
             )
         )
     return out
@@ -425,18 +430,21 @@ def _replot(paths: list[Path], chart: Path) -> int:
     merged: dict[int, SweepPoint] = {}
     ideals: list[float] = []
     replicas: set[int] = set()
+    scales: set[float] = set()
     names = {f.name for f in fields(SweepPoint)}
     for path in paths:
         payload = json.loads(path.read_text())
         ideals.append(payload["no_evict_ideal"]["hit_rate"])
         replicas.add(payload["config"]["replicas"])
+        # Sweeps from before `--load-scale` existed ran with the then default, 8.
+        scales.add(payload["config"].get("load_scale", 8.0))
         for raw in payload["points"]:
             point = SweepPoint(**{k: v for k, v in raw.items() if k in names})
             merged[point.kv_blocks_per_replica] = point
-    if max(ideals) - min(ideals) > 0.005 or len(replicas) != 1:
+    if max(ideals) - min(ideals) > 0.005 or len(replicas) != 1 or len(scales) != 1:
         print(
-            f"the sweeps do not share a workload: no-evict ideals {ideals}, replicas {sorted(replicas)};"
-            " rerun them with the same options",
+            f"the sweeps do not share a workload: no-evict ideals {ideals}, replicas {sorted(replicas)},"
+            f" load scales {sorted(scales)}; rerun them with the same options",
             file=sys.stderr,
         )
         return 2
@@ -473,6 +481,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--output-tokens", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--load-scale", type=float, default=RouterConfig().load_scale, help="`RouterConfig.load_scale`"
+    )
     parser.add_argument("--wait-for-others-s", type=float, default=0.0)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "vllm_sweep.json")
     parser.add_argument("--chart", type=Path, default=ROOT / "docs" / "vllm_pool_sweep.png")
@@ -507,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
         output_tokens=args.output_tokens,
         seed=args.seed,
         concurrency=args.concurrency,
-        load_scale=RouterConfig().load_scale,
+        load_scale=args.load_scale,
         warm_max_load=0,
     )
     pool_runs, same_total, no_evict_runs = _measure(args, chains, settings)
@@ -538,6 +549,7 @@ def main(argv: list[str] | None = None) -> int:
             "concurrency": args.concurrency,
             "output_tokens": args.output_tokens,
             "seed": args.seed,
+            "load_scale": args.load_scale,
             "chars_per_token": round(chars_per_token, 3),
         },
         "targets": asdict(targets),
