@@ -408,7 +408,7 @@ class _Evaluator:
             next_id += block
             self.run(alive, ids)
             if r == 0 and cfg.racing_widen > 0:
-                alive = self._widen(alive, q, np.arange(next_id - block, next_id, dtype=np.int64))
+                alive = self._widen(alive, q, ids)
             if r == len(cfg.racing_rounds) - 1 or len(alive) <= 1:
                 break
             mean = self.score[alive] / self.count[alive]
@@ -420,16 +420,10 @@ class _Evaluator:
 
     def _widen(self, alive: I64, q: int, ids: I64) -> I64:
         """Give the best `racing_widen` actions every continuation, caught up on the same `ids`."""
-        mean = self.score[alive] / self.count[alive]
-        actions = alive // q
-        order = np.argsort(-mean, kind="stable")
-        best: list[int] = []
-        for a in actions[order]:
-            if int(a) not in best:
-                best.append(int(a))
-            if len(best) == self.cfg.racing_widen:
-                break
-        wide = (np.array(best, dtype=np.int64)[:, None] * q + np.arange(q)[None, :]).ravel()
+        ranked = (alive // q)[np.argsort(-(self.score[alive] / self.count[alive]), kind="stable")]
+        _, first = np.unique(ranked, return_index=True)  # each action at its best pair's rank
+        best = ranked[np.sort(first)][: self.cfg.racing_widen]
+        wide = (best[:, None] * q + np.arange(q)[None, :]).ravel()
         new = wide[self.count[wide] == 0]
         if len(new):
             self.run(new, ids)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import httpx
@@ -131,6 +131,21 @@ def _request(model: ModelSpec, messages: tuple[ChatMessage, ...], max_tokens: in
     return ChatRequest(model=model, messages=messages, max_tokens=max_tokens, timeout_s=120)
 
 
+@asynccontextmanager
+async def _held_at_first_token(
+    pooled: PooledLiteLLMCaller, replicas: Any, urls: list[str], request: ChatRequest, progress: CallProgress
+) -> AsyncIterator[tuple[asyncio.Task[ChatResponse], str]]:
+    """Start `request` with every replica stopped; yield the call and its replica once the
+    first token was read and the replica stopped again (the others stay stopped)."""
+    with _all_stopped(replicas, urls):
+        call = asyncio.create_task(pooled.complete(request, progress))
+        await _until(lambda: progress.replica is not None, timeout_s=10)
+        replica = progress.replica
+        assert replica is not None
+        await asyncio.to_thread(_stopped_after_first_token, replicas, urls.index(replica), progress)
+        yield call, replica
+
+
 async def test_shared_prefix_requests_land_together_and_hit_the_cache(
     fresh: list[str],
     caller: PooledLiteLLMCaller,
@@ -214,13 +229,7 @@ async def test_deadline_cancellation_stops_generation_on_the_replica(
         # call. The replica is held back until the first token is read and stopped, and the
         # call is cancelled while it stands still, so the cancel always lands long before
         # the 3,500 tokens are done (see `_stopped_after_first_token`).
-        with _all_stopped(vllm_replicas, fresh):
-            call = asyncio.create_task(pooled.complete(request, progress))
-            await _until(lambda: progress.replica is not None, timeout_s=10)
-            replica = progress.replica
-            assert replica is not None
-            index = fresh.index(replica)
-            await asyncio.to_thread(_stopped_after_first_token, vllm_replicas, index, progress)
+        async with _held_at_first_token(pooled, vllm_replicas, fresh, request, progress) as (call, replica):
             call.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await call
@@ -307,13 +316,8 @@ async def test_replica_dying_mid_request_fails_retryably_then_recovers(
         # already be buffered, and the call then ended normally.)
         progress = CallProgress()
         request = _request(vllm_model, make_prompt(600, "long answer", system_words=50), max_tokens)
-        with _all_stopped(vllm_replicas, fresh):
-            call = asyncio.create_task(pooled.complete(request, progress))
-            await _until(lambda: progress.replica is not None, timeout_s=10)
-            victim = progress.replica
-            assert victim is not None
+        async with _held_at_first_token(pooled, vllm_replicas, fresh, request, progress) as (call, victim):
             index = fresh.index(victim)
-            await asyncio.to_thread(_stopped_after_first_token, vllm_replicas, index, progress)
             await _drained(progress, call)
             if call.done():
                 done = call.result()
