@@ -47,6 +47,8 @@ from types import TracebackType
 __all__ = ["ReplicaOptions", "VLLMReplicas", "default_venv", "main", "vllm_python"]
 
 _CACHE = Path("~/.cache/budgetflow").expanduser()
+_PLUGINS = Path(__file__).resolve().parent / "vllm_plugins"
+"""vLLM plugins for the test replicas (loaded only when `ReplicaOptions` asks)."""
 _STATE_FILE = _CACHE / "replicas.json"
 
 
@@ -86,6 +88,10 @@ class ReplicaOptions:
     """Requests a replica batches at once (`--max-num-seqs`)."""
     startup_timeout_s: float = 400.0
     """Give up waiting for readiness after this long."""
+    decode_delay: bool = False
+    """Load the `DecodeDelay` logits processor (`scripts/vllm_plugins/budgetflow_decode_delay.py`):
+    a request sending `"vllm_xargs": {"decode_delay_ms": D}` then generates one token per
+    D ms at most, so tests can act while a long answer is certainly still being generated."""
     extra_args: tuple[str, ...] = ()
     """More `api_server` flags."""
     extra_env: dict[str, str] = field(default_factory=dict)
@@ -200,6 +206,8 @@ class VLLMReplicas:
             cmd += ["--block-size", str(opts.block_size)]
         if opts.kv_blocks is not None:
             cmd += ["--num-gpu-blocks-override", str(opts.kv_blocks)]
+        if opts.decode_delay:
+            cmd += ["--logits-processors", "budgetflow_decode_delay:DecodeDelay"]
         cmd += list(opts.extra_args)
         cpus = os.cpu_count() or 1
         env = {
@@ -215,6 +223,8 @@ class VLLMReplicas:
             **opts.extra_env,
         }
         env.pop("VIRTUAL_ENV", None)
+        if opts.decode_delay:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_PLUGINS), env.get("PYTHONPATH")]))
         log = replica.log_path.open("ab")
         replica.proc = subprocess.Popen(
             cmd,

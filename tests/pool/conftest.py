@@ -86,7 +86,8 @@ def vllm_replicas() -> Iterator[Any]:
         pytest.skip(reason)
     # A small fixed KV cache (256 blocks of 32 tokens = 8192 tokens per replica); block
     # size 32 is the smallest the CPU attention backend takes.
-    options = module.ReplicaOptions(kv_blocks=256, block_size=32, max_model_len=4096)
+    # `decode_delay` lets a test slow a long answer down (see `budgetflow_decode_delay.py`).
+    options = module.ReplicaOptions(kv_blocks=256, block_size=32, max_model_len=4096, decode_delay=True)
     replicas = module.VLLMReplicas(2, options=options)
     replicas.start()
     try:
