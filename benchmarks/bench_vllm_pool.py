@@ -21,6 +21,7 @@ same concurrency) on a single replica whose KV cache is the SUM of the pool's
 size, since a pool can only lose hits by splitting or duplicating prefixes. With
 `--unbounded-ideal` the same workload is also run on one replica with
 `--unbounded-kv-blocks` blocks (never evicts), as a reference for what eviction costs.
+`prefix_load+nobalance` is `prefix_load` without its share bound (`balance_slack=None`).
 `<router>+warm` is that router plus workflow-aware warm-up: when a step starts, the
 next step's prefix (role prompt + shared context) is warmed on the replica the router
 would choose, if that replica's load is at most `--warm-max-load`.
@@ -168,6 +169,7 @@ class RunResult:
     warm_prompt_tokens: int = 0
     hit_rate_excl_warm: float = 0.0
     spilled: int = 0
+    rebalanced: int = 0
     homed_groups: list[int] | None = None
 
 
@@ -193,6 +195,7 @@ async def run_once(
     concurrency: int,
     load_scale: float,
     warm_max_load: int,
+    balance: bool = True,
 ) -> RunResult:
     pool = PoolSpec(name="bench", served_model="tiny-llama", replicas=tuple(urls), block_size_tokens=32)
     model = ModelSpec(
@@ -208,6 +211,7 @@ async def run_once(
         chars_per_token=chars_per_token,
         load_scale=load_scale,
         warm_max_load=warm_max_load,
+        balance_slack=RouterConfig().balance_slack if balance else None,
     )
     async with httpx.AsyncClient(timeout=30) as http:
         for url in urls:
@@ -277,6 +281,7 @@ async def run_once(
         # vLLM's counters minus the warm-up requests' own lookups: the real requests' hit rate.
         hit_rate_excl_warm=(hits - warm_cached) / (queries - warm_prompt) if queries > warm_prompt else 0.0,
         spilled=sum(s.spilled_in for s in router_stats.values()),
+        rebalanced=sum(s.rebalanced_in for s in router_stats.values()),
         homed_groups=[router_stats[u].homed_groups for u in urls],
     )
 
@@ -307,9 +312,10 @@ async def run_routers(
 ) -> dict[str, list[RunResult]]:
     """Run every label `repeats` times on `urls`, after one discarded warm-up run.
 
-    A label is a strategy, optionally with `+warm`; any other label (a reference row on
-    one replica, where every strategy routes alike) runs `prefix_load`. Returns every
-    run, per label, in order.
+    A label is a strategy, optionally with `+warm` (warm-up on) and/or `+nobalance`
+    (`prefix_load` without its share bound, `RouterConfig.balance_slack=None`); any other
+    label (a reference row on one replica, where every strategy routes alike) runs
+    `prefix_load`. Returns every run, per label, in order.
     """
     # One discarded run first: the first requests of a fresh vLLM process are slow.
     await run_once(
@@ -330,7 +336,7 @@ async def run_routers(
     # machine hits every router alike instead of one router's three runs.
     for i in range(repeats):
         for label in labels:
-            name = label.removesuffix("+warm")
+            name = label.split("+")[0]
             strategy: Any = name if name in STRATEGIES else "prefix_load"
             run = await run_once(
                 label,
@@ -339,11 +345,12 @@ async def run_routers(
                 chains,
                 chars_per_token=settings.chars_per_token,
                 output_tokens=settings.output_tokens,
-                warm=label.endswith("+warm"),
+                warm="+warm" in label,
                 seed=settings.seed + i,
                 concurrency=settings.concurrency,
                 load_scale=settings.load_scale,
                 warm_max_load=settings.warm_max_load,
+                balance="+nobalance" not in label,
             )
             out[label].append(run)
             print(f"[{i + 1}/{repeats}] " + _table([run], None, None).splitlines()[-1], flush=True)
@@ -352,20 +359,20 @@ async def run_routers(
 
 def _table(results: list[RunResult], ideal: float | None, rr: float | None) -> str:
     head = (
-        f"{'router':<20} {'hit rate':>8} {'/ideal':>7} {'x RR':>5} {'no-warm':>7} {'client':>7}"
+        f"{'router':<22} {'hit rate':>8} {'/ideal':>7} {'x RR':>5} {'no-warm':>7} {'client':>7}"
         f" {'TTFT p50':>9} {'TTFT p95':>9} {'req/s':>6} {'imbal':>6} {'computed tok':>12}"
-        f" {'warm':>5} {'spill':>5}  per replica"
+        f" {'warm':>5} {'moved':>5}  per replica"
     )
     lines = [head, "-" * len(head)]
     for r in results:
         share = f"{r.hit_rate / ideal:.1%}" if ideal else "-"
         vs_rr = f"{r.hit_rate / rr:.2f}" if rr else "-"
         lines.append(
-            f"{r.router:<20} {r.hit_rate:>8.1%} {share:>7} {vs_rr:>5} {r.hit_rate_excl_warm:>7.1%}"
+            f"{r.router:<22} {r.hit_rate:>8.1%} {share:>7} {vs_rr:>5} {r.hit_rate_excl_warm:>7.1%}"
             f" {r.client_hit_rate:>7.1%} {r.ttft_p50_s * 1000:>7.0f}ms {r.ttft_p95_s * 1000:>7.0f}ms"
             f" {r.throughput_rps:>6.2f}"
             f" {r.load_imbalance:>6.2f} {r.computed_prompt_tokens:>12} {r.warm_requests:>5}"
-            f" {r.spilled:>5}  {r.requests_per_replica}"
+            f" {r.spilled + r.rebalanced:>5}  {r.requests_per_replica}"
         )
     return "\n".join(lines)
 
@@ -388,7 +395,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warm-max-load", type=int, default=2, help="load at which `+warm` still warms")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--load-scale", type=float, default=RouterConfig().load_scale)
-    parser.add_argument("--routers", default=",".join([*STRATEGIES, "prefix_load+warm", "prefix_home+warm"]))
+    parser.add_argument(
+        "--routers",
+        default=",".join([*STRATEGIES, "prefix_load+nobalance", "prefix_load+warm", "prefix_home+warm"]),
+    )
     parser.add_argument("--no-ideal", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "vllm_pool.json")
     args = parser.parse_args(argv)

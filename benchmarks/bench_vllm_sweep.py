@@ -11,7 +11,8 @@ round-robin stops evicting too and catches up. This benchmark measures both side
 It runs the workload of `bench_vllm_pool` (with its functions) for every
 `--points` size of KV cache per replica (blocks of 32 tokens) on `--replicas` replicas:
 
-* `prefix_load`, `round_robin` and `least_loaded`, `--repeats` runs each, interleaved
+* `prefix_load`, `prefix_load+nobalance` (without its share bound), `round_robin` and
+  `least_loaded`, `--repeats` runs each, interleaved
   (medians reported), hit rate from vLLM's own counters
   (`vllm:prefix_cache_hits_total / vllm:prefix_cache_queries_total` deltas);
 * `prefix_load`'s load imbalance;
@@ -74,8 +75,10 @@ from scripts.vllm_replicas import ReplicaOptions, VLLMReplicas, default_venv  # 
 
 __all__ = ["SweepPoint", "Targets", "main"]
 
-ROUTERS = ("prefix_load", "round_robin", "least_loaded")
-"""Routers measured at every point: the default and the two baselines."""
+NOBALANCE = "prefix_load+nobalance"
+ROUTERS = ("prefix_load", NOBALANCE, "round_robin", "least_loaded")
+"""Routers measured at every point: the default, the default without its share bound,
+and two baselines."""
 BLOCK_TOKENS = 32
 """KV block size of the replicas (vLLM CPU 0.32 needs a multiple of 32)."""
 NO_EVICT = "no-evict"
@@ -259,7 +262,8 @@ def _points(
 def _table(points: list[SweepPoint], ideal: float, replicas: int) -> str:
     head = (
         f"{'KV/replica':>10} {'prefix_load':>11} {'(runs)':>11} {'round_robin':>11}"
-        f" {'least_loaded':>12} {'imbal':>5} {'same-total':>10} {'/no-evict':>9} {'/same-total':>11}"
+        f" {'least_loaded':>12} {'imbal':>5} {'nobalance':>9} {'imbal':>5}"
+        f" {'same-total':>10} {'/no-evict':>9} {'/same-total':>11}"
         f" {'x RR':>5}  targets"
     )
     lines = [head, "-" * len(head)]
@@ -282,12 +286,24 @@ def _table(points: list[SweepPoint], ideal: float, replicas: int) -> str:
             f"{p.kv_blocks_per_replica:>10} {p.hit_rates['prefix_load']:>11.1%}"
             f" {_spread(p.runs['prefix_load']):>11}"
             f" {p.hit_rates['round_robin']:>11.1%} {p.hit_rates['least_loaded']:>12.1%}"
-            f" {p.imbalance['prefix_load']:>5.2f} {p.same_total_hit_rate:>10.1%}"
+            f" {p.imbalance['prefix_load']:>5.2f} {_rate(p.hit_rates, NOBALANCE):>9}"
+            f" {_imbalance(p.imbalance, NOBALANCE):>5} {p.same_total_hit_rate:>10.1%}"
             f" {p.vs_ideal:>9.1%} {p.vs_same_total:>11.1%} {p.vs_round_robin:>5.2f}  {verdict}"
         )
     lines.append(f"no-evict ideal (1 replica, never evicts): {ideal:.1%}")
-    lines.append(f"same-total: 1 replica with {replicas} x KV/replica blocks; imbal: prefix_load's")
+    lines.append(
+        f"same-total: 1 replica with {replicas} x KV/replica blocks; imbal: prefix_load's, then"
+        " that of prefix_load without its share bound (nobalance)"
+    )
     return "\n".join(lines)
+
+
+def _rate(rates: dict[str, float], router: str) -> str:
+    return f"{rates[router]:.1%}" if router in rates else "-"
+
+
+def _imbalance(imbalance: dict[str, float], router: str) -> str:
+    return f"{imbalance[router]:.2f}" if router in imbalance else "-"
 
 
 def _spread(runs: list[float]) -> str:

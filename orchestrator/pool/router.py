@@ -16,7 +16,14 @@ Strategies (`Strategy`):
   ``matched_fraction`` is the share of the prompt's blocks the replica probably holds
   (`PrefixIndex`) and ``load`` is our own in-flight count plus the replica's queue
   (``vllm:num_requests_waiting``). Affinity wins while the preferred replica is not
-  much busier than the others and gives way smoothly as its load grows.
+  much busier than the others and gives way smoothly as its load grows. On top, a
+  share bound (`RouterConfig.balance_slack`): a replica that has recently taken more
+  than ``1 + balance_slack`` times the mean share of requests (plus a few requests of
+  grace) is passed over while another is within the bound, and a new prefix is placed
+  where the recent share is lowest. Instantaneous load cannot balance agents of unequal
+  popularity (at a few requests in flight affinity never yields); the bound caps the
+  long-run imbalance at about ``1 + balance_slack`` at the price of recomputing a hot
+  prefix on a second replica.
 * ``prefix_only``: highest match, load ignored (baseline).
 * ``least_loaded``: lowest load, prefixes ignored (baseline).
 * ``round_robin``: the next healthy replica in turn (baseline).
@@ -89,6 +96,21 @@ class RouterConfig:
     """Characters per token of the served model's tokenizer, for block hashing."""
     default_kv_capacity_tokens: int = 65_536
     """Index capacity per replica until the pool spec or the replica's metrics give one."""
+    balance_slack: float | None = 0.1
+    """``prefix_load``: bound on each replica's share of recent requests, or `None` for none.
+
+    A replica whose recent request count (decayed, see `balance_half_life_requests`) would
+    exceed ``(1 + balance_slack) * mean + balance_grace_requests`` with this request is
+    passed over while another replica is within its bound (consistent hashing with
+    bounded loads, applied to the long-run request share). Instantaneous load alone
+    cannot balance a pool whose prefixes have unequal popularity: affinity keeps every
+    request of a popular agent on the replica that first saw it.
+    """
+    balance_grace_requests: float = 4.0
+    """``prefix_load``: requests a replica may be ahead of the bound before it is passed over,
+    so that the first requests of a run are not scattered."""
+    balance_half_life_requests: float = 256.0
+    """``prefix_load``: routed requests after which a request counts half in the shares."""
     warm_max_load: int = 0
     """A replica has spare capacity for warm-up when its load is at most this."""
     max_pinned_prefixes: int = 256
@@ -126,6 +148,13 @@ class RouterConfig:
                 "`home_min_blocks`, `home_spill_load` and `max_home_groups` must be at least 1; got"
                 f" {self.home_min_blocks}, {self.home_spill_load}, {self.max_home_groups}"
             )
+        if self.balance_slack is not None and self.balance_slack < 0:
+            raise ConfigError(f"`balance_slack` must be at least 0 or None, got {self.balance_slack}")
+        if self.balance_grace_requests < 0 or self.balance_half_life_requests <= 0:
+            raise ConfigError(
+                "`balance_grace_requests` must be at least 0 and `balance_half_life_requests` positive;"
+                f" got {self.balance_grace_requests}, {self.balance_half_life_requests}"
+            )
         if self.home_half_life_requests <= 0:
             raise ConfigError(
                 f"`home_half_life_requests` must be positive, got {self.home_half_life_requests}"
@@ -148,6 +177,8 @@ class RouteDecision:
     """The replica's load when chosen (in flight + waiting)."""
     home: str | None = None
     """``prefix_home``: the home of the prompt's group (differs from `replica` on a spill)."""
+    rebalanced: bool = False
+    """``prefix_load``: a better-scoring replica was passed over for its share bound."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -182,6 +213,11 @@ class ReplicaStats:
     """``prefix_home``: their blocks, each group counted once."""
     spilled_in: int = 0
     """``prefix_home``: requests routed here although their group's home is elsewhere."""
+    recent_requests: float = 0.0
+    """Requests routed here, decayed (``balance_half_life_requests``): its long-run share."""
+    rebalanced_in: int = 0
+    """``prefix_load``: requests routed here because a better-matching replica was over its
+    share bound (`RouterConfig.balance_slack`)."""
 
 
 @dataclass(kw_only=True)
@@ -197,6 +233,8 @@ class _Replica:
     prompt_tokens: int = 0
     cached_tokens: int = 0
     spilled_in: int = 0
+    recent_requests: float = 0.0
+    rebalanced_in: int = 0
 
     @property
     def load(self) -> int:
@@ -283,8 +321,16 @@ class PoolRouter:
         self._notify()
 
     def mark_up(self, replica: str) -> None:
-        """Put `replica` back into rotation."""
-        self._replicas[replica].healthy = True
+        """Put `replica` back into rotation.
+
+        Its recent-request count restarts at the mean of the other healthy replicas', so
+        the share bound neither floods it nor keeps it idle.
+        """
+        state = self._replicas[replica]
+        if not state.healthy:
+            others = [r.recent_requests for r in self._replicas.values() if r.healthy]
+            state.recent_requests = sum(others) / len(others) if others else 0.0
+        state.healthy = True
         self._notify()
 
     def is_healthy(self, replica: str) -> bool:
@@ -324,6 +370,8 @@ class PoolRouter:
                 homed_groups=self._homes.groups_on(url),
                 homed_blocks=homed.get(url, 0),
                 spilled_in=r.spilled_in,
+                recent_requests=r.recent_requests,
+                rebalanced_in=r.rebalanced_in,
             )
             for url, r in self._replicas.items()
         }
@@ -421,7 +469,21 @@ class PoolRouter:
                 )
             scored.append((score, replica, matched))
         best_score = max(s for s, _, _ in scored)
+        rebalanced = False
+        balancing = strategy == "prefix_load" and self.config.balance_slack is not None
+        if balancing and only is None:
+            within = self._within_share_bound(candidates)
+            kept = [entry for entry in scored if entry[1].url in within]
+            if kept and len(kept) < len(scored):
+                scored = kept
+                top = max(s for s, _, _ in scored)
+                rebalanced = not math.isclose(top, best_score, abs_tol=1e-9)
+                best_score = top
         tied = [(s, r, m) for s, r, m in scored if math.isclose(s, best_score, abs_tol=1e-9)]
+        if len(tied) > 1 and balancing:
+            # A new prefix: place it where the long-run share is lowest.
+            fewest = min(r.recent_requests for _, r, _ in tied)
+            tied = [t for t in tied if math.isclose(t[1].recent_requests, fewest, abs_tol=1e-6)]
         score, replica, matched = tied[0] if len(tied) == 1 else self._rng.choice(tied)
         return RouteDecision(
             replica=replica.url,
@@ -430,7 +492,16 @@ class PoolRouter:
             score=score,
             load=replica.load,
             home=home,
+            rebalanced=rebalanced,
         )
+
+    def _within_share_bound(self, candidates: list[_Replica]) -> set[str]:
+        """Candidates whose recent-request count stays within the share bound with one more."""
+        assert self.config.balance_slack is not None
+        healthy = [r for r in self._replicas.values() if r.healthy]
+        mean = (sum(r.recent_requests for r in healthy) + 1.0) / len(healthy)
+        bound = (1.0 + self.config.balance_slack) * mean + self.config.balance_grace_requests
+        return {r.url for r in candidates if r.recent_requests + 1.0 <= bound}
 
     def _home_for(self, candidates: list[_Replica], chain: tuple[int, ...], group: int) -> str:
         """The home of `chain`'s group: its recorded one if healthy, else the best placement."""
@@ -520,6 +591,12 @@ class PoolRouter:
         state = self._replicas[decision.replica]
         state.in_flight += 1
         state.requests += 1
+        decay = 0.5 ** (1.0 / self.config.balance_half_life_requests)
+        for other in self._replicas.values():
+            other.recent_requests *= decay
+        state.recent_requests += 1.0
+        if decision.rebalanced:
+            state.rebalanced_in += 1
         if chain:
             self._index.insert(decision.replica, chain)
         if decision.home is not None:

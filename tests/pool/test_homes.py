@@ -140,7 +140,7 @@ async def test_prefix_load_drifts_where_prefix_home_stays(
     """With the index evicting (scarce cache), ``prefix_load`` re-places forgotten prefixes at random."""
 
     async def spread(strategy: str) -> int:
-        router = _router(make_pool, strategy=strategy)
+        router = _router(make_pool, strategy=strategy, balance_slack=None)
         where: dict[int, set[str]] = defaultdict(set)
         for i in range(120):
             agent = (i * 7) % 12  # 12 agents x 37 blocks > 2 x 256 blocks: the index evicts

@@ -37,7 +37,7 @@ async def _route(router: PoolRouter, seed: int, user: str = "task") -> str:
 
 
 async def test_shared_prefix_requests_stick_to_one_replica(make_pool: MakePool) -> None:
-    router = PoolRouter(make_pool(), RouterConfig(seed=1))
+    router = PoolRouter(make_pool(), RouterConfig(seed=1, balance_slack=None))
     first = await _route(router, seed=7, user="first")
     for i in range(20):
         assert await _route(router, seed=7, user=f"task {i}") == first
@@ -68,7 +68,7 @@ def test_ties_are_broken_randomly_and_reproducibly(make_pool: MakePool) -> None:
 
 
 async def test_load_overrides_affinity_smoothly(make_pool: MakePool) -> None:
-    config = RouterConfig(seed=0, prefix_weight=1.0, load_weight=1.0, load_scale=4.0)
+    config = RouterConfig(seed=0, prefix_weight=1.0, load_weight=1.0, load_scale=4.0, balance_slack=None)
     router = PoolRouter(make_pool(), config)
 
     def prompt(i: int) -> tuple[ChatMessage, ...]:
@@ -206,6 +206,69 @@ def test_kv_capacity_bounds_the_index(make_pool: MakePool) -> None:
     router.set_kv_capacity(REPLICA_A, 16 * 10)  # 10 blocks
     assert router.index.cache(REPLICA_A).capacity_blocks == 10
     assert router.stats()[REPLICA_A].kv_capacity_tokens == 160
+
+
+async def test_share_bound_spreads_a_hot_prefix(make_pool: MakePool) -> None:
+    """One prefix only: affinity alone would send all 120 requests to one replica."""
+    router = PoolRouter(make_pool(), RouterConfig(seed=0))  # slack 0.1, grace 4 requests
+    counts = Counter([await _route(router, seed=5, user=f"task {i}") for i in range(120)])
+    assert set(counts) == {REPLICA_A, REPLICA_B}
+    # max / mean <= 1 + slack + grace / mean, here 1.1 + 4 / 60 (decay makes it a bit looser).
+    assert max(counts.values()) / 60 <= 1.2
+    stats = router.stats()
+    assert stats[REPLICA_A].rebalanced_in + stats[REPLICA_B].rebalanced_in > 0
+    assert all(s.recent_requests > 0 for s in stats.values())
+
+
+async def test_share_bound_keeps_affinity_while_shares_are_even(make_pool: MakePool) -> None:
+    """Two prefixes of equal popularity: each keeps its own replica, nothing is moved."""
+    router = PoolRouter(make_pool(), RouterConfig(seed=0))
+    homes = {seed: await _route(router, seed=seed) for seed in (1, 2)}
+    assert homes[1] != homes[2]  # the second prefix went where the share was lower
+    for i in range(40):
+        for seed, home in homes.items():
+            assert await _route(router, seed=seed, user=f"t{i}") == home
+    assert all(s.rebalanced_in == 0 for s in router.stats().values())
+
+
+async def test_zero_slack_and_grace_alternate(make_pool: MakePool) -> None:
+    router = PoolRouter(make_pool(), RouterConfig(seed=0, balance_slack=0.0, balance_grace_requests=0.0))
+    counts = Counter([await _route(router, seed=3, user=f"task {i}") for i in range(41)])
+    assert sorted(counts.values()) == [20, 21]
+
+
+async def test_share_bound_ignores_baselines(make_pool: MakePool) -> None:
+    router = PoolRouter(make_pool(), RouterConfig(strategy="prefix_only", seed=0))
+    assert len({await _route(router, seed=6, user=f"task {i}") for i in range(30)}) == 1
+
+
+async def test_recovered_replica_restarts_at_the_mean_share(make_pool: MakePool) -> None:
+    router = PoolRouter(make_pool((REPLICA_A, REPLICA_B, REPLICA_C)), RouterConfig(seed=0))
+    for i in range(30):
+        await _route(router, seed=i % 6, user=f"task {i}")
+    router.mark_down(REPLICA_C)
+    for i in range(30):
+        await _route(router, seed=i % 6, user=f"again {i}")
+    router.mark_up(REPLICA_C)
+    stats = router.stats()
+    mean = (stats[REPLICA_A].recent_requests + stats[REPLICA_B].recent_requests) / 2
+    assert stats[REPLICA_C].recent_requests == pytest.approx(mean)
+    # Not flooded: the next requests still mostly follow their prefixes.
+    after = Counter([await _route(router, seed=i % 6, user=f"later {i}") for i in range(12)])
+    assert after[REPLICA_C] < 12
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"balance_slack": -0.1}, "`balance_slack` must be at least 0 or None"),
+        ({"balance_grace_requests": -1.0}, "`balance_grace_requests` must be at least 0"),
+        ({"balance_half_life_requests": 0.0}, "`balance_half_life_requests` positive"),
+    ],
+)
+def test_bad_share_bound_settings_are_config_errors(settings: dict[str, float], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        RouterConfig(**settings)  # type: ignore[arg-type]
 
 
 def test_unknown_strategy_is_a_config_error() -> None:
