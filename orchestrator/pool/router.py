@@ -109,6 +109,10 @@ class RouterConfig:
     balance_grace_requests: float = 4.0
     """``prefix_load``: requests a replica may be ahead of the bound before it is passed over,
     so that the first requests of a run are not scattered."""
+    balance_free_match: float = 0.9
+    """``prefix_load``: a request passed over by the share bound goes to the best-scoring
+    replica within the bound that holds at least this share of what the best replica
+    holds of the prompt; without one, to the replica with the lowest recent share."""
     balance_half_life_requests: float = 256.0
     """``prefix_load``: routed requests after which a request counts half in the shares."""
     warm_max_load: int = 0
@@ -150,6 +154,8 @@ class RouterConfig:
             )
         if self.balance_slack is not None and self.balance_slack < 0:
             raise ConfigError(f"`balance_slack` must be at least 0 or None, got {self.balance_slack}")
+        if not 0.0 <= self.balance_free_match <= 1.0:
+            raise ConfigError(f"`balance_free_match` must be in [0, 1], got {self.balance_free_match}")
         if self.balance_grace_requests < 0 or self.balance_half_life_requests <= 0:
             raise ConfigError(
                 "`balance_grace_requests` must be at least 0 and `balance_half_life_requests` positive;"
@@ -475,7 +481,7 @@ class PoolRouter:
             within = self._within_share_bound(candidates)
             kept = [entry for entry in scored if entry[1].url in within]
             if kept and len(kept) < len(scored):
-                scored = kept
+                scored = self._rebalance_targets(scored, kept)
                 top = max(s for s, _, _ in scored)
                 rebalanced = not math.isclose(top, best_score, abs_tol=1e-9)
                 best_score = top
@@ -494,6 +500,23 @@ class PoolRouter:
             home=home,
             rebalanced=rebalanced,
         )
+
+    def _rebalance_targets(
+        self, scored: list[tuple[float, _Replica, int]], kept: list[tuple[float, _Replica, int]]
+    ) -> list[tuple[float, _Replica, int]]:
+        """Where a request goes when better-scoring replicas are over their share bound.
+
+        A replica within the bound that holds (nearly) as much of the prompt as the best
+        one takes it for free; otherwise the request goes to the replica with the most
+        room (lowest recent share), so that moved prefixes gather where there is room
+        instead of bouncing between replicas that are both near the bound.
+        """
+        best_match = max(m for _, _, m in scored)
+        free = [e for e in kept if e[2] >= self.config.balance_free_match * best_match]
+        if free:
+            return free
+        lowest = min(r.recent_requests for _, r, _ in kept)
+        return [e for e in kept if math.isclose(e[1].recent_requests, lowest, abs_tol=1e-6)]
 
     def _within_share_bound(self, candidates: list[_Replica]) -> set[str]:
         """Candidates whose recent-request count stays within the share bound with one more."""

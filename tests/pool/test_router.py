@@ -231,6 +231,34 @@ async def test_share_bound_keeps_affinity_while_shares_are_even(make_pool: MakeP
     assert all(s.rebalanced_in == 0 for s in router.stats().values())
 
 
+async def _force(router: PoolRouter, messages: tuple[ChatMessage, ...], replica: str, times: int = 1) -> None:
+    for _ in range(times):
+        async with router.lease(messages, replica=replica):
+            pass
+
+
+@pytest.mark.parametrize(("b_holds", "expected"), [("system prompt", REPLICA_C), ("most of it", REPLICA_B)])
+async def test_passed_over_request_goes_where_it_is_free_or_where_there_is_room(
+    make_pool: MakePool, b_holds: str, expected: str
+) -> None:
+    """A is over its share bound. B holds half the prompt (its system prompt) or 95% of it;
+    C holds nothing but has the lowest share. A partial match is not worth crowding B (the
+    request goes to C, where moved prefixes gather); a near-whole one is a free move (B)."""
+    router = PoolRouter(
+        make_pool((REPLICA_A, REPLICA_B, REPLICA_C)),
+        RouterConfig(seed=0, balance_slack=0.0, balance_grace_requests=3.0),
+    )
+    hot = agent_prompt(8, "details " * 400)  # about half system prompt, half user text
+    await _force(router, hot, REPLICA_A, times=6)
+    most = agent_prompt(8, "details " * 380 + "and then something else entirely " * 20)
+    await _force(router, most if b_holds == "most of it" else agent_prompt(8, "other"), REPLICA_B)
+    decision = router.choose(hot)
+    assert decision.rebalanced
+    assert decision.replica == expected
+    held = router.index.match(REPLICA_B, router.hasher.hash_messages(hot)) / decision.total_blocks
+    assert 0.3 < held < 0.7 if b_holds == "system prompt" else 0.9 < held < 1.0
+
+
 async def test_zero_slack_and_grace_alternate(make_pool: MakePool) -> None:
     router = PoolRouter(make_pool(), RouterConfig(seed=0, balance_slack=0.0, balance_grace_requests=0.0))
     counts = Counter([await _route(router, seed=3, user=f"task {i}") for i in range(41)])
@@ -264,6 +292,7 @@ async def test_recovered_replica_restarts_at_the_mean_share(make_pool: MakePool)
         ({"balance_slack": -0.1}, "`balance_slack` must be at least 0 or None"),
         ({"balance_grace_requests": -1.0}, "`balance_grace_requests` must be at least 0"),
         ({"balance_half_life_requests": 0.0}, "`balance_half_life_requests` positive"),
+        ({"balance_free_match": 1.5}, "`balance_free_match` must be in"),
     ],
 )
 def test_bad_share_bound_settings_are_config_errors(settings: dict[str, float], message: str) -> None:
