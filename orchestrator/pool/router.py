@@ -109,10 +109,14 @@ class RouterConfig:
     balance_grace_requests: float = 4.0
     """``prefix_load``: requests a replica may be ahead of the bound before it is passed over,
     so that the first requests of a run are not scattered."""
-    balance_free_match: float = 0.9
+    balance_free_match: float = 0.0
     """``prefix_load``: a request passed over by the share bound goes to the best-scoring
     replica within the bound that holds at least this share of what the best replica
-    holds of the prompt; without one, to the replica with the lowest recent share."""
+    holds of the prompt; without one, to the replica with the lowest recent share.
+
+    0 (default): simply the best-scoring replica within the bound. 0.9 (send partial
+    matches to the replica with the most room) was measured worse on the pool benchmark
+    (`docs/vllm_pool.md`)."""
     balance_half_life_requests: float = 256.0
     """``prefix_load``: routed requests after which a request counts half in the shares."""
     warm_max_load: int = 0

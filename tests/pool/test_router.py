@@ -243,10 +243,11 @@ async def test_passed_over_request_goes_where_it_is_free_or_where_there_is_room(
 ) -> None:
     """A is over its share bound. B holds half the prompt (its system prompt) or 95% of it;
     C holds nothing but has the lowest share. A partial match is not worth crowding B (the
-    request goes to C, where moved prefixes gather); a near-whole one is a free move (B)."""
+    request goes to C, where moved prefixes gather); a near-whole one is a free move (B).
+    With the default `balance_free_match=0` the best score within the bound decides (B)."""
     router = PoolRouter(
         make_pool((REPLICA_A, REPLICA_B, REPLICA_C)),
-        RouterConfig(seed=0, balance_slack=0.0, balance_grace_requests=3.0),
+        RouterConfig(seed=0, balance_slack=0.0, balance_grace_requests=3.0, balance_free_match=0.9),
     )
     hot = agent_prompt(8, "details " * 400)  # about half system prompt, half user text
     await _force(router, hot, REPLICA_A, times=6)
@@ -257,6 +258,13 @@ async def test_passed_over_request_goes_where_it_is_free_or_where_there_is_room(
     assert decision.replica == expected
     held = router.index.match(REPLICA_B, router.hasher.hash_messages(hot)) / decision.total_blocks
     assert 0.3 < held < 0.7 if b_holds == "system prompt" else 0.9 < held < 1.0
+    default = PoolRouter(
+        make_pool((REPLICA_A, REPLICA_B, REPLICA_C)),
+        RouterConfig(seed=0, balance_slack=0.0, balance_grace_requests=3.0),
+    )
+    await _force(default, hot, REPLICA_A, times=6)
+    await _force(default, most if b_holds == "most of it" else agent_prompt(8, "other"), REPLICA_B)
+    assert default.choose(hot).replica == REPLICA_B
 
 
 async def test_zero_slack_and_grace_alternate(make_pool: MakePool) -> None:
