@@ -286,8 +286,8 @@ def _table(points: list[SweepPoint], ideal: float, replicas: int) -> str:
             f"{p.kv_blocks_per_replica:>10} {p.hit_rates['prefix_load']:>11.1%}"
             f" {_spread(p.runs['prefix_load']):>11}"
             f" {p.hit_rates['round_robin']:>11.1%} {p.hit_rates['least_loaded']:>12.1%}"
-            f" {p.imbalance['prefix_load']:>5.2f} {_rate(p.hit_rates, NOBALANCE):>9}"
-            f" {_imbalance(p.imbalance, NOBALANCE):>5} {p.same_total_hit_rate:>10.1%}"
+            f" {p.imbalance['prefix_load']:>5.2f} {_cell(p.hit_rates, NOBALANCE, '.1%'):>9}"
+            f" {_cell(p.imbalance, NOBALANCE, '.2f'):>5} {p.same_total_hit_rate:>10.1%}"
             f" {p.vs_ideal:>9.1%} {p.vs_same_total:>11.1%} {p.vs_round_robin:>5.2f}  {verdict}"
         )
     lines.append(f"no-evict ideal (1 replica, never evicts): {ideal:.1%}")
@@ -298,12 +298,9 @@ def _table(points: list[SweepPoint], ideal: float, replicas: int) -> str:
     return "\n".join(lines)
 
 
-def _rate(rates: dict[str, float], router: str) -> str:
-    return f"{rates[router]:.1%}" if router in rates else "-"
-
-
-def _imbalance(imbalance: dict[str, float], router: str) -> str:
-    return f"{imbalance[router]:.2f}" if router in imbalance else "-"
+def _cell(values: dict[str, float], router: str, spec: str) -> str:
+    """`values[router]` formatted with `spec`, or "-" when the router did not run."""
+    return format(values[router], spec) if router in values else "-"
 
 
 def _spread(runs: list[float]) -> str:

@@ -299,6 +299,7 @@ class PoolRouter:
             rng=self._rng,
         )
         self._rr_next = 0
+        self._share_decay = 0.5 ** (1.0 / self.config.balance_half_life_requests)
         self._pinned: OrderedDict[int, tuple[str, int]] = OrderedDict()
         self._waiters: set[asyncio.Future[None]] = set()
 
@@ -510,10 +511,10 @@ class PoolRouter:
     ) -> list[tuple[float, _Replica, int]]:
         """Where a request goes when better-scoring replicas are over their share bound.
 
-        A replica within the bound that holds (nearly) as much of the prompt as the best
-        one takes it for free; otherwise the request goes to the replica with the most
-        room (lowest recent share), so that moved prefixes gather where there is room
-        instead of bouncing between replicas that are both near the bound.
+        The candidates within the bound that hold at least `balance_free_match` of what
+        the best replica holds of the prompt (with the default 0: all of them, so the best
+        score within the bound decides); without one, the replica with the most room
+        (lowest recent share).
         """
         best_match = max(m for _, _, m in scored)
         free = [e for e in kept if e[2] >= self.config.balance_free_match * best_match]
@@ -618,9 +619,8 @@ class PoolRouter:
         state = self._replicas[decision.replica]
         state.in_flight += 1
         state.requests += 1
-        decay = 0.5 ** (1.0 / self.config.balance_half_life_requests)
         for other in self._replicas.values():
-            other.recent_requests *= decay
+            other.recent_requests *= self._share_decay
         state.recent_requests += 1.0
         if decision.rebalanced:
             state.rebalanced_in += 1

@@ -87,6 +87,17 @@ def _request(model: ModelSpec, messages: tuple[ChatMessage, ...], max_tokens: in
     return ChatRequest(model=model, messages=messages, max_tokens=max_tokens, timeout_s=120)
 
 
+async def _streaming(
+    pooled: PooledLiteLLMCaller, request: ChatRequest, progress: CallProgress
+) -> tuple[asyncio.Task[ChatResponse], str]:
+    """Start `request` (a slow, long answer) and return the call and its replica once the
+    client has read 5 tokens: the replica is then certainly still generating."""
+    call = asyncio.create_task(pooled.complete(request, progress))
+    await _until(lambda: progress.output_tokens >= 5, timeout_s=60)
+    assert progress.replica is not None
+    return call, progress.replica
+
+
 DECODE_DELAY_MS = 10
 """Per-token pace of the long answers below: 3,500 tokens take at least 35 s."""
 
@@ -166,10 +177,7 @@ async def test_deadline_cancellation_stops_generation_on_the_replica(
         request = _request(vllm_model, make_prompt(300, "write a long story", system_words=50), max_tokens)
         # The run's deadline arrives while the replica generates (it needs 35 s or more for
         # the 3,500 tokens): the executor cancels the call once tokens are flowing.
-        call = asyncio.create_task(pooled.complete(request, progress))
-        await _until(lambda: progress.output_tokens >= 5, timeout_s=60)
-        replica = progress.replica
-        assert replica is not None
+        call, replica = await _streaming(pooled, request, progress)
         assert (await fetch_metrics(http, replica)).running == 1
         call.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -239,10 +247,7 @@ async def test_replica_dying_mid_request_fails_retryably_then_recovers(
         # take 35 s or more, and it is killed once the client has read a few.
         progress = CallProgress()
         request = _request(vllm_model, make_prompt(600, "long answer", system_words=50), max_tokens)
-        call = asyncio.create_task(pooled.complete(request, progress))
-        await _until(lambda: progress.output_tokens >= 5, timeout_s=60)
-        victim = progress.replica
-        assert victim is not None
+        call, victim = await _streaming(pooled, request, progress)
         index = fresh.index(victim)
         await asyncio.to_thread(vllm_replicas.kill, index)
         with pytest.raises(ProviderError) as failure:
