@@ -93,6 +93,14 @@ class PlanState:
     """Attempts made so far per subtask."""
     decision_index: int = 0
     """How many decisions this run has made before this one."""
+    max_tokens_ceiling: Mapping[str, int] = field(default_factory=dict)
+    """Per subtask, the `max_tokens` its definition sets: a ceiling no allocation may raise.
+
+    A subtask missing here has no ceiling of its own (the model's context window still applies)."""
+    time_budget_s: float | None = None
+    """Wall time this decision may take; a policy that searches should stop by then.
+
+    Set by the executor from the time left before the deadline; `None` means no limit."""
 
     @property
     def remaining_budget_usd(self) -> float:

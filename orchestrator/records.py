@@ -40,6 +40,8 @@ class Outcome(StrEnum):
     DEADLINE_EXCEEDED = "deadline_exceeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    ABANDONED = "abandoned"
+    """The process running it died (no heartbeat); spend is what its recorded calls prove."""
 
 
 class SubtaskStatus(StrEnum):
@@ -58,6 +60,9 @@ class AttemptStatus(StrEnum):
 
     RUNNING = "running"
     PASSED = "passed"
+    """The winner: the first sample of its batch to pass; its output was taken."""
+    PASSED_LATE = "passed_late"
+    """Passed its check after a sibling had already won (its output was not used)."""
     FAILED = "failed"
     ERROR = "error"
     CANCELLED = "cancelled"
@@ -108,7 +113,12 @@ class RunRecord:
     reason: str | None = None
     """Why it failed, when it did."""
     spent_usd: Decimal = Decimal(0)
-    """Settled spend."""
+    """Settled spend, never above the budget."""
+    overrun_usd: Decimal = Decimal(0)
+    """What providers billed above the reservations that did not fit in the budget.
+
+    The sum of the run's call costs is `spent_usd + overrun_usd`; non-zero only when a
+    provider billed more than the call's reservation allowed (see docs/guarantees.md)."""
     makespan_s: float | None = None
     """Time from start to end."""
     ended_at: datetime | None = None

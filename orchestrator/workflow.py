@@ -68,7 +68,12 @@ class Subtask:
     max_attempts: int | None = None
     """Give up (run fails) after this many attempts; `None` means no limit."""
     max_tokens: int | None = None
-    """Default per-call output cap when the policy does not choose one."""
+    """Ceiling on every call's output tokens; a policy may choose less, never more."""
+    max_errors: int = 3
+    """Give up (run fails) after this many attempts end in an error rather than a verdict.
+
+    An error is an agent that raised, a provider error that outlived its retries, or a call
+    whose reservation did not fit: errors repeat, so retrying them forever only burns time."""
 
 
 class RunLimits(BaseModel):
@@ -130,6 +135,7 @@ class Workflow:
         estimates: Mapping[str, AttemptEstimate] | None = None,
         max_attempts: int | None = None,
         max_tokens: int | None = None,
+        max_errors: int = 3,
     ) -> SubtaskRef[Any]:
         """Add a subtask and return a handle for `after=` and typed output access."""
         if not isinstance(name, str) or not _NAME.match(name):
@@ -159,6 +165,8 @@ class Workflow:
             raise WorkflowError(f"subtask `{name}`: max_attempts must be >= 1, got {max_attempts}")
         if max_tokens is not None and max_tokens < 1:
             raise WorkflowError(f"subtask `{name}`: max_tokens must be >= 1, got {max_tokens}")
+        if max_errors < 1:
+            raise WorkflowError(f"subtask `{name}`: max_errors must be >= 1, got {max_errors}")
         deps = tuple(dep.name if isinstance(dep, SubtaskRef) else dep for dep in after)
         if name in deps:
             raise WorkflowError(f"subtask `{name}` depends on itself; remove it from `after`")
@@ -178,6 +186,7 @@ class Workflow:
             estimates=est,
             max_attempts=max_attempts,
             max_tokens=max_tokens,
+            max_errors=max_errors,
         )
         return SubtaskRef(name)
 

@@ -70,6 +70,7 @@ class Run(Base):
     __table_args__ = (
         Index(None, "started_at"),
         Index(None, "workflow", "started_at"),
+        Index(None, "outcome"),
     )
 
     run_id: Mapped[str] = mapped_column(String(_ID), primary_key=True)
@@ -98,8 +99,12 @@ class Run(Base):
     """Why it failed."""
     spent_usd: Mapped[Decimal] = mapped_column(Money())
     """Settled spend."""
+    overrun_usd: Mapped[Decimal] = mapped_column(Money(), server_default="0")
+    """Billed above the reservations, beyond the budget (see `RunRecord.overrun_usd`)."""
     makespan_s: Mapped[float | None] = mapped_column(Float)
     """Start to end."""
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    """Last sign of life of the process running it (UTC); stale while `running` = abandoned."""
 
     subtasks: Mapped[list[SubtaskExecution]] = relationship(
         back_populates="run", cascade="all, delete-orphan", passive_deletes=True

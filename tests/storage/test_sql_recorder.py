@@ -390,7 +390,7 @@ def test_migrations_build_the_models_schema(db_url: str) -> None:
     assert current_revision(db_url) is None
     upgrade(db_url)
     upgrade(db_url)  # a second upgrade is a no-op
-    assert current_revision(db_url) == head_revision() == "0001"
+    assert current_revision(db_url) == head_revision() == "0002"
     engine = make_engine(db_url)
     try:
         with engine.connect() as connection:
@@ -426,7 +426,7 @@ def test_concurrent_upgrades_take_turns(postgres_url: str) -> None:
     _, stderr = process.communicate(timeout=60)
     assert errors == []
     assert process.returncode == 0, stderr.decode()
-    assert current_revision(postgres_url) == "0001"
+    assert current_revision(postgres_url) == head_revision()
 
 
 async def test_unknown_run_id_says_how_to_find_ids(db_url: str) -> None:
