@@ -2,12 +2,20 @@
 
 - `SqlRecorder`: the `orchestrator.records.Recorder` for SQLite or PostgreSQL.
 - `list_runs`, `get_run`, `build_call_tree`: what the CLI and the web UI read.
+- `find_abandoned`, `mark_abandoned`: runs whose process died (stale heartbeat).
 - `learn_estimates`: empirical (subtask, model) estimates from recorded runs.
 - `upgrade`: bring a database's schema to the newest Alembic revision.
 - `RedisLedger`: one run's budget shared by worker processes.
 """
 
 from storage._engine import make_engine, parse_database_url
+from storage.abandoned import (
+    ABANDONED_AFTER_S,
+    HEARTBEAT_INTERVAL_S,
+    AbandonedRun,
+    find_abandoned,
+    mark_abandoned,
+)
 from storage.learning import learn_estimates
 from storage.migrate import upgrade
 from storage.queries import (
@@ -24,18 +32,23 @@ from storage.redis_ledger import RedisLedger
 from storage.sql_recorder import SqlRecorder
 
 __all__ = [
+    "ABANDONED_AFTER_S",
+    "AbandonedRun",
     "AttemptNode",
     "CallNode",
     "CallTree",
+    "HEARTBEAT_INTERVAL_S",
     "RedisLedger",
     "RunDetail",
     "RunSummary",
     "SqlRecorder",
     "build_call_tree",
+    "find_abandoned",
     "get_run",
     "learn_estimates",
     "list_runs",
     "make_engine",
+    "mark_abandoned",
     "parse_database_url",
     "upgrade",
 ]

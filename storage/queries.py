@@ -31,6 +31,7 @@ from orchestrator.call_tree import build_call_tree as _build
 from orchestrator.errors import ConfigError, StorageError
 from orchestrator.records import (
     AttemptRecord,
+    CallKind,
     CallRecord,
     DecisionRecord,
     Outcome,
@@ -38,6 +39,7 @@ from orchestrator.records import (
     SubtaskRecord,
 )
 from storage._engine import make_engine, redact, storage_error
+from storage.abandoned import abandoned_cutoff, proven_spend, stale_condition
 from storage.models import Attempt, Base, Call, PlanDecision, Run, SubtaskExecution
 
 __all__ = [
@@ -67,7 +69,9 @@ class RunSummary:
     budget_usd: Decimal
     """Hard budget."""
     spent_usd: Decimal
-    """Settled spend."""
+    """Settled spend (for a run still running or abandoned: the sum of its recorded call costs)."""
+    overrun_usd: Decimal
+    """Billed above the reservations, beyond the budget (see `RunRecord.overrun_usd`)."""
     started_at: datetime
     """Wall-clock start (UTC)."""
     ended_at: datetime | None
@@ -77,7 +81,7 @@ class RunSummary:
     simulated: bool
     """Whether any model was simulated."""
     calls: int
-    """Calls recorded (every node of the calling tree)."""
+    """Model calls recorded (LLM calls, retries included; agent and check spans are not calls)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,9 +114,15 @@ def list_runs(target: str | URL | Engine, limit: int = 50, workflow: str | None 
     """
     if limit < 1:
         raise ConfigError(f"`limit` must be at least 1, got {limit}")
-    calls = sa.select(Call.run_id, sa.func.count().label("n")).group_by(Call.run_id).subquery("call_counts")
+    calls = (
+        sa.select(Call.run_id, sa.func.count().label("n"))
+        .where(Call.kind == CallKind.LLM.value)
+        .group_by(Call.run_id)
+        .subquery("call_counts")
+    )
+    stale = sa.case((stale_condition(abandoned_cutoff()), True), else_=False)
     query = (
-        sa.select(Run, sa.func.coalesce(calls.c.n, 0))
+        sa.select(Run, sa.func.coalesce(calls.c.n, 0), proven_spend(), stale)
         .outerjoin(calls, calls.c.run_id == Run.run_id)
         .order_by(Run.started_at.desc(), Run.run_id.desc())
         .limit(limit)
@@ -125,16 +135,17 @@ def list_runs(target: str | URL | Engine, limit: int = 50, workflow: str | None 
                 run_id=run.run_id,
                 workflow=run.workflow,
                 policy=run.policy,
-                outcome=Outcome(run.outcome),
+                outcome=Outcome.ABANDONED if is_stale else Outcome(run.outcome),
                 budget_usd=run.budget_usd,
-                spent_usd=run.spent_usd,
+                spent_usd=_proven(cost) if run.outcome == Outcome.RUNNING.value else run.spent_usd,
+                overrun_usd=run.overrun_usd,
                 started_at=run.started_at,
                 ended_at=run.ended_at,
                 makespan_s=run.makespan_s,
                 simulated=run.simulated,
                 calls=int(n),
             )
-            for run, n in session.execute(query)
+            for run, n, cost, is_stale in session.execute(query)
         ]
 
 
@@ -164,13 +175,31 @@ def get_run(target: str | URL | Engine, run_id: str) -> RunDetail:
         decisions = session.scalars(
             sa.select(PlanDecision).where(PlanDecision.run_id == run_id).order_by(PlanDecision.decision_index)
         )
+        record = _record(run, RunRecord)
+        if record.outcome is Outcome.RUNNING:
+            # Live or dead, a running run has spent what its recorded calls cost.
+            stale = session.scalar(sa.select(stale_condition(abandoned_cutoff())).where(Run.run_id == run_id))
+            spent = session.scalar(sa.select(proven_spend()).where(Run.run_id == run_id))
+            record = dataclasses.replace(
+                record,
+                outcome=Outcome.ABANDONED if stale else Outcome.RUNNING,
+                spent_usd=_proven(spent),
+                reason="abandoned: no heartbeat from the process running it; `budgetflow runs"
+                " mark-abandoned` closes it"
+                if stale
+                else record.reason,
+            )
         return RunDetail(
-            run=_record(run, RunRecord),
+            run=record,
             subtasks=tuple(_record(row, SubtaskRecord) for row in subtasks),
             attempts=tuple(_record(row, AttemptRecord) for row in attempts),
             calls=tuple(_record(row, CallRecord) for row in calls),
             decisions=tuple(_decision_record(row) for row in decisions),
         )
+
+
+def _proven(cost: object) -> Decimal:
+    return Decimal(0) if cost is None else Decimal(str(cost)).quantize(Decimal("1e-9"))
 
 
 def build_call_tree(detail: RunDetail) -> CallTree:

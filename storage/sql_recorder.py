@@ -23,9 +23,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import Enum
 from types import TracebackType
 from typing import Any, Self
@@ -44,10 +46,13 @@ from orchestrator.records import (
     SubtaskRecord,
 )
 from storage._engine import make_engine, storage_error
+from storage.abandoned import HEARTBEAT_INTERVAL_S
 from storage.migrate import upgrade
 from storage.models import Attempt, Base, Call, PlanDecision, Run, SubtaskExecution
 
 __all__ = ["SqlRecorder"]
+
+_log = logging.getLogger(__name__)
 
 _CONTENT_FIELDS = frozenset({"prompt", "response", "output_preview"})
 
@@ -69,6 +74,13 @@ def _plain(value: object) -> object:
 
 
 _Record = RunRecord | DecisionRecord | AttemptRecord | CallRecord | SubtaskRecord
+
+
+def _run_row(run: RunRecord, *, record_content: bool) -> dict[str, object]:
+    """A run's row, with a fresh heartbeat."""
+    values = _row(run, record_content=record_content)
+    values["heartbeat_at"] = datetime.now(UTC)
+    return values
 
 
 def _row(record: _Record, *, record_content: bool) -> dict[str, object]:
@@ -101,6 +113,7 @@ class SqlRecorder:
         record_content: bool = True,
         batch_size: int = 100,
         flush_interval_s: float = 0.5,
+        heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S,
     ) -> None:
         """Wrap an engine whose schema is up to date; prefer `SqlRecorder.open`.
 
@@ -111,7 +124,11 @@ class SqlRecorder:
                 `False` stores `NULL` instead.
             batch_size: queued events that trigger a write.
             flush_interval_s: longest time a queued event waits for a write.
+            heartbeat_interval_s: how often a running run's `heartbeat_at` is refreshed
+                (a run whose heartbeat goes stale is shown as abandoned).
         """
+        if heartbeat_interval_s <= 0:
+            raise ValueError(f"heartbeat_interval_s must be positive, got {heartbeat_interval_s}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if flush_interval_s <= 0:
@@ -127,6 +144,8 @@ class SqlRecorder:
         self._failure: BaseException | None = None
         self._statements: dict[type[Base], sa.Executable] = {}
         self._closed = False
+        self._heartbeat_interval_s = heartbeat_interval_s
+        self._heartbeats: dict[str, asyncio.Task[None]] = {}
 
     @classmethod
     async def open(
@@ -137,6 +156,7 @@ class SqlRecorder:
         migrate: bool = True,
         batch_size: int = 100,
         flush_interval_s: float = 0.5,
+        heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S,
     ) -> SqlRecorder:
         """Connect to `url`, bring its schema to the newest revision, and return a recorder.
 
@@ -146,6 +166,7 @@ class SqlRecorder:
             migrate: run the migrations (set `False` when a deploy step did).
             batch_size: queued events that trigger a write.
             flush_interval_s: longest time a queued event waits for a write.
+            heartbeat_interval_s: how often a running run's heartbeat is refreshed.
 
         Raises:
             ConfigError: the URL is invalid.
@@ -165,6 +186,7 @@ class SqlRecorder:
             record_content=record_content,
             batch_size=batch_size,
             flush_interval_s=flush_interval_s,
+            heartbeat_interval_s=heartbeat_interval_s,
         )
 
     @property
@@ -184,8 +206,12 @@ class SqlRecorder:
         await self.aclose()
 
     async def run_started(self, run: RunRecord) -> None:
-        """Queue the run's row."""
-        self._queue(Run, _row(run, record_content=self._record_content))
+        """Queue the run's row and start refreshing its heartbeat until it finishes."""
+        self._queue(Run, _run_row(run, record_content=self._record_content))
+        if run.run_id not in self._heartbeats:
+            self._heartbeats[run.run_id] = asyncio.create_task(
+                self._beat(run.run_id), name=f"budgetflow-heartbeat-{run.run_id}"
+            )
 
     async def decision_made(self, decision: DecisionRecord) -> None:
         """Queue a plan decision."""
@@ -229,7 +255,10 @@ class SqlRecorder:
         Raises:
             StorageError: the write failed.
         """
-        await self._write_now(Run, _row(run, record_content=self._record_content))
+        beat = self._heartbeats.pop(run.run_id, None)
+        if beat is not None:
+            beat.cancel()
+        await self._write_now(Run, _run_row(run, record_content=self._record_content))
 
     async def flush(self) -> None:
         """Write everything queued and wait for the commit.
@@ -251,6 +280,9 @@ class SqlRecorder:
         """
         if self._closed:
             return
+        for beat in self._heartbeats.values():
+            beat.cancel()
+        self._heartbeats.clear()
         try:
             await self.flush()
         finally:
@@ -259,6 +291,25 @@ class SqlRecorder:
             self._writer.shutdown(wait=False)
 
     # -- internals ---------------------------------------------------------------
+
+    async def _beat(self, run_id: str) -> None:
+        """Refresh `runs.heartbeat_at` of a running run until cancelled."""
+        statement = (
+            sa.update(Run)
+            .where(Run.run_id == run_id, Run.outcome == "running")
+            .values(heartbeat_at=sa.bindparam("now"))
+        )
+
+        def write() -> None:
+            with self._engine.begin() as connection:
+                connection.execute(statement, {"now": datetime.now(UTC)})
+
+        while True:
+            await asyncio.sleep(self._heartbeat_interval_s)
+            try:
+                await asyncio.wrap_future(self._writer.submit(write))
+            except SQLAlchemyError as error:  # a missed beat is not a failed run
+                _log.warning("heartbeat of run %s not written: %s", run_id, error)
 
     def _check_open(self) -> None:
         if self._closed:

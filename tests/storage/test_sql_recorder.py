@@ -272,7 +272,7 @@ async def test_list_runs_newest_first_with_filter_and_counts(db_url: str) -> Non
 
     runs = list_runs(db_url, limit=10)
     assert [r.run_id for r in runs] == ["run-2", "run-1", "run-0"]
-    assert runs[0].calls == 7
+    assert runs[0].calls == 3  # model calls only: agent, check and warm-up spans are not calls
     assert runs[0].outcome is Outcome.COMPLETED
     assert runs[0].spent_usd == Decimal("0.123580249")
     assert runs[0].started_at == T0 + timedelta(minutes=2)
