@@ -9,13 +9,7 @@
 """
 
 from storage._engine import make_engine, parse_database_url
-from storage.abandoned import (
-    ABANDONED_AFTER_S,
-    HEARTBEAT_INTERVAL_S,
-    AbandonedRun,
-    find_abandoned,
-    mark_abandoned,
-)
+from storage.abandoned import AbandonedRun, find_abandoned, mark_abandoned
 from storage.learning import learn_estimates
 from storage.migrate import upgrade
 from storage.queries import (
@@ -32,12 +26,10 @@ from storage.redis_ledger import RedisLedger
 from storage.sql_recorder import SqlRecorder
 
 __all__ = [
-    "ABANDONED_AFTER_S",
     "AbandonedRun",
     "AttemptNode",
     "CallNode",
     "CallTree",
-    "HEARTBEAT_INTERVAL_S",
     "RedisLedger",
     "RunDetail",
     "RunSummary",
