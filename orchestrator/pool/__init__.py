@@ -4,10 +4,11 @@ See `docs/vllm_pool.md`. Nothing here starts at import: create a
 `PooledLiteLLMCaller` (or a `PoolRouter` and `HealthChecker`) and start/close it.
 """
 
-from orchestrator.pool.client import PooledLiteLLMCaller, WarmResult
+from orchestrator.pool.client import DEFAULT_UNAVAILABLE_WAIT_S, PooledLiteLLMCaller, WarmResult
 from orchestrator.pool.health import (
     HealthChecker,
     ReplicaMetrics,
+    describe_check_failure,
     fetch_metrics,
     parse_vllm_metrics,
 )
@@ -29,6 +30,7 @@ from orchestrator.pool.router import (
 )
 
 __all__ = [
+    "DEFAULT_UNAVAILABLE_WAIT_S",
     "STRATEGIES",
     "BlockHasher",
     "HealthChecker",
@@ -44,6 +46,7 @@ __all__ = [
     "RouterConfig",
     "Strategy",
     "WarmResult",
+    "describe_check_failure",
     "fetch_metrics",
     "parse_vllm_metrics",
     "render_prompt",

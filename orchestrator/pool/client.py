@@ -12,7 +12,23 @@ prompt tokens (``usage.prompt_tokens_details.cached_tokens``; replicas need
 Failures: connection errors, timeouts, 429 and 5xx become `ProviderError` with
 ``retryable=True`` (the executor may retry, and the router will pick again); after such
 a failure the replica is probed at once and marked down if its ``/health`` fails, so
-retries do not land on a dead replica. A call that ends any other way than normally
+retries do not land on a dead replica.
+
+Poison requests: a request during which its replica *died* (the call failed with HTTP
+5xx and ``/health`` then fails) is not retryable: a request that crashes the engine
+would crash every replica it is retried on. One whose connection merely dropped
+before the replica died is retried once elsewhere; if a second replica dies serving
+it, it fails for good too (`_deaths` remembers, per request, where it killed).
+
+Outages: when no replica is healthy, `complete` waits inside the call (so the gateway
+records one call, not one per poll) while the down replicas are probed with backoff,
+up to `unavailable_wait_s` and the request's ``timeout_s``; then it raises
+`ReplicaUnavailable` naming each replica's state, since when and why.
+
+Token counts: `count_prompt_tokens` asks a replica's ``/tokenize`` for the exact prompt
+tokens vLLM will bill (chat template included), for the ledger's reservation.
+
+A call that ends any other way than normally
 (cancelled, timed out, failed) closes its HTTP connection before the exception
 propagates, which makes vLLM abort the request and stop generating; a call that ends
 normally leaves its connection open for the next call to the same replica (see
@@ -26,6 +42,7 @@ models).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -37,14 +54,16 @@ import httpx
 
 from orchestrator._litellm import litellm_module
 from orchestrator.catalog import PoolSpec
-from orchestrator.errors import ConfigError, ProviderError
+from orchestrator.errors import ConfigError, ProviderError, ReplicaUnavailable
 from orchestrator.model_client import CallProgress, ChatMessage, ChatRequest, ChatResponse
 from orchestrator.pool._connections import ReplicaConnections
-from orchestrator.pool.health import HealthChecker
+from orchestrator.pool._deaths import RequestDeaths, request_key
+from orchestrator.pool._outage import DEFAULT_UNAVAILABLE_WAIT_S, OutageWait
+from orchestrator.pool.health import HealthChecker, describe_check_failure
 from orchestrator.pool.prefix_index import render_prompt
-from orchestrator.pool.router import PoolRouter, RouterConfig
+from orchestrator.pool.router import Lease, PoolRouter, RouterConfig
 
-__all__ = ["PooledLiteLLMCaller", "WarmResult"]
+__all__ = ["DEFAULT_UNAVAILABLE_WAIT_S", "PooledLiteLLMCaller", "WarmResult"]
 
 _log = logging.getLogger(__name__)
 _RETRYABLE_STATUS = frozenset({408, 409, 429})
@@ -88,6 +107,10 @@ class PooledLiteLLMCaller:
         extra_body: extra JSON fields sent with every request (e.g. ``{"ignore_eos": True}``
             in benchmarks that need fixed output lengths).
         api_key: key sent to the replicas (vLLM ignores it unless started with one).
+        unavailable_wait_s: when no replica is healthy, how long a call waits for one
+            (also bounded by the request's ``timeout_s``) before it raises
+            `ReplicaUnavailable`; `None`: only the request's timeout bounds the wait.
+            See `DEFAULT_UNAVAILABLE_WAIT_S` for why 30 s.
     """
 
     def __init__(
@@ -102,7 +125,13 @@ class PooledLiteLLMCaller:
         http_client: httpx.AsyncClient | None = None,
         extra_body: Mapping[str, object] | None = None,
         api_key: str = "EMPTY",
+        unavailable_wait_s: float | None = DEFAULT_UNAVAILABLE_WAIT_S,
     ) -> None:
+        if unavailable_wait_s is not None and unavailable_wait_s < 0:
+            raise ConfigError(
+                f"`unavailable_wait_s` of pool `{pool.name}` must be at least 0 or None (no limit),"
+                f" got {unavailable_wait_s}"
+            )
         self.pool = pool
         self._router = router or PoolRouter(pool, router_config)
         self._owns_http = http_client is None
@@ -124,6 +153,8 @@ class PooledLiteLLMCaller:
         # replicas are then ours to close (litellm's cached module-level clients outlive
         # the caller and leak sockets at exit, and are shared by concurrent calls).
         self._connections = ReplicaConnections()
+        self._deaths = RequestDeaths()
+        self._outage = OutageWait(self._router, self._health_failure, wait_s=unavailable_wait_s)
 
     @property
     def router(self) -> PoolRouter:
@@ -153,6 +184,7 @@ class PooledLiteLLMCaller:
 
     async def aclose(self) -> None:
         """Stop health checks and close owned connections."""
+        await self._outage.aclose()
         if self._health is not None:
             await self._health.stop()
         if self._owns_http and self._http is not None:
@@ -176,11 +208,16 @@ class PooledLiteLLMCaller:
     async def complete(self, request: ChatRequest, progress: CallProgress) -> ChatResponse:
         """Run one call on the replica the router picks.
 
+        When no replica is healthy it first waits for one (see `unavailable_wait_s`);
+        the request's ``timeout_s`` bounds the whole call, waits included.
+
         Raises:
             ConfigError: the request's model is not served by this pool.
-            ReplicaUnavailable: no healthy replica.
+            ReplicaUnavailable: no replica became healthy within `unavailable_wait_s` or
+                the request's timeout; not retryable (the wait already happened).
             ProviderError: the call failed; `retryable` for connection errors,
-                timeouts, 429 and 5xx.
+                timeouts, 429 and 5xx, except for a request during which its replica
+                died (see the module docstring): that one is not retryable.
         """
         if request.model.pool != self.pool.name:
             raise ConfigError(
@@ -190,18 +227,26 @@ class PooledLiteLLMCaller:
         await self.start()
         loop = asyncio.get_running_loop()
         started = loop.time()
-        async with self._router.lease(request.messages) as lease:
+        deadline = None if request.timeout_s is None else started + request.timeout_s
+        key = request_key(request)
+        refusal = self._deaths.refusal(key)
+        if refusal is not None:
+            raise refusal
+        async with contextlib.AsyncExitStack() as stack:
+            lease = await self._lease(stack, request, deadline)
             progress.replica = lease.replica
             result = await self._call(
                 lease.replica,
                 request.messages,
                 max_tokens=request.max_tokens,
-                timeout_s=request.timeout_s,
+                timeout_s=None if deadline is None else max(0.0, deadline - loop.time()),
                 temperature=request.temperature,
                 seed=request.seed,
                 progress=progress,
+                key=key,
             )
             self._router.record(lease, prompt_tokens=result.prompt_tokens, cached_tokens=result.cached_tokens)
+        self._deaths.forget(key)
         first = progress.first_token_s
         return ChatResponse(
             text=result.text,
@@ -213,6 +258,61 @@ class PooledLiteLLMCaller:
             ttft_s=None if first is None else first - started,
             provider="hosted_vllm",
             replica=lease.replica,
+        )
+
+    async def count_prompt_tokens(self, messages: Sequence[ChatMessage], *, timeout_s: float = 5.0) -> int:
+        """The prompt tokens vLLM will bill for `messages`, chat template included.
+
+        Asks the least loaded healthy replica's ``POST /tokenize`` (the next one if it
+        fails), with the served model's own chat template and generation prompt: the
+        count is the ``usage.prompt_tokens`` a chat completion of `messages` reports.
+
+        Args:
+            messages: the prompt.
+            timeout_s: bound on the whole count, whatever the replicas do.
+
+        Raises:
+            ProviderError: (retryable) no healthy replica, or none answered in time with a
+                count; count an upper bound instead.
+        """
+        await self.start()
+        body = {
+            "model": self.pool.served_model,
+            "messages": [dict(m) for m in messages],
+            "add_generation_prompt": True,
+        }
+        stats = self._router.stats()
+        replicas = sorted((s for s in stats.values() if s.healthy), key=lambda s: s.in_flight + s.waiting)
+        if not replicas:
+            raise ProviderError(
+                f"cannot count prompt tokens: no healthy replica in pool `{self.pool.name}`"
+                f" ({self._router.describe_replicas()}); count an upper bound instead",
+                retryable=True,
+            )
+        http = self._http_client()
+        failures: list[str] = []
+        try:
+            async with asyncio.timeout(timeout_s):
+                for state in replicas:
+                    try:
+                        response = await http.post(
+                            f"{state.replica}/tokenize", json=body, timeout=self._health_timeout_s
+                        )
+                        response.raise_for_status()
+                    except httpx.HTTPError as exc:
+                        reason = describe_check_failure(exc, self._health_timeout_s)
+                        failures.append(f"`{state.replica}`: {reason}")
+                        continue
+                    count = _token_count(response)
+                    if count is not None:
+                        return count
+                    failures.append(f"`{state.replica}` answered no token count: {response.text[:200]!r}")
+        except TimeoutError:
+            failures.append(f"no count within {timeout_s:g} s")
+        raise ProviderError(
+            f"cannot count prompt tokens with `/tokenize` of pool `{self.pool.name}`"
+            f" ({'; '.join(failures)}); count an upper bound instead",
+            retryable=True,
         )
 
     async def warm(
@@ -256,6 +356,25 @@ class PooledLiteLLMCaller:
             latency_s=loop.time() - started,
         )
 
+    async def _lease(
+        self, stack: contextlib.AsyncExitStack, request: ChatRequest, deadline: float | None
+    ) -> Lease:
+        """Hold a replica for `request` (released by `stack`), waiting through an outage."""
+        while True:
+            await self._outage.wait(deadline=deadline, timeout_s=request.timeout_s)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    return await stack.enter_async_context(self._router.lease(request.messages))
+            except ReplicaUnavailable:
+                continue  # every replica went down while the request waited for a free slot
+            except TimeoutError as exc:
+                raise ProviderError(
+                    f"no replica of pool `{self.pool.name}` had a free slot"
+                    f" (`max_in_flight_per_replica` {self.pool.max_in_flight_per_replica}) within the"
+                    f" request's `timeout_s` ({request.timeout_s} s); retry later, or raise the limit",
+                    retryable=True,
+                ) from exc
+
     async def _call(
         self,
         replica: str,
@@ -266,7 +385,10 @@ class PooledLiteLLMCaller:
         temperature: float | None,
         seed: int | None,
         progress: CallProgress,
+        key: str | None = None,
     ) -> _StreamResult:
+        """One streamed call to `replica`; `key` (the request's identity) enables the
+        poison-request rule (see the module docstring)."""
         try:
             async with asyncio.timeout(timeout_s):
                 return await self._stream(
@@ -279,10 +401,10 @@ class PooledLiteLLMCaller:
                     progress=progress,
                 )
         except TimeoutError as exc:
-            await self._probe(replica)
+            await self._probe(replica, after="a call timed out")
             raise ProviderError(
                 f"call to replica `{replica}` of pool `{self.pool.name}` timed out after"
-                f" {timeout_s}s; retry, or raise the request's `timeout_s`",
+                f" {timeout_s or 0:.1f} s; retry, or raise the request's `timeout_s`",
                 retryable=True,
             ) from exc
         except ProviderError:
@@ -292,7 +414,11 @@ class PooledLiteLLMCaller:
             if error is None:
                 raise
             if error.retryable:
-                await self._probe(replica)
+                failure = await self._probe(replica, after=f"a call failed ({_short(error)})")
+                if failure is not None and key is not None:
+                    error = self._deaths.died(
+                        key, error, replica=replica, pool=self.pool.name, health=failure
+                    )
             raise error from exc
 
     async def _stream(
@@ -376,16 +502,31 @@ class PooledLiteLLMCaller:
             finish_reason=_finish(finish),
         )
 
-    async def _probe(self, replica: str) -> None:
-        """Check `replica` right after a failure; mark it down if `/health` fails."""
+    def _http_client(self) -> httpx.AsyncClient:
         if self._http is None:
             self._http = httpx.AsyncClient(timeout=self._health_timeout_s)
+        return self._http
+
+    async def _health_failure(self, replica: str) -> str | None:
+        """Why `replica`'s `/health` fails now, or `None` when it answers."""
         try:
-            response = await self._http.get(f"{replica}/health", timeout=self._health_timeout_s)
+            response = await self._http_client().get(f"{replica}/health", timeout=self._health_timeout_s)
             response.raise_for_status()
-        except httpx.HTTPError:
-            _log.warning("replica %s failed a probe after a failed call: marked down", replica)
-            self._router.mark_down(replica)
+        except httpx.HTTPError as exc:
+            return describe_check_failure(exc, self._health_timeout_s)
+        return None
+
+    async def _probe(self, replica: str, *, after: str) -> str | None:
+        """Check `replica` right after a failure; mark it down if `/health` fails.
+
+        Returns:
+            Why the check failed, or `None` when the replica answered.
+        """
+        failure = await self._health_failure(replica)
+        if failure is not None:
+            _log.warning("replica %s failed a probe after %s: marked down", replica, after)
+            self._router.mark_down(replica, f"{after}, then its health check failed: {failure}")
+        return failure
 
 
 def _finish(reason: str | None) -> Literal["stop", "length", "other"]:
@@ -396,13 +537,32 @@ def _finish(reason: str | None) -> Literal["stop", "length", "other"]:
     return "other"
 
 
+def _token_count(response: httpx.Response) -> int | None:
+    """The ``count`` of a vLLM ``/tokenize`` answer, or `None` when it has none."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    count = body.get("count") if isinstance(body, dict) else None
+    return count if isinstance(count, int) and not isinstance(count, bool) and count >= 0 else None
+
+
+def _short(error: ProviderError) -> str:
+    return f"HTTP {error.status_code}" if error.status_code is not None else "connection failed"
+
+
 def _provider_error(exc: Exception, replica: str, pool: str) -> ProviderError | None:
     """Map a litellm/openai/transport exception to `ProviderError`; `None`: not ours to map."""
     import openai  # installed with litellm; imported here because litellm is imported lazily
 
+    # litellm wraps an error met while streaming (`MidStreamFallbackError`) and gives the
+    # wrapper status 500 even when the connection merely dropped: judge the original.
+    original = getattr(exc, "original_exception", None)
+    if isinstance(original, Exception) and original is not exc:
+        return _provider_error(original, replica, pool)
     where = f"replica `{replica}` of pool `{pool}`"
     if isinstance(exc, openai.APITimeoutError | openai.APIConnectionError):
-        return ProviderError(f"could not reach {where}: {exc}", retryable=True)
+        return ProviderError(f"could not reach {where}, or the connection broke: {exc}", retryable=True)
     status = getattr(exc, "status_code", None)
     if isinstance(exc, openai.OpenAIError):
         if not isinstance(status, int):

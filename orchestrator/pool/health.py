@@ -24,7 +24,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from orchestrator.pool.router import PoolRouter
 
-__all__ = ["HealthChecker", "ReplicaMetrics", "fetch_metrics", "parse_vllm_metrics"]
+__all__ = [
+    "HealthChecker",
+    "ReplicaMetrics",
+    "describe_check_failure",
+    "fetch_metrics",
+    "parse_vllm_metrics",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -93,6 +99,17 @@ def parse_vllm_metrics(text: str) -> ReplicaMetrics:
         generation_tokens=values.get("generation_tokens", 0.0),
         requests_finished=values.get("requests_finished", 0.0),
     )
+
+
+def describe_check_failure(exc: BaseException, timeout_s: float) -> str:
+    """Why a request to a replica's ``/health`` or ``/metrics`` failed, in a few words."""
+    if isinstance(exc, httpx.HTTPStatusError):
+        return f"`{exc.request.url.path}` answered HTTP {exc.response.status_code}"
+    if isinstance(exc, httpx.TimeoutException | TimeoutError):
+        return f"no answer within {timeout_s:g} s (paused, overloaded or unreachable)"
+    if isinstance(exc, httpx.ConnectError):
+        return f"connection refused or failed ({exc}): the server is not running"
+    return f"request failed: {exc!r}"
 
 
 async def fetch_metrics(client: httpx.AsyncClient, replica: str) -> ReplicaMetrics:
@@ -168,7 +185,8 @@ class HealthChecker:
             self._failures[replica] += 1
             if self._failures[replica] >= self._failures_to_down and self._router.is_healthy(replica):
                 _log.warning("replica %s failed its health check (%r): marked down", replica, exc)
-                self._router.mark_down(replica)
+                reason = describe_check_failure(exc, self._timeout_s)
+                self._router.mark_down(replica, f"health check failed: {reason}")
             return
         self._failures[replica] = 0
         self.last_metrics[replica] = metrics

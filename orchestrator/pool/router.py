@@ -46,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -228,6 +229,10 @@ class ReplicaStats:
     rebalanced_in: int = 0
     """``prefix_load``: requests routed here because a better-matching replica was over its
     share bound (`RouterConfig.balance_slack`)."""
+    down_since: float | None = None
+    """When the replica was taken out (`time.time()`), or `None` while it is healthy."""
+    down_reason: str | None = None
+    """Why it was taken out (the failed check or call), or `None` while it is healthy."""
 
 
 @dataclass(kw_only=True)
@@ -245,6 +250,8 @@ class _Replica:
     spilled_in: int = 0
     recent_requests: float = 0.0
     rebalanced_in: int = 0
+    down_since: float | None = None
+    down_reason: str | None = None
 
     @property
     def load(self) -> int:
@@ -320,11 +327,20 @@ class PoolRouter:
 
     # -- health and load, written by the health checker and the client -----------------
 
-    def mark_down(self, replica: str) -> None:
-        """Take `replica` out: no request goes there until `mark_up`; its index is cleared."""
+    def mark_down(self, replica: str, reason: str | None = None) -> None:
+        """Take `replica` out: no request goes there until `mark_up`; its index is cleared.
+
+        Args:
+            replica: base URL.
+            reason: why (shown in `ReplicaStats.down_reason` and outage errors); kept
+                until `mark_up`, so a replica already down keeps its first reason.
+        """
         state = self._replicas[replica]
+        if state.healthy or state.down_reason is None:
+            state.down_reason = reason
         if state.healthy:
             state.healthy = False
+            state.down_since = time.time()
             self._index.clear(replica)
             for key in [k for k, (r, _) in self._pinned.items() if r == replica]:
                 del self._pinned[key]
@@ -342,11 +358,51 @@ class PoolRouter:
             others = [r.recent_requests for r in self._replicas.values() if r.healthy]
             state.recent_requests = sum(others) / len(others) if others else 0.0
         state.healthy = True
+        state.down_since = None
+        state.down_reason = None
         self._notify()
 
     def is_healthy(self, replica: str) -> bool:
         """Whether `replica` takes requests."""
         return self._replicas[replica].healthy
+
+    def any_healthy(self) -> bool:
+        """Whether at least one replica takes requests."""
+        return any(r.healthy for r in self._replicas.values())
+
+    async def wait_for_healthy(self, timeout_s: float | None) -> bool:
+        """Wait until a replica is healthy (at once if one is); `False` after `timeout_s`.
+
+        Wakes as soon as anyone (`HealthChecker`, a probe) calls `mark_up`; this does not
+        probe by itself.
+        """
+        try:
+            async with asyncio.timeout(timeout_s):
+                while not self.any_healthy():
+                    waiter = asyncio.get_running_loop().create_future()
+                    self._waiters.add(waiter)
+                    try:
+                        await waiter
+                    finally:
+                        self._waiters.discard(waiter)
+        except TimeoutError:
+            return self.any_healthy()
+        return True
+
+    def describe_replicas(self) -> str:
+        """Each replica's state for an error message: healthy, or down since when and why."""
+        now = time.time()
+        parts = []
+        for url, state in self._replicas.items():
+            if state.healthy:
+                parts.append(f"`{url}` healthy ({state.in_flight} in flight)")
+                continue
+            since = ""
+            if state.down_since is not None:
+                clock = time.strftime("%H:%M:%S", time.gmtime(state.down_since))
+                since = f" since {clock} UTC ({now - state.down_since:.1f} s ago)"
+            parts.append(f"`{url}` down{since}: {state.down_reason or 'reason not recorded'}")
+        return "; ".join(parts)
 
     def update_load(self, replica: str, *, waiting: int, running: int) -> None:
         """Record the replica's queue as reported by its metrics."""
@@ -383,6 +439,8 @@ class PoolRouter:
                 spilled_in=r.spilled_in,
                 recent_requests=r.recent_requests,
                 rebalanced_in=r.rebalanced_in,
+                down_since=r.down_since,
+                down_reason=r.down_reason,
             )
             for url, r in self._replicas.items()
         }
@@ -409,9 +467,8 @@ class PoolRouter:
         healthy = [r for r in self._replicas.values() if r.healthy]
         if not healthy:
             raise ReplicaUnavailable(
-                f"no healthy replica in pool `{self.pool.name}`"
-                f" ({', '.join(f'`{u}`' for u in self.replicas)}); wait for the health checker"
-                " to bring one back or fix the replicas"
+                f"no healthy replica in pool `{self.pool.name}` ({self.describe_replicas()});"
+                " wait for the health checker to bring one back or fix the replicas"
             )
         limit = self.pool.max_in_flight_per_replica
         free = [r for r in healthy if limit is None or r.in_flight < limit]
