@@ -2,16 +2,19 @@
 
 Templates name run inputs and parent subtasks by plain names (`{issue}`,
 `{plan}`); `{{` and `}}` are literal braces. Positional fields (`{}`, `{0}`),
-attribute and index access (`{plan.text}`, `{items[0]}`) and nested fields in a
-format spec are rejected when the agent is built, so a typo surfaces before
-any money is spent.
+attribute and index access (`{plan.text}`, `{items[0]}`), conversions other than
+`!r`, `!s` and `!a`, nested fields in a format spec and format specs that fit no
+value (neither text nor a number) are rejected when the agent is built, so a
+typo surfaces before any money is spent. A format spec that fits some values but
+not the one given (`{topic:d}` with a text `topic`) raises `WorkflowError` when
+the attempt renders it, naming the subtask, the template and the field.
 """
 
 from __future__ import annotations
 
 import re
 import string
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from orchestrator.errors import WorkflowError, did_you_mean
@@ -19,7 +22,10 @@ from orchestrator.errors import WorkflowError, did_you_mean
 __all__ = ["parse_template", "render_template"]
 
 # Same shape as subtask names, so `{fix-bug}` can name a subtask called `fix-bug`.
-_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")
+_CONVERSIONS: dict[str, Callable[[object], str]] = {"r": repr, "s": str, "a": ascii}
+# A format spec must fit at least one of these, else no value can ever satisfy it.
+_PROBES: tuple[object, ...] = ("text", 1, 1.5)
 
 
 def parse_template(template: str, *, where: str) -> frozenset[str]:
@@ -42,7 +48,7 @@ def parse_template(template: str, *, where: str) -> frozenset[str]:
             f"{where} is not a valid template ({exc}): {_preview(template)}; write a literal brace"
             " as `{{` or `}}`"
         ) from None
-    for _literal, field, spec, _conversion in parsed:
+    for _literal, field, spec, conversion in parsed:
         if field is None:
             continue
         if field == "" or field.isdigit():
@@ -56,15 +62,25 @@ def parse_template(template: str, *, where: str) -> frozenset[str]:
                 f"{where} uses attribute or index access `{{{field}}}`; templates only take plain"
                 f" names such as `{{{base}}}` (compute the value in a `FunctionAgent` instead)"
             )
-        if not _FIELD.match(field):
+        if not _FIELD.fullmatch(field):
             raise WorkflowError(
                 f"{where} has the field `{{{field}}}`, which is not a valid variable name; use"
                 " letters, digits, `_` or `-`, starting with a letter or `_`"
+            )
+        if conversion is not None and conversion not in _CONVERSIONS:
+            raise WorkflowError(
+                f"{where} has the conversion `!{conversion}` in `{{{field}!{conversion}}}`; use `!r`,"
+                " `!s` or `!a`, or none"
             )
         if spec and ("{" in spec or "}" in spec):
             raise WorkflowError(
                 f"{where} has a nested field in the format spec of `{{{field}:{spec}}}`; use a"
                 " fixed format spec"
+            )
+        if spec and not any(_fits(probe, spec, conversion) for probe in _PROBES):
+            raise WorkflowError(
+                f"{where} has the format spec `{spec}` in `{{{field}:{spec}}}`, which fits no value"
+                " (neither text nor a number); see Python's format specification, e.g. `{name:>10}`"
             )
         names.add(field)
     return frozenset(names)
@@ -80,7 +96,8 @@ def render_template(template: str, values: Mapping[str, Any], *, where: str, sub
         subtask: the subtask being attempted, for messages.
 
     Raises:
-        WorkflowError: a variable has no value.
+        WorkflowError: a variable has no value, or its value does not fit the field's
+            conversion or format spec (e.g. `{topic:d}` with a text value).
     """
     for name in sorted(parse_template(template, where=where)):
         if name not in values:
@@ -91,9 +108,42 @@ def render_template(template: str, values: Mapping[str, Any], *, where: str, sub
                 f" is called `{name}`{did_you_mean(name, known)}; available: {listed}. Pass it as a"
                 f" run input or add the subtask `{name}` to `after=`"
             )
-    return template.format_map(values)
+    parts: list[str] = []
+    for literal, field, spec, conversion in string.Formatter().parse(template):
+        parts.append(literal)
+        if field is None:
+            continue
+        value = values[field]
+        try:
+            parts.append(_format(value, spec or "", conversion))
+        except Exception as exc:  # any type's __format__ may raise anything
+            shown = f"{{{field}{'!' + conversion if conversion else ''}{':' + spec if spec else ''}}}"
+            raise WorkflowError(
+                f"subtask `{subtask}`: {where} {_preview(template)} cannot render `{shown}`: the"
+                f" value of `{field}` is {type(value).__name__} {_short(repr(value), 40)}, which"
+                f" the format does not fit ({type(exc).__name__}: {exc}); change the format spec or"
+                " drop it"
+            ) from None
+    return "".join(parts)
+
+
+def _format(value: object, spec: str, conversion: str | None) -> str:
+    if conversion is not None:
+        value = _CONVERSIONS[conversion](value)
+    return format(value, spec)
+
+
+def _fits(value: object, spec: str, conversion: str | None) -> bool:
+    try:
+        _format(value, spec, conversion)
+    except (ValueError, TypeError):
+        return False
+    return True
 
 
 def _preview(template: str, limit: int = 60) -> str:
-    text = template if len(template) <= limit else template[: limit - 3] + "..."
-    return repr(text)
+    return repr(_short(template, limit))
+
+
+def _short(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -15,14 +15,15 @@ lists every problem found, each with what to do.
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from orchestrator.agent import Agent, Check
 from orchestrator.catalog import Catalog
@@ -30,10 +31,22 @@ from orchestrator.errors import ConfigError, WorkflowError, did_you_mean
 from orchestrator.estimates import AttemptEstimate
 from orchestrator.plan import DagView
 
-__all__ = ["Ancestry", "RunLimits", "Subtask", "SubtaskRef", "Workflow"]
+__all__ = [
+    "MAX_BUDGET_USD",
+    "MAX_DEADLINE_S",
+    "MIN_BUDGET_USD",
+    "Ancestry",
+    "RunLimits",
+    "Subtask",
+    "SubtaskRef",
+    "Workflow",
+]
 
 T = TypeVar("T")
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")
+"""A subtask name, matched whole (`fullmatch`: `$` would let a trailing newline through)."""
+_CYCLE_SHOWN = 12
+"""Longest cycle a message spells out in full."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +89,17 @@ class Subtask:
     whose reservation did not fit: errors repeat, so retrying them forever only burns time."""
 
 
+MIN_BUDGET_USD = Decimal("0.000000001")
+"""The smallest budget: one nano-dollar, the unit the ledger counts in."""
+MAX_BUDGET_USD = Decimal(1_000_000)
+"""The largest budget a run accepts; more is taken for a typo."""
+MAX_DEADLINE_S = 365 * 24 * 3600.0
+"""The longest deadline a run accepts (a year); for no deadline give none."""
+
+_BUDGET_HINT = "give a positive budget in USD, e.g. 0.40"
+_DEADLINE_HINT = "give a positive deadline in seconds, e.g. 90 (or none for no deadline)"
+
+
 class RunLimits(BaseModel):
     """A run's hard limits, validated."""
 
@@ -93,18 +117,61 @@ class RunLimits(BaseModel):
 
     @classmethod
     def checked(cls, budget_usd: Decimal | float | str, deadline_s: float | None) -> RunLimits:
-        """Validate, turning pydantic's message into a `ConfigError` that says what to do."""
+        """Validate both limits (see `check_budget`, `check_deadline`); `ConfigError` says what to give."""
+        return cls(budget_usd=cls.check_budget(budget_usd), deadline_s=cls.check_deadline(deadline_s))
+
+    @staticmethod
+    def check_budget(value: object, *, name: str = "budget_usd") -> Decimal:
+        """A budget as an exact `Decimal`, or a `ConfigError` naming `name` and the value.
+
+        A budget is a finite number of USD from one nano-dollar (the ledger's unit) up to
+        `MAX_BUDGET_USD`; floats are read through their shortest text, so 0.1 is 0.1.
+        """
+        if isinstance(value, bool) or not isinstance(value, Decimal | int | float | str):
+            raise ConfigError(f"`{name}` = {value!r} is not an amount in USD; {_BUDGET_HINT}")
+        text = str(value).strip()
         try:
-            return cls(budget_usd=Decimal(str(budget_usd)), deadline_s=deadline_s)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"`{'.'.join(str(p) for p in e['loc'])}` = {e.get('input')!r}: {e['msg']}"
-                for e in exc.errors()
-            )
+            amount = Decimal(text.removeprefix("$"))
+        except (InvalidOperation, ValueError):
+            raise ConfigError(f"`{name}` = `{text}` is not an amount in USD; {_BUDGET_HINT}") from None
+        if not amount.is_finite():
+            raise ConfigError(f"`{name}` = `{text}` is not a finite amount; {_BUDGET_HINT}")
+        if amount <= 0:
+            raise ConfigError(f"`{name}` = `{text}` is not positive; {_BUDGET_HINT}")
+        if amount < MIN_BUDGET_USD:
             raise ConfigError(
-                f"invalid run limits: {problems}; give a positive budget in USD"
-                " (e.g. 0.40) and a positive deadline in seconds (or none)"
-            ) from None
+                f"`{name}` = `{text}` is below one nano-dollar ({MIN_BUDGET_USD:f} USD), the smallest"
+                f" amount the ledger counts; {_BUDGET_HINT}"
+            )
+        if amount > MAX_BUDGET_USD:
+            raise ConfigError(
+                f"`{name}` = `{text}` is above the largest budget a run accepts ({MAX_BUDGET_USD} USD);"
+                f" {_BUDGET_HINT}"
+            )
+        return amount
+
+    @staticmethod
+    def check_deadline(value: object, *, name: str = "deadline_s") -> float | None:
+        """A deadline in seconds (`None`: no deadline), or a `ConfigError` naming `name` and the value."""
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float | Decimal | str):
+            raise ConfigError(f"`{name}` = {value!r} is not a number of seconds; {_DEADLINE_HINT}")
+        text = str(value).strip()
+        try:
+            seconds = float(text)
+        except (ValueError, OverflowError):
+            raise ConfigError(f"`{name}` = `{text}` is not a number of seconds; {_DEADLINE_HINT}") from None
+        if not math.isfinite(seconds):
+            raise ConfigError(f"`{name}` = `{text}` is not a finite number of seconds; {_DEADLINE_HINT}")
+        if seconds <= 0:
+            raise ConfigError(f"`{name}` = `{text}` is not positive; {_DEADLINE_HINT}")
+        if seconds > MAX_DEADLINE_S:
+            raise ConfigError(
+                f"`{name}` = `{text}` is longer than a year ({MAX_DEADLINE_S:g} s), the longest deadline"
+                f" a run accepts; {_DEADLINE_HINT}"
+            )
+        return seconds
 
 
 class Workflow:
@@ -118,8 +185,32 @@ class Workflow:
             inputs: names of the run inputs the templates may use; `None` checks
                 them against the inputs given at run time instead.
         """
-        if not name or not name.strip():
-            raise WorkflowError('a workflow needs a non-empty name, e.g. `Workflow("fix-bug")`')
+        if not isinstance(name, str) or not name.strip():
+            raise WorkflowError(
+                f'a workflow needs a non-empty name, e.g. `Workflow("fix-bug")`; got {name!r}'
+            )
+        if any(not ch.isprintable() for ch in name):
+            raise WorkflowError(
+                f"workflow name {name!r} contains a control character (a newline, a tab, ...);"
+                " use a name that prints on one line"
+            )
+        if inputs is not None:
+            if isinstance(inputs, str):
+                raise WorkflowError(
+                    f"workflow `{name}`: `inputs` must be a list of names, not the string `{inputs}`;"
+                    f' write inputs=["{inputs}"]'
+                )
+            try:
+                inputs = list(inputs)
+            except TypeError:
+                raise WorkflowError(
+                    f"workflow `{name}`: `inputs` must be a list of names, got {type(inputs).__name__}"
+                ) from None
+            bad = [i for i in inputs if not isinstance(i, str) or not i]
+            if bad:
+                raise WorkflowError(
+                    f"workflow `{name}`: `inputs` must hold input names (non-empty strings), got {bad!r}"
+                )
         self.name = name
         self.inputs: frozenset[str] | None = None if inputs is None else frozenset(inputs)
         self._subtasks: dict[str, Subtask] = {}
@@ -138,9 +229,9 @@ class Workflow:
         max_errors: int = 3,
     ) -> SubtaskRef[Any]:
         """Add a subtask and return a handle for `after=` and typed output access."""
-        if not isinstance(name, str) or not _NAME.match(name):
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise WorkflowError(
-                f"subtask name `{name}` is not valid; use letters, digits, `_` or `-`,"
+                f"subtask name {_quoted(name)} is not valid; use letters, digits, `_` or `-`,"
                 " starting with a letter or `_`"
             )
         if name in self._subtasks:
@@ -148,35 +239,24 @@ class Workflow:
                 f"subtask `{name}` is defined twice in workflow `{self.name}`; give each subtask a"
                 " unique name"
             )
-        if isinstance(models, str):
+        _check_agent(name, agent)
+        model_list = _model_list(name, models)
+        if check is not None and not callable(check):
             raise WorkflowError(
-                f"subtask `{name}`: `models` must be a list of model names, not the string"
-                f' `{models}`; write models=["{models}"]'
+                f"subtask `{name}`: `check` must be a check such as `checks.regex(...)`, got"
+                f" {type(check).__name__} {check!r}"
             )
-        model_list = tuple(models)
-        if not model_list:
+        for flag, value in (("max_attempts", max_attempts), ("max_tokens", max_tokens)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise WorkflowError(f"subtask `{name}`: {flag} must be a whole number >= 1, got {value!r}")
+        if not isinstance(max_errors, int) or isinstance(max_errors, bool) or max_errors < 1:
             raise WorkflowError(
-                f"subtask `{name}` has an empty model list; give at least one catalog model,"
-                ' e.g. models=["small"]'
+                f"subtask `{name}`: max_errors must be a whole number >= 1, got {max_errors!r}"
             )
-        if len(set(model_list)) != len(model_list):
-            raise WorkflowError(f"subtask `{name}` lists a model twice in {list(model_list)}")
-        if max_attempts is not None and max_attempts < 1:
-            raise WorkflowError(f"subtask `{name}`: max_attempts must be >= 1, got {max_attempts}")
-        if max_tokens is not None and max_tokens < 1:
-            raise WorkflowError(f"subtask `{name}`: max_tokens must be >= 1, got {max_tokens}")
-        if max_errors < 1:
-            raise WorkflowError(f"subtask `{name}`: max_errors must be >= 1, got {max_errors}")
-        deps = tuple(dep.name if isinstance(dep, SubtaskRef) else dep for dep in after)
+        deps = _dependencies(name, after)
         if name in deps:
             raise WorkflowError(f"subtask `{name}` depends on itself; remove it from `after`")
-        est = dict(estimates or {})
-        for model in est:
-            if model not in model_list:
-                raise WorkflowError(
-                    f"subtask `{name}` has estimates for model `{model}`, which is not in its"
-                    f" models {list(model_list)}{did_you_mean(model, model_list)}"
-                )
+        est = _estimates(name, estimates, model_list)
         self._subtasks[name] = Subtask(
             name=name,
             agent=agent,
@@ -198,8 +278,22 @@ class Workflow:
     def __len__(self) -> int:
         return len(self._subtasks)
 
-    def validate(self, *, catalog: Catalog | None = None, inputs: Mapping[str, Any] | None = None) -> None:
-        """Check the whole DAG; raise one `WorkflowError` listing every problem."""
+    def validate(
+        self,
+        *,
+        catalog: Catalog | None = None,
+        inputs: Mapping[str, Any] | None = None,
+        how_to_pass: Callable[[Sequence[str]], str] | None = None,
+    ) -> None:
+        """Check the whole DAG; raise one `WorkflowError` listing every problem.
+
+        Args:
+            catalog: check that every model is in it.
+            inputs: the run inputs; `None` leaves undeclared inputs to be checked at run time.
+            how_to_pass: for messages about missing run inputs: how to pass the named inputs
+                where the workflow is run (the CLI says `--input NAME=VALUE`); default
+                `inputs={...}`.
+        """
         problems: list[str] = []
         if not self._subtasks:
             problems.append(f"workflow `{self.name}` has no subtasks; add one with `wf.subtask(...)`")
@@ -207,23 +301,25 @@ class Workflow:
             for dep in sub.after:
                 if dep not in self._subtasks:
                     problems.append(
-                        f"subtask `{sub.name}` depends on `{dep}`, which does not exist"
+                        f"subtask `{sub.name}` depends on {_quoted(dep)}, which does not exist"
                         f"{did_you_mean(dep, self._subtasks)}"
                     )
             if catalog is not None:
                 for model in sub.models:
                     if model not in catalog:
                         problems.append(
-                            f"subtask `{sub.name}` uses model `{model}`, which is not in the catalog"
+                            f"subtask `{sub.name}` uses model {_quoted(model)}, which is not in the catalog"
                             f"{did_you_mean(model, catalog.models)}; known models:"
                             f" {', '.join(f'`{m}`' for m in sorted(catalog.models))}"
                         )
         cycle = self._find_cycle()
         if cycle:
+            shown = [f"`{n}`" for n in cycle]
+            if len(shown) > _CYCLE_SHOWN:
+                left = len(shown) - _CYCLE_SHOWN
+                shown = [*shown[: _CYCLE_SHOWN - 2], f"... ({left} more)", *shown[-2:]]
             problems.append(
-                "the dependencies form a cycle: "
-                + " -> ".join(f"`{n}`" for n in cycle)
-                + "; remove one of these edges"
+                "the dependencies form a cycle: " + " -> ".join(shown) + "; remove one of these edges"
             )
         available_inputs = (
             self.inputs if self.inputs is not None else (frozenset(inputs) if inputs is not None else None)
@@ -231,9 +327,10 @@ class Workflow:
         if inputs is not None and self.inputs is not None:
             missing = sorted(self.inputs - set(inputs))
             if missing:
+                advice = "pass them with inputs={...}" if how_to_pass is None else how_to_pass(missing)
                 problems.append(
                     f"run inputs are missing {', '.join(f'`{m}`' for m in missing)}, which workflow"
-                    f" `{self.name}` declares; pass them with inputs={{...}}"
+                    f" `{self.name}` declares; {advice}"
                 )
         if not cycle and not any(d not in self._subtasks for s in self._subtasks.values() for d in s.after):
             ancestry = Ancestry({n: sub.after for n, sub in self._subtasks.items()})
@@ -245,12 +342,7 @@ class Workflow:
                         continue
                     if available_inputs is None and var not in self._subtasks:
                         continue  # inputs unknown yet: checked again at run time
-                    hint = (
-                        f"add `{var}` to `after=` of `{sub.name}`"
-                        if var in self._subtasks
-                        else f"pass `{var}` as a run input or declare it in `inputs=`"
-                        f"{did_you_mean(var, set(self._subtasks) | set(available_inputs or ()))}"
-                    )
+                    hint = self._variable_hint(sub.name, var, inputs, how_to_pass)
                     problems.append(
                         f"subtask `{sub.name}` uses template variable `{{{var}}}`, which no"
                         f" ancestor or input provides; {hint}"
@@ -262,6 +354,32 @@ class Workflow:
                 f"workflow `{self.name}` has {len(problems)} problems:\n"
                 + "\n".join(f"  - {p}" for p in problems)
             )
+
+    def _variable_hint(
+        self,
+        subtask: str,
+        var: str,
+        inputs: Mapping[str, Any] | None,
+        how_to_pass: Callable[[Sequence[str]], str] | None,
+    ) -> str:
+        """What to do about a template variable that nothing provides."""
+        if var in self._subtasks:
+            return f"add `{var}` to `after=` of `{subtask}`"
+        if self.inputs is not None and inputs is not None and var in inputs:
+            return (
+                f"`{var}` is given as a run input, but workflow `{self.name}` declares only"
+                f" {', '.join(f'`{i}`' for i in sorted(self.inputs)) or 'no inputs'}; add `{var}` to"
+                f" `inputs=[...]` of `Workflow({self.name!r}, ...)`"
+            )
+        known = set(self._subtasks) | set(self.inputs or ()) | set(inputs or ())
+        if self.inputs is not None:
+            passing = "pass it as a run input" if how_to_pass is None else how_to_pass([var])
+            return (
+                f"declare `{var}` in `inputs=[...]` of `Workflow({self.name!r}, ...)` and {passing}"
+                f"{did_you_mean(var, known)}"
+            )
+        passing = f"pass `{var}` as a run input" if how_to_pass is None else how_to_pass([var])
+        return f"{passing} or declare it in `inputs=`{did_you_mean(var, known)}"
 
     def ancestors(self, name: str) -> list[str]:
         """All subtasks `name` transitively depends on."""
@@ -276,21 +394,39 @@ class Workflow:
         return list(seen)
 
     def topological_order(self) -> tuple[str, ...]:
-        """Subtask names, parents before children (definition order among equals)."""
-        order: list[str] = []
-        done: set[str] = set()
-        pending = list(self._subtasks)
-        while pending:
-            progressed = False
-            for name in list(pending):
-                if all(dep in done for dep in self._subtasks[name].after):
-                    order.append(name)
-                    done.add(name)
-                    pending.remove(name)
-                    progressed = True
-            if not progressed:
-                raise WorkflowError(f"workflow `{self.name}` is not a DAG; run `validate()` for details")
-        return tuple(order)
+        """Subtask names, parents before children (definition order among equals).
+
+        The order is that of sweeping the definitions again and again, taking each subtask
+        whose parents are all taken: a subtask's sweep is the latest of its parents' (one
+        more when a parent is defined after it), and names sort by (sweep, definition).
+        Computed in one pass over the edges, so a long chain defined child-first costs no
+        more than one defined parent-first.
+        """
+        index = {name: i for i, name in enumerate(self._subtasks)}
+        waiting = {name: len(sub.after) for name, sub in self._subtasks.items()}
+        children: dict[str, list[str]] = {name: [] for name in self._subtasks}
+        for name, sub in self._subtasks.items():
+            for dep in sub.after:
+                if dep not in children:
+                    raise WorkflowError(
+                        f"workflow `{self.name}`: subtask `{name}` depends on {_quoted(dep)}, which does"
+                        " not exist; run `validate()` for details"
+                    )
+                children[dep].append(name)
+        sweep = dict.fromkeys(self._subtasks, 0)
+        queue = [name for name, n in waiting.items() if n == 0]
+        taken = 0
+        while taken < len(queue):
+            name = queue[taken]
+            taken += 1
+            for child in children[name]:
+                sweep[child] = max(sweep[child], sweep[name] + (index[name] > index[child]))
+                waiting[child] -= 1
+                if waiting[child] == 0:
+                    queue.append(child)
+        if len(queue) != len(self._subtasks):
+            raise WorkflowError(f"workflow `{self.name}` is not a DAG; run `validate()` for details")
+        return tuple(sorted(queue, key=lambda n: (sweep[n], index[n])))
 
     def dag_view(self) -> DagView:
         """The shape the planner sees."""
@@ -302,33 +438,124 @@ class Workflow:
         )
 
     def _find_cycle(self) -> list[str] | None:
+        # Depth-first search with an explicit stack: a chain of any length, no recursion limit.
         color: dict[str, int] = {}
-        path: list[str] = []
-
-        def visit(node: str) -> list[str] | None:
-            color[node] = 1
-            path.append(node)
-            for dep in self._subtasks[node].after:
+        for root in self._subtasks:
+            if root in color:
+                continue
+            color[root] = 1
+            path = [root]
+            stack = [iter(self._subtasks[root].after)]
+            while stack:
+                dep = next(stack[-1], None)
+                if dep is None:
+                    color[path.pop()] = 2
+                    stack.pop()
+                    continue
                 if dep not in self._subtasks:
                     continue
                 if color.get(dep) == 1:
-                    start = path.index(dep)
-                    return [*path[start:], dep]
-                if dep not in color:
-                    found = visit(dep)
-                    if found:
-                        return found
-            path.pop()
-            color[node] = 2
-            return None
-
-        for name in self._subtasks:
-            if name not in color:
-                found = visit(name)
-                if found:
+                    found = [*path[path.index(dep) :], dep]
                     # dependencies point child -> parent; show it in execution order
                     return list(reversed(found))
+                if dep not in color:
+                    color[dep] = 1
+                    path.append(dep)
+                    stack.append(iter(self._subtasks[dep].after))
         return None
+
+
+def _check_agent(subtask: str, agent: object) -> None:
+    """An agent has `template_variables()` and an async `attempt(ctx)`."""
+    if isinstance(agent, type) or not callable(getattr(agent, "attempt", None)):
+        raise WorkflowError(
+            f"subtask `{subtask}`: the agent must be an agent object such as `LLMAgent(prompt=...)` or"
+            f" `FunctionAgent(fn)`, got {agent!r}"
+        )
+    if not callable(getattr(agent, "template_variables", None)):
+        raise WorkflowError(
+            f"subtask `{subtask}`: agent {type(agent).__name__} has no `template_variables()`; an agent"
+            " says which template variables it reads (an empty set if none)"
+        )
+
+
+def _model_list(subtask: str, models: object) -> tuple[str, ...]:
+    if isinstance(models, str):
+        raise WorkflowError(
+            f"subtask `{subtask}`: `models` must be a list of model names, not the string"
+            f' `{models}`; write models=["{models}"]'
+        )
+    if not isinstance(models, Iterable):
+        raise WorkflowError(
+            f"subtask `{subtask}`: `models` must be a list of catalog model names, got {models!r}"
+        )
+    model_list = tuple(models)
+    if not model_list:
+        raise WorkflowError(
+            f"subtask `{subtask}` has an empty model list; give at least one catalog model,"
+            ' e.g. models=["small"]'
+        )
+    bad = [m for m in model_list if not isinstance(m, str) or not m]
+    if bad:
+        raise WorkflowError(
+            f"subtask `{subtask}`: `models` must hold catalog model names, got {bad!r}"
+            f" in {list(model_list)!r}"
+        )
+    if len(set(model_list)) != len(model_list):
+        raise WorkflowError(f"subtask `{subtask}` lists a model twice in {list(model_list)}")
+    return model_list
+
+
+def _dependencies(subtask: str, after: object) -> tuple[str, ...]:
+    if isinstance(after, str | SubtaskRef):
+        shown = after.name if isinstance(after, SubtaskRef) else after
+        raise WorkflowError(
+            f"subtask `{subtask}`: `after` must be a list, not a single subtask; write after=[{shown}]"
+        )
+    if not isinstance(after, Iterable):
+        raise WorkflowError(
+            f"subtask `{subtask}`: `after` must be a list of subtasks (their handles or names), got {after!r}"
+        )
+    deps: list[str] = []
+    for dep in after:
+        name = dep.name if isinstance(dep, SubtaskRef) else dep
+        if not isinstance(name, str):
+            raise WorkflowError(
+                f"subtask `{subtask}`: `after` holds {dep!r}; give the handles `wf.subtask(...)` returned"
+                " or subtask names"
+            )
+        deps.append(name)
+    return tuple(deps)
+
+
+def _estimates(subtask: str, estimates: object, model_list: tuple[str, ...]) -> dict[str, AttemptEstimate]:
+    if estimates is None:
+        return {}
+    if not isinstance(estimates, Mapping):
+        raise WorkflowError(
+            f"subtask `{subtask}`: `estimates` must map model names to `AttemptEstimate`s, got"
+            f" {type(estimates).__name__}"
+        )
+    est: dict[str, AttemptEstimate] = {}
+    for model, value in estimates.items():
+        if model not in model_list:
+            close = did_you_mean(model, model_list) if isinstance(model, str) else ""
+            raise WorkflowError(
+                f"subtask `{subtask}` has estimates for model {_quoted(model)}, which is not in its"
+                f" models {list(model_list)}{close}"
+            )
+        if not isinstance(value, AttemptEstimate):
+            raise WorkflowError(
+                f"subtask `{subtask}`: the estimate for model `{model}` must be an `AttemptEstimate`"
+                f" (e.g. `AttemptEstimate(success_prob=0.8, ...)`), got {value!r}"
+            )
+        est[model] = value
+    return est
+
+
+def _quoted(value: object) -> str:
+    """A name for a message: in backticks when it prints as itself, else as a Python literal."""
+    return f"`{value}`" if isinstance(value, str) and value.isprintable() else repr(value)
 
 
 class Ancestry:

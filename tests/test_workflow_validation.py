@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+from typing import Any
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -103,11 +106,120 @@ def test_all_problems_are_listed_together(sim_catalog: Catalog) -> None:
 
 @pytest.mark.parametrize(
     ("budget", "deadline", "fragment"),
-    [(0, 10, "budget_usd"), (-1, 10, "budget_usd"), (1, 0, "deadline_s"), (1, -5, "deadline_s")],
+    [
+        (0, 10, "`budget_usd` = `0` is not positive; give a positive budget"),
+        (-1, 10, "`budget_usd` = `-1` is not positive"),
+        ("1e-12", 10, "below one nano-dollar"),
+        ("0.0000000001", 10, "below one nano-dollar"),
+        ("nan", 10, "`budget_usd` = `nan` is not a finite amount"),
+        (float("inf"), 10, "`budget_usd` = `inf` is not a finite amount"),
+        ("1e400", 10, "above the largest budget a run accepts"),
+        ("abc", 10, "`budget_usd` = `abc` is not an amount in USD"),
+        (1, 0, "`deadline_s` = `0` is not positive; give a positive deadline"),
+        (1, -5, "`deadline_s` = `-5` is not positive"),
+        (1, float("inf"), "`deadline_s` = `inf` is not a finite number of seconds"),
+        (1, float("nan"), "`deadline_s` = `nan` is not a finite number of seconds"),
+        (1, 1e12, "longer than a year"),
+        (1, "soon", "`deadline_s` = `soon` is not a number of seconds"),
+    ],
 )
-def test_bad_limits_say_what_to_give(budget: float, deadline: float, fragment: str) -> None:
-    with pytest.raises(ConfigError, match=rf"`{fragment}`.*give a positive budget"):
-        RunLimits.checked(budget, deadline)
+def test_bad_limits_say_what_to_give(budget: object, deadline: object, fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        RunLimits.checked(budget, deadline)  # type: ignore[arg-type]
+    assert fragment in str(info.value)
+
+
+def test_good_limits_are_exact() -> None:
+    limits = RunLimits.checked(0.1, None)
+    assert limits.budget_usd == Decimal("0.1") and limits.deadline_s is None
+    assert RunLimits.checked("$0.000000001", 90).deadline_s == 90.0
+
+
+def test_subtask_name_with_a_trailing_newline_is_rejected() -> None:
+    with pytest.raises(WorkflowError, match=r"subtask name 'a\\n' is not valid"):
+        Workflow("w").subtask("a\n", LLMAgent(prompt="x"), models=["small"])
+    with pytest.raises(WorkflowError, match="control character"):
+        Workflow("w\n")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"after": [None]}, "`after` holds None; give the handles"),
+        ({"after": "plan"}, "`after` must be a list, not a single subtask; write after=[plan]"),
+        ({"after": 3}, "`after` must be a list of subtasks"),
+        ({"estimates": {"small": None}}, "the estimate for model `small` must be an `AttemptEstimate`"),
+        ({"estimates": {None: None}}, "estimates for model None, which is not in its models"),
+        ({"estimates": [1]}, "`estimates` must map model names"),
+        ({"models": [None]}, "`models` must hold catalog model names, got [None]"),
+        ({"models": 5}, "`models` must be a list of catalog model names, got 5"),
+        ({"max_attempts": "3"}, "max_attempts must be a whole number >= 1, got '3'"),
+        ({"max_tokens": 0}, "max_tokens must be a whole number >= 1, got 0"),
+        ({"max_errors": True}, "max_errors must be a whole number >= 1, got True"),
+        ({"check": "regex"}, "`check` must be a check such as `checks.regex(...)`"),
+    ],
+)
+def test_wrong_argument_types_are_workflow_errors(kwargs: dict[str, Any], fragment: str) -> None:
+    arguments: dict[str, Any] = {"models": ["small"], **kwargs}
+    with pytest.raises(WorkflowError) as info:
+        Workflow("w").subtask("patch", LLMAgent(prompt="x"), **arguments)
+    assert fragment in str(info.value)
+
+
+def test_wrong_agent_and_inputs_types_are_workflow_errors() -> None:
+    with pytest.raises(WorkflowError, match="the agent must be an agent object"):
+        Workflow("w").subtask("a", LLMAgent, models=["small"])  # type: ignore[arg-type]
+    with pytest.raises(WorkflowError, match="the agent must be an agent object"):
+        Workflow("w").subtask("a", "Plan {issue}", models=["small"])  # type: ignore[arg-type]
+    with pytest.raises(WorkflowError, match=r'write inputs=\["issue"\]'):
+        Workflow("w", inputs="issue")
+    with pytest.raises(WorkflowError, match="non-empty name"):
+        Workflow(None)  # type: ignore[arg-type]
+
+
+def test_a_long_chain_defined_child_first_validates() -> None:
+    wf = Workflow("chain")
+    n = 5_000
+    for i in reversed(range(n)):
+        wf.subtask(f"s{i}", FunctionAgent(_noop), models=["small"], after=[f"s{i - 1}"] if i else [])
+    wf.validate()
+    assert wf.topological_order()[:3] == ("s0", "s1", "s2")
+
+
+def test_a_long_cycle_is_named_briefly() -> None:
+    wf = Workflow("ring")
+    n = 3_000
+    for i in range(n):
+        wf.subtask(f"s{i}", FunctionAgent(_noop), models=["small"], after=[f"s{(i + 1) % n}"])
+    with pytest.raises(WorkflowError, match="cycle") as info:
+        wf.validate()
+    assert "more)" in str(info.value) and len(str(info.value)) < 400
+
+
+def test_topological_order_is_the_sweep_order() -> None:
+    # c needs b, which is defined after it: a and b are taken in the first sweep, c in the second
+    wf = Workflow("w")
+    wf.subtask("a", FunctionAgent(_noop), models=["small"])
+    wf.subtask("c", FunctionAgent(_noop), models=["small"], after=["b"])
+    wf.subtask("b", FunctionAgent(_noop), models=["small"], after=["a"])
+    wf.subtask("d", FunctionAgent(_noop), models=["small"])
+    assert wf.topological_order() == ("a", "b", "d", "c")
+
+
+def test_an_input_given_but_not_declared_says_to_declare_it() -> None:
+    wf = Workflow("w", inputs=["topic"])
+    wf.subtask("a", LLMAgent(prompt="{topic} for {audience}"), models=["small"])
+    with pytest.raises(WorkflowError) as info:
+        wf.validate(inputs={"topic": "t", "audience": "kids"})
+    assert "`audience` is given as a run input, but workflow `w` declares only `topic`" in str(info.value)
+    assert "add `audience` to `inputs=[...]`" in str(info.value)
+
+
+def test_how_to_pass_inputs_is_the_callers_advice() -> None:
+    wf = Workflow("w", inputs=["topic"])
+    wf.subtask("a", LLMAgent(prompt="{topic}"), models=["small"])
+    with pytest.raises(WorkflowError, match=r"missing `topic`.*; use --input topic=VALUE$"):
+        wf.validate(inputs={}, how_to_pass=lambda names: f"use --input {names[0]}=VALUE")
 
 
 @st.composite

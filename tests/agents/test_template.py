@@ -69,3 +69,27 @@ def test_render_missing_variable_names_variable_and_subtask() -> None:
     assert "subtask `patch`" in message
     assert "`{isue}`" in message
     assert "did you mean `issue`?" in message
+
+
+@pytest.mark.parametrize(
+    ("template", "fragment"),
+    [
+        ("{topic!z}", "the conversion `!z` in `{topic!z}`; use `!r`, `!s` or `!a`"),
+        ("{topic:zz}", "the format spec `zz` in `{topic:zz}`, which fits no value"),
+        ("{topic!r:d}", "the format spec `d` in `{topic:d}`, which fits no value"),
+    ],
+)
+def test_parse_rejects_templates_that_cannot_render(template: str, fragment: str) -> None:
+    with pytest.raises(WorkflowError) as info:
+        parse_template(template, where=WHERE)
+    assert fragment in str(info.value)
+
+
+def test_render_with_a_spec_that_does_not_fit_the_value_names_subtask_template_and_field() -> None:
+    assert parse_template("Count: {topic:d}", where=WHERE) == frozenset({"topic"})
+    assert render_template("{n:d} {x!r:>6}", {"n": 3, "x": "a"}, where=WHERE, subtask="s") == "3    'a'"
+    with pytest.raises(WorkflowError) as info:
+        render_template("Count: {topic:d}", {"topic": "ducks"}, where=WHERE, subtask="report")
+    message = str(info.value)
+    assert "subtask `report`" in message and "`LLMAgent` prompt 'Count: {topic:d}'" in message
+    assert "cannot render `{topic:d}`" in message and "the value of `topic` is str 'ducks'" in message
