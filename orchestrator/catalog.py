@@ -17,7 +17,7 @@ import tomllib
 from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -91,8 +91,11 @@ class ModelSpec(BaseModel):
     @field_validator("name")
     @classmethod
     def _name_is_identifier_like(cls, value: str) -> str:
-        if any(ch.isspace() for ch in value):
-            raise ValueError(f"model name `{value}` contains white space; use e.g. `{value.split()[0]}`")
+        words = value.split()
+        if not words:
+            raise ValueError("model name is blank; give a short name such as `small`")
+        if len(words) > 1 or words[0] != value:
+            raise ValueError(f"model name `{value}` contains white space; use e.g. `{'_'.join(words)}`")
         return value
 
     @property
@@ -183,33 +186,47 @@ class Catalog(BaseModel):
 
     @classmethod
     def from_file(cls, path: str | Path) -> Catalog:
-        """Load a catalog from TOML, YAML or JSON with `models` (and optional `pools`) lists."""
+        """Load a catalog from TOML, YAML or JSON with `models` (and optional `pools`) lists.
+
+        Raises:
+            ConfigError: naming the file, the entry (`models[2]`, with its name when it has
+                one) and the field, for every way the file can be wrong.
+        """
         file = Path(path)
         if not file.is_file():
             raise ConfigError(f"catalog file `{file}` does not exist; check the path")
-        text = file.read_text()
+        data = _read_catalog_file(file)
+        unknown = sorted(set(data) - _TOP_LEVEL_KEYS, key=repr)
+        if unknown:
+            close = did_you_mean(str(unknown[0]), _TOP_LEVEL_KEYS)
+            raise ConfigError(
+                f"catalog file `{file}` has the unknown top-level key {_shown(unknown[0])}{close} (a"
+                " catalog has `models`, a list of models, and optionally `pools`, a list of vLLM pools)"
+            )
+        if "models" not in data or data["models"] is None:
+            raise ConfigError(
+                f"catalog file `{file}` needs a top-level `models` list (`[[models]]` tables in TOML)"
+            )
+        raw_models = _entries(file, data, "models")
+        if not raw_models:
+            raise ConfigError(f"catalog file `{file}` lists no models; add at least one under `models`")
+        raw_pools = _entries(file, data, "pools") if data.get("pools") is not None else []
+        problems: list[str] = []
+        models = [_validated(ModelSpec, "models", i, raw, problems) for i, raw in enumerate(raw_models)]
+        pools = [_validated(PoolSpec, "pools", i, raw, problems) for i, raw in enumerate(raw_pools)]
+        if problems:
+            if len(problems) == 1:
+                raise ConfigError(f"catalog file `{file}`: {problems[0]}")
+            raise ConfigError(
+                f"catalog file `{file}` has {len(problems)} problems:\n"
+                + "\n".join(f"  - {p}" for p in problems)
+            )
+        models_ok = [m for m in models if m is not None]
+        pools_ok = tuple(p for p in pools if p is not None)
         try:
-            data: Any
-            if file.suffix == ".toml":
-                data = tomllib.loads(text)
-            elif file.suffix in {".yaml", ".yml"}:
-                data = yaml.safe_load(text)
-            elif file.suffix == ".json":
-                data = json.loads(text)
-            else:
-                raise ConfigError(
-                    f"catalog file `{file}` has suffix `{file.suffix}`; use .toml, .yaml or .json"
-                )
-        except (tomllib.TOMLDecodeError, yaml.YAMLError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"catalog file `{file}` is not valid {file.suffix[1:]}: {exc}") from exc
-        if not isinstance(data, dict) or "models" not in data:
-            raise ConfigError(f"catalog file `{file}` needs a top-level `models` list")
-        try:
-            models = [ModelSpec.model_validate(m) for m in data["models"]]
-            pools = tuple(PoolSpec.model_validate(p) for p in data.get("pools", []))
-        except ValidationError as exc:
-            raise ConfigError(f"catalog file `{file}` is invalid:\n{exc}") from exc
-        return cls.of(*models, pools=pools)
+            return cls.of(*models_ok, pools=pools_ok)
+        except ConfigError as exc:
+            raise ConfigError(f"catalog file `{file}`: {exc}") from None
 
     def get(self, name: str) -> ModelSpec:
         """The model named `name`; a `ConfigError` suggesting the closest name otherwise."""
@@ -252,3 +269,110 @@ class Catalog(BaseModel):
                 update["output_price_per_mtok"] = Decimal(str(entry.get("output_cost_per_token", 0))) * 10**6
             resolved[spec.name] = spec.model_copy(update=update)
         return Catalog(models=resolved, pools=dict(self.pools))
+
+
+_TOP_LEVEL_KEYS = frozenset({"models", "pools"})
+_SUFFIXES = {".toml": "TOML", ".yaml": "YAML", ".yml": "YAML", ".json": "JSON"}
+
+
+def _read_catalog_file(file: Path) -> dict[Any, Any]:
+    """The file's top-level mapping; `ConfigError` for unreadable, undecodable or unparsable files."""
+    kind = _SUFFIXES.get(file.suffix)
+    if kind is None:
+        raise ConfigError(f"catalog file `{file}` has suffix `{file.suffix}`; use .toml, .yaml or .json")
+    try:
+        raw = file.read_bytes()
+    except OSError as exc:
+        raise ConfigError(
+            f"catalog file `{file}` cannot be read ({exc.strerror}); check its permissions"
+        ) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"catalog file `{file}` is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start});"
+            " save it as UTF-8"
+        ) from None
+    try:
+        data: Any
+        if kind == "TOML":
+            data = tomllib.loads(text)
+        elif kind == "YAML":
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError, json.JSONDecodeError) as exc:
+        detail = " ".join(str(exc).split())
+        raise ConfigError(f"catalog file `{file}` is not valid {kind.lower()}: {detail}") from None
+    except RecursionError:
+        raise ConfigError(
+            f"catalog file `{file}` nests too deeply to be a catalog; check its structure"
+        ) from None
+    except (ValueError, OverflowError) as exc:  # e.g. an integer with thousands of digits
+        detail = str(exc).split(";")[0]
+        raise ConfigError(f"catalog file `{file}` holds a value that cannot be read ({detail})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"catalog file `{file}` needs a top-level `models` list (`[[models]]` tables in TOML),"
+            f" got {_kind(data)}"
+        )
+    return data
+
+
+def _entries(file: Path, data: dict[Any, Any], key: str) -> list[Any]:
+    value = data[key]
+    if not isinstance(value, list):
+        table = f"`[[{key}]]` tables in TOML, a list in YAML or JSON"
+        raise ConfigError(f"catalog file `{file}`: `{key}` must be a list ({table}), got {_kind(value)}")
+    return value
+
+
+_Spec = TypeVar("_Spec", ModelSpec, PoolSpec)
+
+
+def _validated(
+    spec_type: type[_Spec], key: str, index: int, raw: object, problems: list[str]
+) -> _Spec | None:
+    """One entry of `models` or `pools`, or `None` with its problems added (naming entry and field)."""
+    named = raw.get("name") if isinstance(raw, dict) else None
+    entry = f"`{key}[{index}]`" + (
+        f" (`{named}`)" if isinstance(named, str) and named.strip() and named.isprintable() else ""
+    )
+    if not isinstance(raw, dict):
+        problems.append(f"{entry} must be a table of fields (`name`, `litellm_model`, ...), got {_kind(raw)}")
+        return None
+    try:
+        return spec_type.model_validate(raw)
+    except ValidationError as exc:
+        problems.extend(f"{entry}: {_problem(error, spec_type)}" for error in exc.errors())
+    return None
+
+
+def _problem(error: Any, spec_type: type[BaseModel]) -> str:
+    """One pydantic error as 'field `x` = value: what is wrong; what to give'."""
+    loc = ".".join(str(part) for part in error.get("loc", ()))
+    kind = error.get("type", "")
+    if kind == "extra_forbidden":
+        close = did_you_mean(str(error["loc"][-1]), spec_type.model_fields) if len(error["loc"]) == 1 else ""
+        known = ", ".join(f"`{f}`" for f in spec_type.model_fields)
+        return f"unknown field `{loc}`{close}; known fields: {known}"
+    if kind == "missing":
+        return f"the field `{loc}` is missing; give it"
+    message = str(error.get("msg", "is invalid"))
+    message = message[0].lower() + message[1:] if message else message
+    message = message.removeprefix("value error, ")
+    value = _preview(error.get("input"))
+    return f"field `{loc}` = {value}: {message}"
+
+
+def _preview(value: object, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _kind(value: object) -> str:
+    return "nothing (null)" if value is None else f"{type(value).__name__} {_preview(value)}"
+
+
+def _shown(value: object) -> str:
+    return f"`{value}`" if isinstance(value, str) and value.isprintable() else repr(value)

@@ -69,8 +69,9 @@ def test_unknown_local_model_must_be_priced() -> None:
     ("content", "suffix", "fragment"),
     [
         ("models = [", ".toml", "is not valid toml"),
-        ("other: 1\n", ".yaml", "needs a top-level `models` list"),
-        ("models:\n  - {name: a}\n", ".yaml", "litellm_model"),
+        ("other: 1\n", ".yaml", "unknown top-level key `other`"),
+        ("pools: []\n", ".yaml", "needs a top-level `models` list"),
+        ("models:\n  - {name: a}\n", ".yaml", "the field `litellm_model` is missing"),
         ("{}", ".ini", "use .toml, .yaml or .json"),
     ],
 )
@@ -94,3 +95,69 @@ def test_catalog_consistency_errors(tmp_path: Path) -> None:
         )
     with pytest.raises(ConfigError, match=r"model `smal` is not in the catalog; did you mean `small`"):
         Catalog.of(spec.model_copy(update={"name": "small"})).get("smal")
+
+
+@pytest.mark.parametrize(
+    ("content", "suffix", "fragment"),
+    [
+        ("models = 0\n", ".toml", "`models` must be a list (`[[models]]` tables in TOML"),
+        ("models: []\npools: 3\n", ".yaml", "lists no models"),
+        (
+            "models:\n  - {name: a, litellm_model: x/a}\npools: 3\n",
+            ".yaml",
+            "`pools` must be a list",
+        ),
+        ('[[model]]\nname = "a"\n', ".toml", "unknown top-level key `model`; did you mean `models`?"),
+        ("[1, 2]", ".json", "needs a top-level `models` list"),
+        ('{"models": [5]}', ".json", "`models[0]` must be a table of fields"),
+        ("[" * 100_000, ".json", "nests too deeply"),
+        ('{"models": [{"context_window": ' + "9" * 5000 + "}]}", ".json", "cannot be read"),
+        (
+            '[[models]]\nname = "a b"\nlitellm_model = "x/a"\n',
+            ".toml",
+            "contains white space; use e.g. `a_b`",
+        ),
+        ('[[models]]\nname = " "\nlitellm_model = "x/a"\n', ".toml", "model name is blank"),
+        (
+            '[[models]]\nname = "a"\nlitellm_model = "x/a"\ninput_price = 1\n',
+            ".toml",
+            "`models[0]` (`a`): unknown field `input_price`; did you mean `input_price_per_mtok`?",
+        ),
+        (
+            '[[models]]\nname = "a"\nlitellm_model = "x/a"\n[[models]]\nname = "a"\nlitellm_model = "x/b"\n',
+            ".toml",
+            "catalog file `",
+        ),
+    ],
+)
+def test_catalog_file_mistakes_name_file_entry_and_field(
+    tmp_path: Path, content: str, suffix: str, fragment: str
+) -> None:
+    path = tmp_path / f"c{suffix}"
+    path.write_text(content)
+    with pytest.raises(ConfigError) as info:
+        Catalog.from_file(path)
+    assert fragment in str(info.value)
+    assert str(path) in str(info.value)
+
+
+def test_a_catalog_file_that_is_not_utf8_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_bytes(b'[[models]]\nname = "caf\xe9"\n')
+    with pytest.raises(ConfigError, match=r"is not UTF-8 text \(byte 0xe9 at offset 22\); save it as UTF-8"):
+        Catalog.from_file(path)
+
+
+def test_every_problem_of_every_entry_is_listed(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("models:\n  - {name: a, litellm_model: x/a, input_price_per_mtok: abc}\n  - {name: b}\n")
+    with pytest.raises(ConfigError, match="has 2 problems") as info:
+        Catalog.from_file(path)
+    assert "`models[0]` (`a`): field `input_price_per_mtok` = 'abc'" in str(info.value)
+    assert "`models[1]` (`b`): the field `litellm_model` is missing" in str(info.value)
+
+
+def test_null_pools_mean_no_pools(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("models:\n  - {name: a, litellm_model: x/a}\npools:\n")
+    assert Catalog.from_file(path).pools == {}
