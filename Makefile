@@ -43,8 +43,10 @@ bench: bench-executor bench-planners
 bench-executor: install
 	$(PY) benchmarks/bench_executor.py
 
+# The 40-DAG dev pool ships in benchmarks/data/; pass POOL=FILE for another.
+POOL ?= benchmarks/data/pool_dev.jsonl
 bench-planners: install
-	$(PY) benchmarks/bench_planners.py
+	$(PY) benchmarks/bench_planners.py --pool $(POOL)
 
 bench-vllm: install
 	bash scripts/setup_vllm.sh

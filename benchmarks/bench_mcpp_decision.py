@@ -41,6 +41,9 @@ from orchestrator.plan import Allocation, PlanState, Policy
 from policies.bench import wilson_interval
 from policies.dag_pool import pool_workflow, read_pool
 
+DEV_POOL = Path(__file__).resolve().parent / "data" / "pool_dev.jsonl"
+"""The DAG pool shipped with the repository (40 CodeFlow-like DAGs)."""
+
 _POLICIES = ("mcpp", "mcpp_full")
 _DEFAULT_CELLS = "0.03:90,0.03:360,0.1:45,0.3:45"
 
@@ -110,7 +113,7 @@ def _run_unit(unit: _Unit) -> list[dict[str, Any]]:
 
 def _parse(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pool", default="../shared/benchmarks/pool_dev.jsonl", help="DAG-pool JSONL file")
+    parser.add_argument("--pool", default=str(DEV_POOL), help="DAG-pool JSONL file (default: the dev pool)")
     parser.add_argument("--cells", default=_DEFAULT_CELLS, help="comma-separated BUDGET:DEADLINE cells")
     parser.add_argument("--trials", type=int, default=3, help="trials per DAG and cell")
     parser.add_argument("--seed", type=int, default=0, help="base seed (as in policies.bench)")

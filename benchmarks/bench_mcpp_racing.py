@@ -48,6 +48,9 @@ import numpy as np
 from orchestrator.plan import Allocation, PlanState, Policy
 from policies.dag_pool import pool_workflow, read_pool
 
+DEV_POOL = Path(__file__).resolve().parent / "data" / "pool_dev.jsonl"
+"""The DAG pool shipped with the repository (40 CodeFlow-like DAGs)."""
+
 _DEFAULT_CELLS = "0.03:90,0.1:45,0.1:90,0.3:45"
 _RunKey = tuple[int, int, float, float]  # dag, trial, budget, deadline
 
@@ -164,7 +167,7 @@ def _paired(diff: np.ndarray, clusters: list[_RunKey]) -> dict[str, float]:
 
 def _parse(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--pool", default="../shared/benchmarks/pool_dev.jsonl", help="DAG-pool JSONL file")
+    parser.add_argument("--pool", default=str(DEV_POOL), help="DAG-pool JSONL file (default: the dev pool)")
     parser.add_argument("--cells", default=_DEFAULT_CELLS, help="comma-separated BUDGET:DEADLINE cells")
     parser.add_argument("--trials", type=int, default=1, help="seeds per DAG and cell")
     parser.add_argument("--seed", type=int, default=7, help="base seed of the runs")

@@ -129,13 +129,55 @@ def _fail(source: str, line_no: int, field: str, problem: str) -> PoolFormatErro
     return PoolFormatError(f"`{source}` line {line_no}: field `{field}` {problem}")
 
 
-def _number(value: object, source: str, line_no: int, field: str, *, minimum: float = 0.0) -> float:
+_MAX_TOKENS = 10_000_000
+"""Most output tokens one recorded attempt may have (far above any context window)."""
+_MAX_SECONDS = 1_000_000.0
+"""Longest latency one recorded attempt may have (eleven days)."""
+_MAX_PRICE = 1_000_000.0
+"""Highest price per million tokens a pool may give."""
+_MAX_NUMBER = 1e12
+"""Bound on the summary statistics, which only need to be finite in float arithmetic."""
+
+
+def _number(
+    value: object,
+    source: str,
+    line_no: int,
+    field: str,
+    *,
+    minimum: float = 0.0,
+    maximum: float = _MAX_NUMBER,
+) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _fail(source, line_no, field, f"must be a number, got {value!r}; fix or drop the line")
-    out = float(value)
-    if not math.isfinite(out) or out < minimum:
-        raise _fail(source, line_no, field, f"must be a finite number >= {minimum:g}, got {value!r}")
+        raise _fail(source, line_no, field, f"must be a number, got {_preview(value)}; fix or drop the line")
+    try:
+        out = float(value)
+    except OverflowError:  # an integer beyond float range
+        out = math.inf
+    if not math.isfinite(out) or not minimum <= out <= maximum:
+        raise _fail(
+            source,
+            line_no,
+            field,
+            f"must be a finite number from {minimum:g} to {maximum:g}, got {_preview(value)}",
+        )
     return out
+
+
+def _preview(value: object, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _model_id(value: object, source: str, line_no: int, field: str) -> str:
+    if not isinstance(value, str) or not value or any(ch.isspace() or not ch.isprintable() for ch in value):
+        raise _fail(
+            source,
+            line_no,
+            field,
+            f"must be a model id without white space (e.g. `4B_ins`), got {_preview(value)}",
+        )
+    return value
 
 
 def _get(obj: Mapping[str, Any], key: str, source: str, line_no: int, where: str) -> Any:
@@ -146,24 +188,34 @@ def _get(obj: Mapping[str, Any], key: str, source: str, line_no: int, where: str
 
 def _ids(value: object, source: str, line_no: int, field: str) -> tuple[int, ...]:
     if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-        raise _fail(source, line_no, field, f"must be a list of node ids, got {value!r}")
+        raise _fail(source, line_no, field, f"must be a list of node ids, got {_preview(value)}")
     return tuple(value)
 
 
 def _parse_sample(raw: object, source: str, line_no: int, field: str) -> PoolSample:
     if not isinstance(raw, dict):
-        raise _fail(source, line_no, field, f"must be an object, got {raw!r}")
+        raise _fail(source, line_no, field, f"must be an object, got {_preview(raw)}")
     success = _get(raw, "success", source, line_no, f"{field}.")
-    if success not in (0, 1) or not isinstance(success, int | bool):
-        raise _fail(source, line_no, f"{field}.success", f"must be 0 or 1, got {success!r}")
+    if not isinstance(success, int | bool) or success not in (0, 1):
+        raise _fail(source, line_no, f"{field}.success", f"must be 0 or 1, got {_preview(success)}")
     cost_key = "cost" if "cost" in raw else "token_cost"
     return PoolSample(
         latency_s=_number(
-            _get(raw, "latency", source, line_no, f"{field}."), source, line_no, f"{field}.latency"
+            _get(raw, "latency", source, line_no, f"{field}."),
+            source,
+            line_no,
+            f"{field}.latency",
+            maximum=_MAX_SECONDS,
         ),
         success=bool(success),
         output_tokens=int(
-            _number(_get(raw, cost_key, source, line_no, f"{field}."), source, line_no, f"{field}.cost")
+            _number(
+                _get(raw, cost_key, source, line_no, f"{field}."),
+                source,
+                line_no,
+                f"{field}.{cost_key}",
+                maximum=_MAX_TOKENS,
+            )
         ),
     )
 
@@ -174,7 +226,9 @@ def _parse_node(raw: object, source: str, line_no: int, index: int, prices: Mapp
         raise _fail(source, line_no, where, f"must be an object, got {type(raw).__name__}")
     node_id = _get(raw, "node_id", source, line_no, f"{where}.")
     if not isinstance(node_id, int) or isinstance(node_id, bool) or node_id < 0:
-        raise _fail(source, line_no, f"{where}.node_id", f"must be a non-negative integer, got {node_id!r}")
+        raise _fail(
+            source, line_no, f"{where}.node_id", f"must be a non-negative integer, got {_preview(node_id)}"
+        )
     by_model = _get(raw, "empirical_samples_by_model", source, line_no, f"{where}.")
     if not isinstance(by_model, dict) or not by_model:
         raise _fail(
@@ -183,6 +237,7 @@ def _parse_node(raw: object, source: str, line_no: int, index: int, prices: Mapp
     samples: dict[str, tuple[PoolSample, ...]] = {}
     for model, rows in by_model.items():
         field = f"{where}.empirical_samples_by_model.{model}"
+        _model_id(model, source, line_no, f"{where}.empirical_samples_by_model")
         if model not in prices:
             raise _fail(
                 source,
@@ -207,6 +262,7 @@ def _parse_node(raw: object, source: str, line_no: int, index: int, prices: Mapp
                 source,
                 line_no,
                 f"{field}.success_prob",
+                maximum=1.0,
             ),
             lat_mean=_number(t.get("lat_mean", 0.0), source, line_no, f"{field}.lat_mean"),
             lat_std=_number(t.get("lat_std", 0.0), source, line_no, f"{field}.lat_std"),
@@ -214,7 +270,7 @@ def _parse_node(raw: object, source: str, line_no: int, index: int, prices: Mapp
         )
     layer = raw.get("layer", 0)
     if not isinstance(layer, int) or isinstance(layer, bool):
-        raise _fail(source, line_no, f"{where}.layer", f"must be an integer, got {layer!r}")
+        raise _fail(source, line_no, f"{where}.layer", f"must be an integer, got {_preview(layer)}")
     name = raw.get("name", subtask_name(node_id))
     return PoolNode(
         node_id=node_id,
@@ -237,7 +293,17 @@ def parse_pool_line(text: str, *, source: str = "<pool>", line_no: int = 1) -> P
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise PoolFormatError(
-            f"`{source}` line {line_no}: not valid JSON ({exc.msg}); fix or drop the line"
+            f"`{source}` line {line_no}: not valid JSON ({exc.msg} at column {exc.colno}); fix or drop"
+            " the line"
+        ) from None
+    except RecursionError:
+        raise PoolFormatError(
+            f"`{source}` line {line_no}: nests too deeply to be a DAG; fix or drop the line"
+        ) from None
+    except ValueError as exc:  # an integer with thousands of digits
+        raise PoolFormatError(
+            f"`{source}` line {line_no}: holds a number JSON cannot read here ({str(exc).split(';')[0]});"
+            " fix or drop the line"
         ) from None
     if not isinstance(data, dict):
         raise _fail(source, line_no, "<line>", "must be a JSON object describing one DAG")
@@ -246,7 +312,10 @@ def parse_pool_line(text: str, *, source: str = "<pool>", line_no: int = 1) -> P
         raise _fail(source, line_no, "output_price_per_1m_tokens", "must map model ids to USD per 1M tokens")
     prices = dict(DEFAULT_PRICES_PER_MTOK)
     for model, price in raw_prices.items():
-        prices[model] = _number(price, source, line_no, f"output_price_per_1m_tokens.{model}")
+        _model_id(model, source, line_no, "output_price_per_1m_tokens")
+        prices[model] = _number(
+            price, source, line_no, f"output_price_per_1m_tokens.{model}", maximum=_MAX_PRICE
+        )
     raw_nodes = _get(data, "nodes", source, line_no, "")
     if not isinstance(raw_nodes, list) or not raw_nodes:
         raise _fail(source, line_no, "nodes", "must be a non-empty list")
@@ -262,21 +331,63 @@ def parse_pool_line(text: str, *, source: str = "<pool>", line_no: int = 1) -> P
                 raise _fail(
                     source, line_no, f"nodes[{i}].parents", f"names node {parent}, which is not in this DAG"
                 )
+            if parent == node.node_id:
+                raise _fail(source, line_no, f"nodes[{i}].parents", f"names node {parent} itself")
+        if len(set(node.parents)) != len(node.parents):
+            raise _fail(source, line_no, f"nodes[{i}].parents", "names a node twice")
+    cycle = _cycle_member(nodes)
+    if cycle is not None:
+        raise _fail(
+            source,
+            line_no,
+            "nodes",
+            f"form a cycle through node {cycle}; a DAG line needs parents before children",
+        )
     model_ids_raw = data.get("model_ids")
     if model_ids_raw is None:
         model_ids_raw = sorted({m for n in nodes for m in n.samples})
-    if not isinstance(model_ids_raw, list) or not all(isinstance(m, str) for m in model_ids_raw):
-        raise _fail(source, line_no, "model_ids", f"must be a list of model names, got {model_ids_raw!r}")
+    if not isinstance(model_ids_raw, list):
+        raise _fail(
+            source, line_no, "model_ids", f"must be a list of model names, got {_preview(model_ids_raw)}"
+        )
+    for j, model in enumerate(model_ids_raw):
+        _model_id(model, source, line_no, f"model_ids[{j}]")
+    if len(set(model_ids_raw)) != len(model_ids_raw):
+        raise _fail(source, line_no, "model_ids", "names a model twice")
     used = {m for n in nodes for m in n.samples}
     model_ids = tuple(model_ids_raw) + tuple(sorted(used - set(model_ids_raw)))
+    problem_id = data.get("problem_id", f"line{line_no}")
+    if isinstance(problem_id, int) and not isinstance(problem_id, bool):
+        problem_id = str(problem_id)
+    if not isinstance(problem_id, str) or not problem_id.strip() or not problem_id.isprintable():
+        raise _fail(
+            source, line_no, "problem_id", f"must be a non-empty name on one line, got {_preview(problem_id)}"
+        )
     return PoolProblem(
-        problem_id=str(data.get("problem_id", f"line{line_no}")),
+        problem_id=problem_id,
         model_ids=model_ids,
         prices_per_mtok={m: prices[m] for m in model_ids if m in prices},
         nodes=tuple(nodes),
         dag_kind=str(data.get("dag_kind", "")),
         baseline_model=str(data.get("baseline_model", "")),
     )
+
+
+def _cycle_member(nodes: list[PoolNode]) -> int | None:
+    """A node on a cycle of `parents` edges, or `None` for a DAG (Kahn's algorithm)."""
+    waiting = {n.node_id: len(n.parents) for n in nodes}
+    children: dict[int, list[int]] = {n.node_id: [] for n in nodes}
+    for n in nodes:
+        for parent in n.parents:
+            children[parent].append(n.node_id)
+    ready = [node_id for node_id, count in waiting.items() if count == 0]
+    while ready:
+        for child in children[ready.pop()]:
+            waiting[child] -= 1
+            if waiting[child] == 0:
+                ready.append(child)
+    left = [node_id for node_id, count in waiting.items() if count > 0]
+    return min(left) if left else None
 
 
 def read_pool(path: str | Path) -> list[PoolProblem]:
@@ -289,8 +400,15 @@ def read_pool(path: str | Path) -> list[PoolProblem]:
     if not file.is_file():
         raise PoolFormatError(f"pool file `{file}` does not exist; check the path")
     problems = []
-    with file.open(encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, start=1):
+    with file.open("rb") as fh:
+        for line_no, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise PoolFormatError(
+                    f"`{file}` line {line_no}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column"
+                    f" {exc.start + 1}); save the file as UTF-8 or drop the line"
+                ) from None
             if line.strip():
                 problems.append(parse_pool_line(line, source=str(file), line_no=line_no))
     if not problems:
@@ -357,7 +475,7 @@ def pool_workflow(problem: PoolProblem) -> tuple[Workflow, Catalog]:
         models = [m for m in problem.model_ids if m in node.samples]
         wf.subtask(
             subtask_name(node.node_id),
-            LLMAgent(prompt=f"Solve `{node.name}` of `{problem.problem_id}`."),
+            LLMAgent(prompt=_literal(f"Solve `{node.name}` of `{problem.problem_id}`.")),
             after=[subtask_name(p) for p in node.parents],
             models=models,
             estimates={
@@ -386,3 +504,8 @@ def pool_workflow(problem: PoolProblem) -> tuple[Workflow, Catalog]:
         )
     )
     return wf, catalog
+
+
+def _literal(text: str) -> str:
+    """`text` as a template that renders to itself (a node name may hold braces)."""
+    return text.replace("{", "{{").replace("}", "}}")

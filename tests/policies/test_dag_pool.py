@@ -11,7 +11,7 @@ from orchestrator.errors import PoolFormatError
 from policies.dag_pool import parse_pool_line, pool_workflow, read_pool, write_pool
 from tests.policies.conftest import dumps, pool_line
 
-SHARED_POOL = Path(__file__).resolve().parents[3] / "shared" / "benchmarks" / "pool_dev.jsonl"
+DEV_POOL = Path(__file__).resolve().parents[2] / "benchmarks" / "data" / "pool_dev.jsonl"
 
 
 def test_parse_and_round_trip(tmp_path: Path) -> None:
@@ -27,9 +27,8 @@ def test_parse_and_round_trip(tmp_path: Path) -> None:
     assert read_pool(out) == problems
 
 
-@pytest.mark.skipif(not SHARED_POOL.is_file(), reason="shared pool_dev.jsonl not present")
 def test_real_pool_round_trips(tmp_path: Path) -> None:
-    problems = read_pool(SHARED_POOL)
+    problems = read_pool(DEV_POOL)
     assert len(problems) == 40
     write_pool(tmp_path / "p.jsonl", problems)
     assert read_pool(tmp_path / "p.jsonl") == problems
@@ -91,3 +90,63 @@ def test_not_json_and_missing_file(tmp_path: Path) -> None:
         parse_pool_line("{nope", source="x.jsonl", line_no=4)
     with pytest.raises(PoolFormatError, match="does not exist"):
         read_pool(tmp_path / "missing.jsonl")
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("[" * 100_000, "line 3: nests too deeply to be a DAG"),
+        ('{"nodes": ' + "9" * 5000 + "}", "line 3: holds a number JSON cannot read here"),
+        ("", "line 3: field `nodes[1].empirical_samples_by_model.4B_ins[0].latency` must be a finite number"),
+        ("1e400", "line 3: field `nodes[1].empirical_samples_by_model.4B_ins[0].latency` must be a finite"),
+        ("cost", "field `nodes[1].empirical_samples_by_model.4B_ins[0].cost` must be a finite number"),
+        ("cycle", "field `nodes` form a cycle through node 0"),
+        ("self", "field `nodes[1].parents` names node 1 itself"),
+        ("model", "field `output_price_per_1m_tokens` must be a model id without white space"),
+        ("problem_id", "field `problem_id` must be a non-empty name on one line"),
+    ],
+)
+def test_hostile_lines_name_the_line_and_field(tmp_path: Path, text: str, fragment: str) -> None:
+    line = pool_line()
+    sample = line["nodes"][1]["empirical_samples_by_model"]["4B_ins"][0]
+    if text == "":
+        sample["latency"] = 10**400  # an integer beyond float range
+        text = json.dumps(line)
+    elif text == "1e400":
+        sample["latency"] = 12345.678
+        text = json.dumps(line).replace("12345.678", "1e400")
+    elif text == "cost":
+        sample["cost"] = 10**30
+        text = json.dumps(line)
+    elif text == "cycle":
+        line["nodes"][0]["parents"] = [2]
+        text = json.dumps(line)
+    elif text == "self":
+        line["nodes"][1]["parents"] = [1]
+        text = json.dumps(line)
+    elif text == "model":
+        line["output_price_per_1m_tokens"]["a b"] = 1.0
+        text = json.dumps(line)
+    elif text == "problem_id":
+        line["problem_id"] = "a\nb"
+        text = json.dumps(line)
+    src = tmp_path / "bad.jsonl"
+    src.write_text(dumps(pool_line("a")) + "\n" + dumps(pool_line("b")) + "\n" + text + "\n")
+    with pytest.raises(PoolFormatError) as info:
+        read_pool(src)
+    assert f"`{src}` " in str(info.value) and fragment in str(info.value)
+
+
+def test_a_line_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    src = tmp_path / "bad.jsonl"
+    src.write_bytes(dumps(pool_line("a")).encode() + b'\n{"problem_id": "caf\xe9"}\n')
+    with pytest.raises(PoolFormatError, match=r"line 2: not UTF-8 text \(byte 0xe9 at column 20\)"):
+        read_pool(src)
+
+
+def test_node_names_with_braces_stay_literal_in_prompts() -> None:
+    line = pool_line()
+    line["nodes"][0]["name"] = "{weird} name}"
+    wf, catalog = pool_workflow(parse_pool_line(json.dumps(line)))
+    wf.validate(catalog=catalog)
+    assert wf.subtasks["n0"].agent.template_variables() == frozenset()
