@@ -13,6 +13,9 @@ in the ledger and appears in the calling tree under the attempt's span.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from agents._common import cap_max_tokens
 from agents._template import parse_template, render_template
 from orchestrator.agent import AttemptContext, AttemptOutput
@@ -63,19 +66,27 @@ class LLMAgent:
         """Names the prompt and system templates read."""
         return self._variables
 
+    def preview_messages(self, values: Mapping[str, Any], *, subtask: str) -> list[ChatMessage]:
+        """The messages of the call, rendered from `values` (see `orchestrator.agent.PromptPreview`).
+
+        Raises:
+            WorkflowError: a template variable has no value, or a value does not fit its format.
+        """
+        messages: list[ChatMessage] = []
+        if self.system is not None:
+            system = render_template(self.system, values, where="`LLMAgent` system", subtask=subtask)
+            messages.append({"role": "system", "content": system})
+        prompt = render_template(self.prompt, values, where="`LLMAgent` prompt", subtask=subtask)
+        messages.append({"role": "user", "content": prompt})
+        return messages
+
     async def attempt(self, ctx: AttemptContext) -> AttemptOutput:
         """Render the templates and make one call through `ctx.chat`.
 
         Raises:
             WorkflowError: a template variable has no value in this run.
         """
-        values = ctx.template_values()
-        messages: list[ChatMessage] = []
-        if self.system is not None:
-            system = render_template(self.system, values, where="`LLMAgent` system", subtask=ctx.subtask)
-            messages.append({"role": "system", "content": system})
-        prompt = render_template(self.prompt, values, where="`LLMAgent` prompt", subtask=ctx.subtask)
-        messages.append({"role": "user", "content": prompt})
+        messages = self.preview_messages(ctx.template_values(), subtask=ctx.subtask)
         response = await ctx.chat(
             messages,
             max_tokens=cap_max_tokens(self.max_tokens, ctx),

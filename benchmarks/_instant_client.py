@@ -12,11 +12,11 @@ reported to `on_gate` (where the benchmark measures memory).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 
 from orchestrator.catalog import Catalog, ModelSpec
-from orchestrator.model_client import CallProgress, ChatMessage, ChatRequest, ChatResponse
+from orchestrator.model_client import CallProgress, ChatMessage, ChatRequest, ChatResponse, PromptCount
 
 __all__ = ["InstantClient", "instant_catalog", "instant_request"]
 
@@ -57,6 +57,13 @@ class InstantClient:
         self._pass_first = pass_first
         self._on_gate = on_gate
         self._open: asyncio.Event | None = None
+
+    async def prepare(self) -> None:
+        """Nothing to load."""
+
+    async def count_prompt_tokens(self, model: ModelSpec, messages: Sequence[ChatMessage]) -> PromptCount:
+        """Exactly what every call bills."""
+        return PromptCount(tokens=self.input_tokens, exact=True, method="tiktoken")
 
     async def complete(self, request: ChatRequest, progress: CallProgress) -> ChatResponse:
         """Answer `request` with the fixed token counts (after the gate opens, if any)."""

@@ -11,12 +11,21 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from orchestrator.catalog import ModelSpec
 from orchestrator.model_client import ChatMessage, ChatResponse
 
-__all__ = ["Agent", "AttemptContext", "AttemptOutput", "ChatGateway", "Check", "CheckResult"]
+__all__ = [
+    "Agent",
+    "AttemptContext",
+    "AttemptOutput",
+    "ChatGateway",
+    "Check",
+    "CheckResult",
+    "PromptPreview",
+    "template_values",
+]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,8 +61,12 @@ class ChatGateway(Protocol):
         model: str | None = None,
         parent_call_id: str | None = None,
         temperature: float | None = None,
+        seed: int | None = None,
     ) -> ChatResponse:
-        """Call the attempt's model (or `model`); raise `ProviderError` after retries fail."""
+        """Call the attempt's model (or `model`); raise `ProviderError` after retries fail.
+
+        `seed` is sent to the provider only when given (some servers fail on seeded requests).
+        """
         ...
 
 
@@ -86,7 +99,12 @@ class AttemptContext:
 
     def template_values(self) -> Mapping[str, Any]:
         """Ancestors' texts over the run inputs, for `str.format` prompt templates (a view, not a copy)."""
-        return _Layered(self.texts, self.inputs)
+        return template_values(self.texts, self.inputs)
+
+
+def template_values(texts: Mapping[str, str], inputs: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Ancestors' texts over the run inputs (a view, not a copy): what prompt templates read."""
+    return _Layered(texts, inputs)
 
 
 class _Layered(Mapping[str, Any]):
@@ -118,6 +136,23 @@ class Agent(Protocol):
 
     async def attempt(self, ctx: AttemptContext) -> AttemptOutput:
         """Produce an output; may call `ctx.chat` any number of times."""
+        ...
+
+
+@runtime_checkable
+class PromptPreview(Protocol):
+    """An agent that can say, before an attempt, which messages its (first) call will send.
+
+    The executor counts their tokens when the subtask becomes ready, so that the
+    planner sees the real prompt size and every sample's hold covers it.
+    """
+
+    def preview_messages(self, values: Mapping[str, Any], *, subtask: str) -> list[ChatMessage]:
+        """The messages an attempt with these template values sends first.
+
+        Raises:
+            WorkflowError: a template cannot be rendered with `values`.
+        """
         ...
 
 

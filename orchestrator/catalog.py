@@ -137,6 +137,14 @@ class ModelSpec(BaseModel):
         )
         return inp, out, cached
 
+    def hold_nano(self, *, input_tokens: int, max_tokens: int) -> int:
+        """What the ledger holds before a call: its worst case, every input and output token at full price.
+
+        Cached input is not discounted in the hold: whether the prefix is still cached is
+        only known from the bill.
+        """
+        return input_tokens * self.input_nano_per_token() + max_tokens * self.output_nano_per_token()
+
     def cost_nano(self, *, input_tokens: int, output_tokens: int, cached_tokens: int = 0) -> int:
         """Exact cost of a call in nano-USD."""
         uncached = max(0, input_tokens - cached_tokens)

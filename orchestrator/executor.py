@@ -16,26 +16,44 @@ Rules (the simulator in `policies.rollout` assumes exactly these):
 - At the deadline every in-flight call is cancelled and the run ends
   `deadline_exceeded`. With nothing in flight, a decision that starts nothing
   ends the run: `budget_exhausted` when holds were refused, else `failed`.
+
+What the loop guarantees whatever happens (a sibling's pass, the deadline, a
+cancelled run, a failing database):
+
+- Every attempt ends in exactly one final record: the first pass `passed`, a
+  later pass `passed_late`, `failed`, `error` or `cancelled`; its calls are
+  recorded and its holds settled before that (`orchestrator._finish`).
+- Errors are not luck: a subtask whose batches end in errors only (an agent that
+  raises, a provider that keeps failing, a template that cannot render) fails the
+  run after `max_errors` of them; an error in the input (`UserError`) or the
+  storage (`StorageError`) fails it at once.
+- Allocations are bounded and repaired: at most `MAX_SAMPLES_PER_BATCH` samples,
+  `max_tokens` never above the subtask's ceiling, no more samples than the budget
+  left can hold, and a cheaper model when the chosen one does not fit at all.
+- A policy that searches (`offload = True`) decides on a worker thread with a
+  time budget, so the loop keeps serving the deadline meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import random
 import time
 import traceback
 import uuid
-from collections.abc import Iterator, Mapping
-from collections.abc import Set as AbstractSet
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from decimal import Decimal
 from types import MappingProxyType
 from typing import Any
 
 from orchestrator._estimate_book import EstimateBook
-from orchestrator.agent import AttemptContext, AttemptOutput, CheckResult
+from orchestrator._finish import finish_anyway
+from orchestrator._run_views import AncestorView, SetView, jsonable, state_summary
+from orchestrator.agent import AttemptContext, AttemptOutput, CheckResult, PromptPreview, template_values
 from orchestrator.catalog import Catalog, ModelSpec
 from orchestrator.errors import (
     BudgetExhausted,
@@ -43,12 +61,13 @@ from orchestrator.errors import (
     CheckError,
     DeadlineExceeded,
     ProviderError,
+    StorageError,
     UserError,
 )
 from orchestrator.estimates import default_max_tokens
-from orchestrator.gateway import AttemptGateway, RetryPolicy, _Shared
+from orchestrator.gateway import AttemptGateway, RetryPolicy, _Shared, record_durably
 from orchestrator.ledger import Ledger, Reservation, nano_to_usd
-from orchestrator.model_client import ChatMessage, ModelClient
+from orchestrator.model_client import ModelClient
 from orchestrator.plan import Allocation, Assignment, InFlight, ModelPrice, PlanState, Policy
 from orchestrator.records import (
     AttemptRecord,
@@ -65,9 +84,19 @@ from orchestrator.records import (
 )
 from orchestrator.workflow import Ancestry, RunLimits, Workflow
 
-__all__ = ["Executor"]
+__all__ = ["DECISION_TIME_SHARE", "MAX_DECISION_S", "MAX_SAMPLES_PER_BATCH", "Executor"]
 
 _PREVIEW = 200
+
+MAX_SAMPLES_PER_BATCH = 64
+"""Most parallel samples one batch may start, whatever a policy asks."""
+MAX_DECISION_S = 1.0
+"""Longest time budget of one decision of a searching policy."""
+DECISION_TIME_SHARE = 0.02
+"""A decision may take at most this share of the time left before the deadline."""
+DEADLINE_CHECKPOINTS = (0.5, 0.75, 0.9)
+"""Fractions of the deadline at which the policy is asked again ("deadline approaching"),
+so that a subtask it deferred is reconsidered even when nothing else happens."""
 
 
 @dataclass(kw_only=True)
@@ -76,8 +105,13 @@ class _Batch:
     max_tokens: int
     started_at: float
     index: int
-    tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
-    running: int = 0
+    attempts: dict[str, _Attempt] = field(default_factory=dict)
+    """Samples still running."""
+    errors: int = 0
+    """Samples that ended in an error."""
+    verdicts: int = 0
+    """Samples that ended with a check verdict."""
+    last_error: str | None = None
 
 
 @dataclass(kw_only=True)
@@ -86,6 +120,7 @@ class _SubtaskRun:
     status: SubtaskStatus = SubtaskStatus.PENDING
     attempts: int = 0
     batches: int = 0
+    error_batches: int = 0
     batch: _Batch | None = None
     output: Any = None
     text: str = ""
@@ -97,19 +132,36 @@ class _SubtaskRun:
 
 @dataclass(frozen=True, kw_only=True)
 class _AttemptEnded:
-    subtask: str
+    """How one attempt ended, as its task saw it (the loop decides the final status)."""
+
     attempt_id: str
     status: AttemptStatus
-    output: AttemptOutput | None
-    fatal: BaseException | None = None
+    output: AttemptOutput | None = None
+    verdict: CheckResult | None = None
+    detail: str | None = None
+    fatal: BudgetflowError | None = None
+    spent_nano: int = 0
+    ended_s: float = 0.0
+
+
+@dataclass(kw_only=True)
+class _Attempt:
+    record: AttemptRecord
+    sub: _SubtaskRun
+    batch: _Batch
+    hold: Reservation
+    task: asyncio.Task[_AttemptEnded] | None = None
+    started: bool = False
+    ended: _AttemptEnded | None = None
+
+
+class _DeadlineDuringDecision(Exception):
+    """The deadline passed while a policy was still deciding."""
 
 
 _DEADLINE = object()
 _TICK = object()
-
-DEADLINE_CHECKPOINTS = (0.5, 0.75, 0.9)
-"""Fractions of the deadline at which the policy is asked again ("deadline approaching"),
-so that a subtask it deferred is reconsidered even when nothing else happens."""
+_CANCEL = object()
 
 
 class Executor:
@@ -131,6 +183,7 @@ class Executor:
         run_id: str | None = None,
         retry: RetryPolicy | None = None,
         record_content: bool = True,
+        cancel: asyncio.Event | None = None,
     ) -> None:
         self.workflow = workflow
         self.catalog = catalog
@@ -145,6 +198,7 @@ class Executor:
         self.run_id = run_id or uuid.uuid4().hex[:12]
         self.retry = retry or RetryPolicy()
         self.record_content = record_content
+        self._cancel = cancel
         self._dag = workflow.dag_view()
         self._defs = workflow.subtasks
         self._children = self._dag.children()
@@ -155,9 +209,13 @@ class Executor:
         self._ready: set[str] = set()
         self._running: set[str] = set()
         self._completed: set[str] = set()
+        self._newly_ready: list[str] = []
         self._waiting_on = {name: len(self._dag.parents[name]) for name in self._dag.subtasks}
         self._attempt_counts: dict[str, int] = dict.fromkeys(self._dag.subtasks, 0)
+        self._ceilings = {n: d.max_tokens for n, d in self._defs.items() if d.max_tokens is not None}
         self._caps: dict[tuple[str, str], int] = {}
+        self._prompt_tokens: dict[tuple[str, str], int] = {}
+        self._attempts: dict[str, _Attempt] = {}
         self._ids = itertools.count()
         self._events: asyncio.Queue[_AttemptEnded | object] = asyncio.Queue()
         self._decisions = 0
@@ -169,15 +227,24 @@ class Executor:
             for name, spec in catalog.models.items()
         }
         self._t0 = 0.0
-        self._fatal: BaseException | None = None
+        self._deadline_at: float | None = None
+        self._fatal: BudgetflowError | None = None
+        self._policy_thread: ThreadPoolExecutor | None = None
 
     # ---- public -------------------------------------------------------------------------
 
     async def run(self) -> RunRecord:
-        """Execute until completion, budget exhaustion, the deadline, failure or cancellation."""
+        """Execute until completion, budget exhaustion, the deadline, failure or cancellation.
+
+        Raises:
+            asyncio.CancelledError: the task running it was cancelled (the run is recorded
+                `cancelled`, every hold settled, before this propagates).
+            StorageError: the run's own records could not be written.
+        """
         loop = asyncio.get_running_loop()
         self._t0 = loop.time()
         deadline_at = None if self.limits.deadline_s is None else self._t0 + self.limits.deadline_s
+        self._deadline_at = deadline_at
         self._shared = _Shared(
             run_id=self.run_id,
             catalog=self.catalog,
@@ -189,7 +256,6 @@ class Executor:
             started_at=self._t0,
             record_content=self.record_content,
             rng=random.Random(self.seed),
-            count_input_tokens=self._count_input_tokens,
         )
         record = RunRecord(
             run_id=self.run_id,
@@ -200,7 +266,7 @@ class Executor:
             seed=self.seed,
             simulated=any(self.catalog.get(m).simulated for s in self._dag.models.values() for m in s),
             started_at=datetime.now(UTC),
-            inputs=_jsonable(self.inputs),
+            inputs=jsonable(self.inputs),
         )
         await self.recorder.run_started(record)
         handles: list[asyncio.TimerHandle] = []
@@ -209,37 +275,34 @@ class Executor:
             for fraction in DEADLINE_CHECKPOINTS:
                 at = self._t0 + fraction * (deadline_at - self._t0)
                 handles.append(loop.call_at(at, self._events.put_nowait, _TICK))
+        watcher = None if self._cancel is None else asyncio.create_task(self._watch_cancel(self._cancel))
         outcome: Outcome = Outcome.FAILED
         reason: str | None = "internal error"
+        cancelled = False
+        bug: BaseException | None = None
         try:
             outcome, reason = await self._loop()
         except asyncio.CancelledError:
-            outcome, reason = Outcome.CANCELLED, "the run was cancelled"
-            await self._cancel_all()
-            raise
-        finally:
-            for handle in handles:
-                handle.cancel()
-            await self._cancel_all()
-            snap = await self.ledger.snapshot()
-            end = loop.time()
-            record = RunRecord(
-                **{
-                    **record.__dict__,
-                    "outcome": outcome,
-                    "reason": reason,
-                    "spent_usd": nano_to_usd(snap.spent_nano),
-                    "makespan_s": end - self._t0,
-                    "ended_at": datetime.now(UTC),
-                }
-            )
-            if outcome is not Outcome.COMPLETED:
-                for sub in self._subs.values():
-                    if sub.status in (SubtaskStatus.RUNNING, SubtaskStatus.READY, SubtaskStatus.PENDING):
-                        self._set_status(sub, SubtaskStatus.CANCELLED)
-                        await self._subtask_changed(sub)
-            await asyncio.shield(self.recorder.run_finished(record))
-        return record
+            outcome, reason, cancelled = Outcome.CANCELLED, "the run was cancelled", True
+        except BudgetflowError as exc:
+            outcome, reason = Outcome.FAILED, _describe(exc)
+        except Exception as exc:  # a bug: end the run properly, then let it be seen
+            outcome, reason, bug = Outcome.FAILED, f"internal error: {_describe(exc)}", exc
+        try:
+            final = await finish_anyway(self._finish(record, outcome, reason, handles, watcher))
+        except asyncio.CancelledError:
+            cancelled = True
+            final = record
+        if cancelled:
+            raise asyncio.CancelledError()
+        if bug is not None:
+            raise bug
+        return final
+
+    @property
+    def outputs(self) -> Mapping[str, Any]:
+        """Outputs of the completed subtasks."""
+        return {name: sub.output for name, sub in self._subs.items() if sub.winner is not None}
 
     # ---- the loop -------------------------------------------------------------------------
 
@@ -248,32 +311,34 @@ class Executor:
             if not self._dag.parents[name]:
                 self._set_status(self._subs[name], SubtaskStatus.READY)
         while True:
+            if self._fatal is not None:
+                return Outcome.FAILED, _describe(self._fatal)
             if len(self._completed) == len(self._subs):
                 return Outcome.COMPLETED, None
+            if self._newly_ready:
+                await self._measure_prompts()
+                if self._fatal is not None:
+                    continue
             ready = sorted(self._ready, key=self._topo.__getitem__)
             if ready:
-                refused = await self._decide_and_launch(ready)
+                try:
+                    refused = await self._decide_and_launch(ready)
+                except _DeadlineDuringDecision:
+                    return self._deadline_outcome()
                 if self._fatal is not None:
-                    return Outcome.FAILED, _describe(self._fatal)
+                    continue
                 if not self._in_flight():
-                    if refused:
-                        snap = await self.ledger.snapshot()
-                        return Outcome.BUDGET_EXHAUSTED, (
-                            f"no attempt of {', '.join(f'`{r}`' for r in ready)} fits in the"
-                            f" ${nano_to_usd(snap.available_nano):.6f} left of the budget"
-                        )
+                    if refused is not None:
+                        return Outcome.BUDGET_EXHAUSTED, refused
                     return Outcome.FAILED, (
                         f"policy `{self.policy.name}` started nothing for ready subtasks"
                         f" {', '.join(f'`{r}`' for r in ready)} while nothing was running"
                     )
             event = await self._events.get()
             if event is _DEADLINE:
-                await self._cancel_all()
-                return Outcome.DEADLINE_EXCEEDED, (
-                    f"the deadline of {self.limits.deadline_s:g}s passed with"
-                    f" {len(self._subs) - len(self._completed)}"
-                    " subtask(s) unfinished"
-                )
+                return self._deadline_outcome()
+            if event is _CANCEL:
+                return Outcome.CANCELLED, "the run was cancelled before it finished"
             if event is _TICK:
                 continue
             assert isinstance(event, _AttemptEnded)
@@ -281,21 +346,28 @@ class Executor:
             if failure is not None:
                 return Outcome.FAILED, failure
 
+    def _deadline_outcome(self) -> tuple[Outcome, str]:
+        return Outcome.DEADLINE_EXCEEDED, (
+            f"the deadline of {self.limits.deadline_s:g}s passed with"
+            f" {len(self._subs) - len(self._completed)} subtask(s) unfinished"
+        )
+
     async def _on_attempt_ended(self, event: _AttemptEnded) -> str | None:
-        sub = self._subs[event.subtask]
-        batch = sub.batch
-        if batch is None or event.attempt_id not in batch.tasks:
-            return None  # a sibling that ended after its batch was decided
-        batch.tasks.pop(event.attempt_id)
-        batch.running -= 1
+        att = self._attempts.get(event.attempt_id)
+        if att is None:
+            return None  # already finalised by the canceller of its batch
+        sub, batch = att.sub, att.batch
+        current = sub.batch is batch
         if event.fatal is not None:
+            await self._finalise(att, event)
             await self._cancel_batch(sub)
             return _describe(event.fatal)
-        now = self._now()
-        if event.status is AttemptStatus.PASSED and event.output is not None:
-            sub.output, sub.text, sub.winner = event.output.value, event.output.text, event.attempt_id
+        if event.status is AttemptStatus.PASSED and current and event.output is not None:
+            batch.attempts.pop(att.record.attempt_id, None)
+            await self._finalise(att, event)
+            sub.output, sub.text, sub.winner = event.output.value, event.output.text, att.record.attempt_id
             await self._cancel_batch(sub)
-            sub.ended_s = now
+            sub.ended_s = self._now()
             self._set_status(sub, SubtaskStatus.COMPLETED)
             await self._subtask_changed(sub)
             for child in self._children[sub.name]:
@@ -303,53 +375,105 @@ class Executor:
                 if self._waiting_on[child] == 0:
                     self._set_status(self._subs[child], SubtaskStatus.READY)
             return None
-        if batch.running == 0:
-            sub.batch = None
-            limit = self._defs[sub.name].max_attempts
-            if limit is not None and sub.attempts >= limit:
-                sub.ended_s = now
-                self._set_status(sub, SubtaskStatus.FAILED)
-                await self._subtask_changed(sub)
-                return f"subtask `{sub.name}` failed all {sub.attempts} attempts (max_attempts={limit})"
-            self._set_status(sub, SubtaskStatus.READY)
-            await self._subtask_changed(sub)
+        await self._finalise(att, event)
+        if not current:
+            return None  # a sibling that ended after its batch was decided
+        batch.attempts.pop(att.record.attempt_id, None)
+        if event.status is AttemptStatus.ERROR:
+            batch.errors += 1
+            batch.last_error = event.detail
+        else:
+            batch.verdicts += 1
+        if batch.attempts:
+            return None
+        sub.batch = None
+        definition = self._defs[sub.name]
+        if batch.verdicts == 0 and batch.errors > 0:
+            sub.error_batches += 1
+            if sub.error_batches >= definition.max_errors:
+                return await self._fail(
+                    sub,
+                    f"subtask `{sub.name}` failed: {sub.error_batches} batch(es) of its attempts ended"
+                    f" in errors without a verdict (max_errors={definition.max_errors}); last error:"
+                    f" {batch.last_error}",
+                )
+        limit = definition.max_attempts
+        if limit is not None and sub.attempts >= limit:
+            return await self._fail(
+                sub, f"subtask `{sub.name}` failed all {sub.attempts} attempts (max_attempts={limit})"
+            )
+        self._set_status(sub, SubtaskStatus.READY)
+        await self._subtask_changed(sub)
         return None
+
+    async def _fail(self, sub: _SubtaskRun, reason: str) -> str:
+        sub.ended_s = self._now()
+        self._set_status(sub, SubtaskStatus.FAILED)
+        await self._subtask_changed(sub)
+        return reason
 
     # ---- deciding and launching ----------------------------------------------------------
 
-    async def _decide_and_launch(self, ready: list[str]) -> bool:
+    async def _decide_and_launch(self, ready: list[str]) -> str | None:
+        """Ask the policy, repair its answer, launch; return why holds were refused, if they were."""
         state = await self._plan_state(ready)
         t = time.perf_counter()
-        allocation = self.policy.decide(state)
+        asked = await self._decide(state)
         decide_ms = (time.perf_counter() - t) * 1000
-        allocation = self._complete(allocation, ready)
+        allocation, repairs = self._checked(asked, ready)
+        allocation, refusals = await self._fit(allocation, ready, repairs)
+        info = dict(allocation.info)
+        if repairs:
+            info["repaired"] = repairs
         await self.recorder.decision_made(
             DecisionRecord(
                 run_id=self.run_id,
                 index=self._decisions,
                 at_s=self._now(),
                 policy=self.policy.name,
-                state=_state_summary(state),
+                state=state_summary(state),
                 allocation={
                     s: {"model": a.model, "samples": a.samples, "max_tokens": a.max_tokens}
                     for s, a in allocation.assignments.items()
                 },
-                info=_jsonable(dict(allocation.info)),
+                info=jsonable(info),
                 decide_ms=decide_ms,
             )
         )
         self._decisions += 1
-        refused = False
+        refused = list(refusals)
         for name in ready:
             assignment = allocation.assignments.get(name)
             if assignment is None or assignment.samples == 0:
                 continue
-            refused |= await self._launch(name, assignment)
-        return refused
+            if await self._launch(name, assignment):
+                refused.append(f"`{name}`")
+        if not refused:
+            return None
+        snap = await self.ledger.snapshot()
+        return (
+            f"no attempt of {', '.join(refused)} fits in the ${nano_to_usd(snap.available_nano):.6f}"
+            " left of the budget, on any of its models"
+        )
 
-    def _complete(self, allocation: Allocation, ready: list[str]) -> Allocation:
-        """Check the policy's answer and fill in max_tokens."""
+    async def _decide(self, state: PlanState) -> Allocation:
+        if not getattr(self.policy, "offload", False):
+            return self.policy.decide(state)
+        if self._policy_thread is None:
+            self._policy_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="budgetflow-policy")
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._policy_thread, self.policy.decide, state)
+        if self._deadline_at is None:
+            return await future
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), max(0.0, self._deadline_at - loop.time()))
+        except TimeoutError:
+            raise _DeadlineDuringDecision from None
+
+    def _checked(self, allocation: Allocation, ready: list[str]) -> tuple[Allocation, dict[str, str]]:
+        """Check the policy's answer; bound samples and max_tokens; fill in max_tokens."""
         out: dict[str, Assignment] = {}
+        repairs: dict[str, str] = {}
         for name, a in allocation.assignments.items():
             if name not in ready:
                 raise UserError(
@@ -361,88 +485,146 @@ class Executor:
                     f"policy `{self.policy.name}` chose model `{a.model}` for subtask `{name}`,"
                     f" which may only use {list(self._dag.models[name])}"
                 )
-            cap = a.max_tokens if a.max_tokens is not None else self._default_cap(name, a.model)
-            cap = min(cap, self.catalog.get(a.model).context_window)
-            out[name] = Assignment(model=a.model, samples=a.samples, max_tokens=cap)
-        return Allocation(assignments=out, info=allocation.info)
+            cap = self._cap(name, a.model, a.max_tokens)
+            samples = min(a.samples, MAX_SAMPLES_PER_BATCH)
+            if a.max_tokens is not None and cap < a.max_tokens:
+                repairs[name] = f"max_tokens {a.max_tokens} -> {cap} (the subtask's ceiling)"
+            if samples < a.samples:
+                repairs[name] = f"samples {a.samples} -> {samples} (at most {MAX_SAMPLES_PER_BATCH})"
+            out[name] = Assignment(model=a.model, samples=samples, max_tokens=cap)
+        return Allocation(assignments=out, info=allocation.info), repairs
+
+    async def _fit(
+        self, allocation: Allocation, ready: list[str], repairs: dict[str, str]
+    ) -> tuple[Allocation, list[str]]:
+        """No more samples than the budget left can hold; a cheaper model when none of the chosen fits."""
+        available = (await self.ledger.snapshot()).available_nano
+        out: dict[str, Assignment] = {}
+        refused: list[str] = []
+        for name in ready:
+            a = allocation.assignments.get(name)
+            if a is None or a.samples == 0:
+                continue
+            assert a.max_tokens is not None
+            hold = self._hold(name, a.model, a.max_tokens)
+            fit = min(a.samples, available // hold) if hold > 0 else a.samples
+            chosen = a
+            if fit == 0:
+                cheaper = self._cheapest_fit(name, a.max_tokens, available)
+                if cheaper is None:
+                    refused.append(f"`{name}`")
+                    continue
+                chosen, fit = cheaper, 1
+                hold = self._hold(name, chosen.model, chosen.max_tokens or 0)
+                repairs[name] = f"{a.model} x{a.samples} does not fit; {chosen.model} x1 instead"
+            elif fit < a.samples:
+                repairs[name] = f"samples {a.samples} -> {fit} (what the budget left can hold)"
+            out[name] = Assignment(model=chosen.model, samples=fit, max_tokens=chosen.max_tokens)
+            available -= fit * hold
+        return Allocation(assignments=out, info=allocation.info), refused
+
+    def _cheapest_fit(self, name: str, asked_cap: int, available: int) -> Assignment | None:
+        best: tuple[int, str, int] | None = None
+        for model in self._dag.models[name]:
+            cap = min(asked_cap, self._cap(name, model, None))
+            hold = self._hold(name, model, cap)
+            if hold <= available and (best is None or hold < best[0]):
+                best = (hold, model, cap)
+        return None if best is None else Assignment(model=best[1], samples=1, max_tokens=best[2])
+
+    def _hold(self, name: str, model: str, max_tokens: int) -> int:
+        return self.catalog.get(model).hold_nano(
+            input_tokens=self.estimates.get(name, model).input_tokens, max_tokens=max_tokens
+        )
+
+    def _cap(self, name: str, model: str, asked: int | None) -> int:
+        """The per-call output cap: the policy's, else a default, never above the ceiling or context."""
+        cap = asked if asked is not None else self._default_cap(name, model)
+        ceiling = self._ceilings.get(name)
+        if ceiling is not None:
+            cap = min(cap, ceiling)
+        return max(1, min(cap, self.catalog.get(model).context_window))
 
     async def _launch(self, name: str, assignment: Assignment) -> bool:
-        """Start up to `samples` attempts; return whether a hold was refused."""
+        """Start up to `samples` attempts; return whether a hold was refused before any started."""
         sub = self._subs[name]
         spec = self.catalog.get(assignment.model)
         assert assignment.max_tokens is not None
-        est = self.estimates.get(name, spec.name)
-        hold = est.input_tokens * spec.input_nano_per_token() + assignment.max_tokens * (
-            spec.output_nano_per_token()
-        )
+        hold = self._hold(name, spec.name, assignment.max_tokens)
         batch = _Batch(
             model=spec, max_tokens=assignment.max_tokens, started_at=self._now(), index=sub.batches
         )
-        refused = False
         for sample in range(assignment.samples):
             reservation = await self.ledger.reserve(hold)
             if reservation is None:
-                refused = True
                 break
             attempt_id = f"{self.run_id}.a{next(self._ids)}"
-            batch.tasks[attempt_id] = asyncio.create_task(
-                self._attempt(sub, batch, attempt_id, sample, reservation),
-                name=f"{self.run_id}:{name}:{sample}",
+            att = _Attempt(
+                record=AttemptRecord(
+                    attempt_id=attempt_id,
+                    run_id=self.run_id,
+                    subtask=name,
+                    model=spec.name,
+                    batch=batch.index,
+                    sample=sample,
+                    max_tokens=batch.max_tokens,
+                    started_s=self._now(),
+                ),
+                sub=sub,
+                batch=batch,
+                hold=reservation,
             )
-            batch.running += 1
+            self._attempts[attempt_id] = att
+            batch.attempts[attempt_id] = att
             sub.attempts += 1
             self._attempt_counts[name] = sub.attempts
-        if batch.running:
-            sub.batch = batch
-            self._set_status(sub, SubtaskStatus.RUNNING)
-            sub.batches += 1
-            if sub.started_s is None:
-                sub.started_s = batch.started_at
-            await self._subtask_changed(sub)
-        return refused
+            att.task = asyncio.create_task(self._attempt(att), name=f"{self.run_id}:{name}:{sample}")
+        if not batch.attempts:
+            return True
+        sub.batch = batch
+        self._set_status(sub, SubtaskStatus.RUNNING)
+        sub.batches += 1
+        if sub.started_s is None:
+            sub.started_s = batch.started_at
+        await self._subtask_changed(sub)
+        return False
 
-    async def _attempt(
-        self, sub: _SubtaskRun, batch: _Batch, attempt_id: str, sample: int, held: Reservation
-    ) -> None:
+    # ---- one attempt -------------------------------------------------------------------------
+
+    async def _attempt(self, att: _Attempt) -> _AttemptEnded:
+        """Run one attempt; never raises. Posts its ending unless cancelled (the canceller takes it)."""
+        att.started = True
+        sub, batch, record = att.sub, att.batch, att.record
         definition = self._defs[sub.name]
         span_id = f"{self.run_id}.s{next(self._ids)}"
-        started = self._now()
         gateway = AttemptGateway(
             self._shared,
-            attempt_id=attempt_id,
+            attempt_id=record.attempt_id,
             subtask=sub.name,
             model=batch.model,
             max_tokens=batch.max_tokens,
             span_id=span_id,
-            held=held,
+            held=att.hold,
         )
-        record = AttemptRecord(
-            attempt_id=attempt_id,
-            run_id=self.run_id,
-            subtask=sub.name,
-            model=batch.model.name,
-            batch=batch.index,
-            sample=sample,
-            max_tokens=batch.max_tokens,
-            started_s=started,
-        )
-        await self.recorder.attempt_started(record)
-        ctx = AttemptContext(
-            run_id=self.run_id,
-            subtask=sub.name,
-            attempt_id=attempt_id,
-            model=batch.model,
-            max_tokens=batch.max_tokens,
-            inputs=self.inputs,
-            outputs=_AncestorView(self._subs, self._ancestry, sub.name, "output"),
-            texts=_AncestorView(self._subs, self._ancestry, sub.name, "text"),
-            chat=gateway,
-            seed=hash((self.seed, sub.name, sub.attempts, sample)) & 0x7FFFFFFF,
-            span_id=span_id,
-        )
-        status, output, verdict, fatal = AttemptStatus.ERROR, None, None, None
+        status, output, verdict = AttemptStatus.ERROR, None, None
         detail: str | None = None
+        fatal: BudgetflowError | None = None
+        cancelled = False
         try:
+            await self.recorder.attempt_started(record)
+            ctx = AttemptContext(
+                run_id=self.run_id,
+                subtask=sub.name,
+                attempt_id=record.attempt_id,
+                model=batch.model,
+                max_tokens=batch.max_tokens,
+                inputs=self.inputs,
+                outputs=AncestorView(self._output_of, self._ancestry, sub.name),
+                texts=AncestorView(self._text_of, self._ancestry, sub.name),
+                chat=gateway,
+                seed=_attempt_seed(self.seed, sub.name, record.batch, record.sample),
+                span_id=span_id,
+            )
             output = await definition.agent.attempt(ctx)
             if output.simulated_success is not None:
                 verdict = CheckResult(
@@ -460,15 +642,36 @@ class Executor:
             status = AttemptStatus.PASSED if verdict.passed else AttemptStatus.FAILED
             detail = verdict.detail
         except asyncio.CancelledError:
-            status, detail = AttemptStatus.CANCELLED, "cancelled"
-            raise
-        except UserError as exc:
+            status, detail, cancelled = AttemptStatus.CANCELLED, "cancelled", True
+        except (UserError, StorageError) as exc:
             fatal, detail = exc, str(exc)
         except (ProviderError, BudgetExhausted, DeadlineExceeded, CheckError) as exc:
             detail = f"{type(exc).__name__}: {exc}"
         except Exception as exc:  # a bug in the agent: the attempt errs, the run goes on
             detail = "agent raised " + "".join(traceback.format_exception_only(exc)).strip()
-        finally:
+        ending = _AttemptEnded(
+            attempt_id=record.attempt_id,
+            status=status,
+            output=output,
+            verdict=verdict,
+            detail=detail,
+            fatal=fatal,
+        )
+        try:
+            await finish_anyway(self._close(att, gateway, span_id, ending))
+        except asyncio.CancelledError:
+            cancelled = True
+        assert att.ended is not None
+        if not cancelled:
+            self._events.put_nowait(att.ended)
+        return att.ended
+
+    async def _close(
+        self, att: _Attempt, gateway: AttemptGateway, span_id: str, ending: _AttemptEnded
+    ) -> None:
+        """Release an unused hold and record the attempt's span; store the ending on `att`."""
+        fatal = ending.fatal
+        try:
             unused = gateway.release_unused()
             if unused is not None:
                 await self.ledger.settle(unused, 0)
@@ -476,61 +679,157 @@ class Executor:
             span = CallRecord(
                 call_id=span_id,
                 run_id=self.run_id,
-                attempt_id=attempt_id,
+                attempt_id=att.record.attempt_id,
                 parent_call_id=None,
                 kind=CallKind.AGENT,
-                subtask=sub.name,
-                model=batch.model.name,
-                started_s=started,
-                latency_s=ended - started,
+                subtask=att.sub.name,
+                model=att.batch.model.name,
+                started_s=att.record.started_s,
+                latency_s=ended - att.record.started_s,
                 status=CallStatus.CANCELLED
-                if status is AttemptStatus.CANCELLED
+                if ending.status is AttemptStatus.CANCELLED
                 else CallStatus.ERROR
-                if status is AttemptStatus.ERROR
+                if ending.status is AttemptStatus.ERROR
                 else CallStatus.OK,
-                error=detail if status is AttemptStatus.ERROR else None,
-                simulated=batch.model.simulated,
+                error=ending.detail if ending.status is AttemptStatus.ERROR else None,
+                simulated=att.batch.model.simulated,
             )
-            await asyncio.shield(self.recorder.call_finished(span))
-            done = AttemptRecord(
-                **{
-                    **record.__dict__,
-                    "status": status,
-                    "ended_s": ended,
-                    "check_passed": None if verdict is None else verdict.passed,
-                    "check_detail": detail,
-                    "check_simulated": output is not None and output.simulated_success is not None,
-                    "output_preview": None if output is None else output.text[:_PREVIEW],
-                    "spent_usd": nano_to_usd(gateway.spent_nano),
-                }
+            await record_durably(self.recorder, span, self._deadline_at)
+        except StorageError as exc:
+            fatal = fatal or exc
+        finally:
+            att.ended = replace(
+                ending,
+                fatal=fatal,
+                spent_nano=gateway.spent_nano,
+                ended_s=self._now(),
             )
-            sub.spent_nano += gateway.spent_nano
-            await asyncio.shield(self.recorder.attempt_finished(done))
-            if status is not AttemptStatus.CANCELLED:
-                self._events.put_nowait(
-                    _AttemptEnded(
-                        subtask=sub.name, attempt_id=attempt_id, status=status, output=output, fatal=fatal
-                    )
-                )
 
-    # ---- helpers -----------------------------------------------------------------------------
+    async def _finalise(self, att: _Attempt, event: _AttemptEnded, *, passed_late: bool = False) -> None:
+        """Write the attempt's one final record (the loop decides `passed` vs `passed_late`)."""
+        self._attempts.pop(att.record.attempt_id, None)
+        status = event.status
+        late = passed_late or att.sub.winner is not None or att.sub.batch is not att.batch
+        if status is AttemptStatus.PASSED and late:
+            status = AttemptStatus.PASSED_LATE
+        att.sub.spent_nano += event.spent_nano
+        if event.fatal is not None and self._fatal is None:
+            self._fatal = event.fatal
+        verdict = event.verdict
+        await self.recorder.attempt_finished(
+            replace(
+                att.record,
+                status=status,
+                ended_s=event.ended_s,
+                check_passed=None if verdict is None else verdict.passed,
+                check_detail=event.detail,
+                check_simulated=event.output is not None and event.output.simulated_success is not None,
+                output_preview=None if event.output is None else event.output.text[:_PREVIEW],
+                spent_usd=nano_to_usd(event.spent_nano),
+            )
+        )
+
+    # ---- ending ------------------------------------------------------------------------------
 
     async def _cancel_batch(self, sub: _SubtaskRun) -> None:
         batch, sub.batch = sub.batch, None
         if batch is None:
             return
-        tasks = list(batch.tasks.values())
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await self._cancel_attempts(list(batch.attempts.values()))
+        batch.attempts.clear()
 
-    async def _cancel_all(self) -> None:
-        for name in sorted(self._running, key=self._topo.__getitem__):
-            await self._cancel_batch(self._subs[name])
+    async def _cancel_attempts(self, attempts: list[_Attempt]) -> None:
+        """Cancel attempts, wait for each to record and settle, and write its final record."""
+        for att in attempts:
+            if att.task is not None:
+                att.task.cancel()
+        tasks = [att.task for att in attempts if att.task is not None]
+        if tasks:
+            await asyncio.wait(tasks)
+        for att in attempts:
+            if att.record.attempt_id not in self._attempts:
+                continue  # finalised from its own event meanwhile
+            if att.ended is not None:
+                await self._finalise(att, att.ended, passed_late=True)
+                continue
+            if not att.started:  # cancelled before it ran: nothing was called, give its hold back
+                await self.ledger.settle(att.hold, 0)
+                await self.recorder.attempt_started(att.record)
+                detail = "cancelled before it started"
+            else:  # pragma: no cover - `_attempt` always stores its ending
+                detail = "ended without an ending (a bug in budgetflow)"
+            ending = _AttemptEnded(
+                attempt_id=att.record.attempt_id,
+                status=AttemptStatus.CANCELLED,
+                detail=detail,
+                ended_s=self._now(),
+            )
+            await self._finalise(att, ending)
+
+    async def _finish(
+        self,
+        record: RunRecord,
+        outcome: Outcome,
+        reason: str | None,
+        handles: list[asyncio.TimerHandle],
+        watcher: asyncio.Task[None] | None,
+    ) -> RunRecord:
+        """Stop everything, settle and record every attempt, and write the run's final record."""
+        for handle in handles:
+            handle.cancel()
+        if watcher is not None:
+            watcher.cancel()
+        storage_failure: StorageError | None = None
+        try:
+            for sub in self._subs.values():
+                sub.batch = None
+            await self._cancel_attempts(list(self._attempts.values()))
+            if outcome is not Outcome.COMPLETED:
+                for sub in self._subs.values():
+                    if sub.status in (SubtaskStatus.RUNNING, SubtaskStatus.READY, SubtaskStatus.PENDING):
+                        self._set_status(sub, SubtaskStatus.CANCELLED)
+                        await self._subtask_changed(sub)
+        except StorageError as exc:
+            storage_failure = exc
+        if isinstance(self._fatal, StorageError) and outcome is not Outcome.FAILED:
+            outcome, reason = Outcome.FAILED, _describe(self._fatal)
+        snap = await self.ledger.snapshot()
+        if snap.overrun_nano > 0:
+            note = (
+                f"providers billed ${nano_to_usd(snap.overrun_nano)} above the reservations,"
+                " beyond the budget (overrun)"
+            )
+            reason = note if reason is None else f"{reason}; {note}"
+        final = replace(
+            record,
+            outcome=outcome,
+            reason=reason,
+            spent_usd=nano_to_usd(snap.spent_nano),
+            overrun_usd=nano_to_usd(snap.overrun_nano),
+            makespan_s=self._now(),
+            ended_at=datetime.now(UTC),
+        )
+        if self._policy_thread is not None:
+            self._policy_thread.shutdown(wait=False)
+        await self.recorder.run_finished(final)
+        if storage_failure is not None:
+            raise storage_failure
+        return final
+
+    async def _watch_cancel(self, cancel: asyncio.Event) -> None:
+        await cancel.wait()
+        self._events.put_nowait(_CANCEL)
+
+    # ---- helpers -----------------------------------------------------------------------------
 
     def _in_flight(self) -> bool:
         return bool(self._running)
+
+    def _output_of(self, name: str) -> Any:
+        return self._subs[name].output
+
+    def _text_of(self, name: str) -> str:
+        return self._subs[name].text
 
     def _set_status(self, sub: _SubtaskRun, status: SubtaskStatus) -> None:
         for index, member in (
@@ -542,18 +841,51 @@ class Executor:
                 index.add(sub.name)
             else:
                 index.discard(sub.name)
+        if status is SubtaskStatus.READY and sub.status is SubtaskStatus.PENDING:
+            self._newly_ready.append(sub.name)
         sub.status = status
 
     def _default_cap(self, subtask: str, model: str) -> int:
         key = (subtask, model)
         cap = self._caps.get(key)
         if cap is None:
-            cap = self._defs[subtask].max_tokens or default_max_tokens(self.estimates.get(subtask, model))
+            cap = default_max_tokens(self.estimates.get(subtask, model))
             self._caps[key] = cap
         return cap
 
     def _now(self) -> float:
         return asyncio.get_running_loop().time() - self._t0
+
+    async def _measure_prompts(self) -> None:
+        """Count the prompts of subtasks that just became ready, for every model they may use.
+
+        Holds and the planner's beliefs then use the real prompt size instead of a prior.
+        """
+        names, self._newly_ready = self._newly_ready, []
+        table = dict(self.estimates.table)
+        changed = False
+        for name in names:
+            agent = self._defs[name].agent
+            if not isinstance(agent, PromptPreview):
+                continue
+            texts = AncestorView(self._text_of, self._ancestry, name)
+            try:
+                messages = agent.preview_messages(template_values(texts, self.inputs), subtask=name)
+            except UserError as exc:
+                self._fatal = exc
+                return
+            for model in self._dag.models[name]:
+                try:
+                    count = await self.client.count_prompt_tokens(self.catalog.get(model), messages)
+                except ProviderError:
+                    continue  # counted again, or bounded, by the call itself
+                self._prompt_tokens[(name, model)] = count.tokens
+                est = table[(name, model)]
+                if est.input_tokens != count.tokens:
+                    table[(name, model)] = replace(est, input_tokens=count.tokens)
+                    changed = True
+        if changed:
+            self.estimates = EstimateBook(table)
 
     async def _plan_state(self, ready: list[str]) -> PlanState:
         snap = await self.ledger.snapshot()
@@ -562,27 +894,32 @@ class Executor:
             InFlight(
                 subtask=s.name,
                 model=s.batch.model.name,
-                samples=s.batch.running,
+                samples=len(s.batch.attempts),
                 elapsed_s=now - s.batch.started_at,
                 max_tokens=s.batch.max_tokens,
             )
             for s in (self._subs[n] for n in sorted(self._running, key=self._topo.__getitem__))
-            if s.batch is not None and s.batch.running
+            if s.batch is not None and s.batch.attempts
         )
+        remaining = None if self.limits.deadline_s is None else self.limits.deadline_s - now
         return PlanState(
             dag=self._dag,
-            completed=_SetView(self._completed),
+            completed=SetView(self._completed),
             ready=tuple(ready),
             in_flight=in_flight,
             budget_usd=float(self.limits.budget_usd),
             spent_usd=snap.spent_nano / 1e9,
             reserved_usd=snap.reserved_nano / 1e9,
-            remaining_time_s=None if self.limits.deadline_s is None else self.limits.deadline_s - now,
+            remaining_time_s=remaining,
             elapsed_s=now,
             estimates=self.estimates.table,
             prices=self._prices,
             attempts=MappingProxyType(self._attempt_counts),
             decision_index=self._decisions,
+            max_tokens_ceiling=self._ceilings,
+            time_budget_s=MAX_DECISION_S
+            if remaining is None
+            else max(0.0, min(MAX_DECISION_S, DECISION_TIME_SHARE * remaining)),
         )
 
     async def _subtask_changed(self, sub: _SubtaskRun) -> None:
@@ -600,84 +937,12 @@ class Executor:
             )
         )
 
-    def _count_input_tokens(self, spec: ModelSpec, messages: list[ChatMessage], subtask: str) -> int:
-        if spec.simulated:
-            return self.estimates.get(subtask, spec.name).input_tokens
-        # ~4 characters a token plus per-message overhead, with a 10% margin: a hold, not a bill.
-        chars = sum(len(m["content"]) for m in messages)
-        return int((chars / 4 + 8 * len(messages)) * 1.1) + 16
 
-
-class _AncestorView(Mapping[str, Any]):
-    """Ancestors' outputs (or texts) by name, read from the run's state without copying."""
-
-    def __init__(self, subs: Mapping[str, _SubtaskRun], ancestry: Ancestry, subtask: str, attr: str) -> None:
-        self._subs = subs
-        self._ancestry = ancestry
-        self._subtask = subtask
-        self._attr = attr
-
-    def __getitem__(self, key: str) -> Any:
-        if not self._ancestry.is_ancestor(key, of=self._subtask):
-            raise KeyError(key)
-        return getattr(self._subs[key], self._attr)
-
-    def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and self._ancestry.is_ancestor(key, of=self._subtask)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self._ancestry.of(self._subtask)))
-
-    def __len__(self) -> int:
-        return len(self._ancestry.of(self._subtask))
-
-
-class _SetView(AbstractSet[str]):
-    """A read-only view of a set the executor keeps (valid during the `decide` call)."""
-
-    def __init__(self, members: set[str]) -> None:
-        self._members = members
-
-    def __contains__(self, item: object) -> bool:
-        return item in self._members
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._members)
-
-    def __len__(self) -> int:
-        return len(self._members)
+def _attempt_seed(run_seed: int, subtask: str, batch: int, sample: int) -> int:
+    """The seed an attempt's agent gets: the same in every process for the same run seed."""
+    digest = hashlib.blake2b(f"{run_seed}\x00{subtask}\x00{batch}\x00{sample}".encode(), digest_size=4)
+    return int.from_bytes(digest.digest(), "big") & 0x7FFFFFFF
 
 
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
-
-
-_SUMMARY_LIMIT = 50
-"""Longest list a decision record keeps (a 10,000-way fan-out is summarised, not copied)."""
-
-
-def _state_summary(state: PlanState) -> dict[str, Any]:
-    return {
-        "ready": list(state.ready[:_SUMMARY_LIMIT]),
-        "ready_count": len(state.ready),
-        "completed_count": len(state.completed),
-        "in_flight": [
-            {"subtask": f.subtask, "model": f.model, "samples": f.samples, "elapsed_s": round(f.elapsed_s, 3)}
-            for f in state.in_flight[:_SUMMARY_LIMIT]
-        ],
-        "in_flight_count": len(state.in_flight),
-        "remaining_budget_usd": round(state.remaining_budget_usd, 9),
-        "remaining_time_s": None if state.remaining_time_s is None else round(state.remaining_time_s, 3),
-    }
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, str | int | float | bool) or value is None:
-        return value
-    if isinstance(value, Decimal):
-        return str(value)
-    return repr(value)

@@ -1,12 +1,18 @@
 """The call gateway: the one path by which an attempt calls a model.
 
-For every call it: reserves the worst case in the ledger (refusing a call
-that could overspend), sets the timeout from the time left before the
+For every call it: counts the prompt's tokens (exactly, or a provable upper
+bound: `orchestrator.tokens`), reserves the worst case in the ledger (refusing
+a call that could overspend), sets the timeout from the time left before the
 deadline, calls the model client, retries retryable provider errors with
 seeded exponential backoff inside the budget and the deadline, records the
 call in the calling tree (durably, before settling), and settles the ledger
 to the actual cost. A cancelled call is recorded and settled from the usage
 it had streamed so far (or its whole reservation when nothing is known).
+
+Recording and settling happen whatever cancels the attempt meanwhile
+(`finish_anyway`): a hold is never left reserved and a paid call never
+unrecorded. A reply that arrives after the deadline is recorded `cancelled`
+(it is paid for, but not used).
 """
 
 from __future__ import annotations
@@ -14,18 +20,59 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 
+from orchestrator._finish import finish_anyway
 from orchestrator.catalog import Catalog, ModelSpec
-from orchestrator.errors import BudgetExhausted, DeadlineExceeded, ProviderError
+from orchestrator.errors import (
+    BudgetExhausted,
+    DeadlineExceeded,
+    ProviderError,
+    ReplicaUnavailable,
+    StorageError,
+)
 from orchestrator.ledger import Ledger, Reservation, nano_to_usd
 from orchestrator.model_client import CallProgress, ChatMessage, ChatRequest, ChatResponse, ModelClient
 from orchestrator.records import CallKind, CallRecord, CallStatus, Recorder
 
-__all__ = ["AttemptGateway", "RetryPolicy"]
+__all__ = ["DURABLE_GRACE_S", "AttemptGateway", "RetryPolicy", "record_durably"]
 
 _DEADLINE_GRACE_S = 0.25
+DURABLE_GRACE_S = 0.75
+"""How long after the deadline a run still waits for the database to confirm a record.
+
+Past it the record stays queued in the recorder (written when the database answers, or
+kept in its spill file) and the run ends `failed` with the storage error, on time."""
+
+
+async def record_durably(recorder: Recorder, record: CallRecord, deadline_at: float | None) -> None:
+    """`recorder.call_finished(record)`, waiting for the commit no later than the deadline allows.
+
+    Raises:
+        StorageError: the recorder failed, or did not confirm before `deadline_at` +
+            `DURABLE_GRACE_S` (the write goes on in the background).
+    """
+    if deadline_at is None:
+        await recorder.call_finished(record)
+        return
+    loop = asyncio.get_running_loop()
+    wait = max(0.0, deadline_at + DURABLE_GRACE_S - loop.time())
+    write = asyncio.ensure_future(recorder.call_finished(record))
+    try:
+        await asyncio.wait_for(asyncio.shield(write), wait)
+    except TimeoutError:
+        write.add_done_callback(_consume)
+        raise StorageError(
+            f"the recorder did not confirm call `{record.call_id}` of subtask `{record.subtask}` in"
+            f" time for the deadline; the record is still queued and is written when the database"
+            " answers; check that the database is reachable"
+        ) from None
+
+
+def _consume(task: asyncio.Future[None]) -> None:
+    """Retrieve a background write's outcome (its failure is reported by the recorder itself)."""
+    if not task.cancelled():
+        task.exception()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,7 +103,6 @@ class _Shared:
     started_at: float
     record_content: bool
     rng: random.Random
-    count_input_tokens: Callable[[ModelSpec, list[ChatMessage], str], int]
 
 
 class AttemptGateway:
@@ -81,7 +127,9 @@ class AttemptGateway:
         self._span_id = span_id
         self._held = held
         self.spent_nano = 0
-        """Settled cost of this attempt's calls so far."""
+        """Settled cost of this attempt's calls so far (what the ledger charged)."""
+        self.billed_nano = 0
+        """What providers billed for this attempt's calls (above `spent_nano` by any overrun)."""
 
     def release_unused(self) -> Reservation | None:
         """The up-front hold if no call used it (the executor settles it at zero)."""
@@ -96,8 +144,9 @@ class AttemptGateway:
         model: str | None = None,
         parent_call_id: str | None = None,
         temperature: float | None = None,
+        seed: int | None = None,
     ) -> ChatResponse:
-        """Make one budgeted, recorded call, with retries."""
+        """Make one budgeted, recorded call, with retries (a seed is sent only when given)."""
         spec = self._model if model is None else self._s.catalog.get(model)
         cap = self._max_tokens if max_tokens is None else min(max_tokens, self._max_tokens)
         parent = parent_call_id or self._span_id
@@ -105,7 +154,9 @@ class AttemptGateway:
         retry = 0
         while True:
             try:
-                return await self._one_try(spec, messages, cap, parent, temperature, retry)
+                return await self._one_try(spec, messages, cap, parent, temperature, seed, retry)
+            except ReplicaUnavailable:
+                raise  # the pool already waited for a replica; another try would wait again
             except ProviderError as exc:
                 if not exc.retryable or retry >= self._s.retry.max_retries:
                     raise
@@ -117,7 +168,7 @@ class AttemptGateway:
                 retry += 1
 
     async def _reserve(self, spec: ModelSpec, input_tokens: int, cap: int) -> Reservation:
-        needed = input_tokens * spec.input_nano_per_token() + cap * spec.output_nano_per_token()
+        needed = spec.hold_nano(input_tokens=input_tokens, max_tokens=cap)
         held, self._held = self._held, None
         if held is not None and held.amount_nano >= needed:
             return held
@@ -140,6 +191,7 @@ class AttemptGateway:
         cap: int,
         parent: str,
         temperature: float | None,
+        seed: int | None,
         retry: int,
     ) -> ChatResponse:
         s = self._s
@@ -153,15 +205,15 @@ class AttemptGateway:
             # and records the call as cancelled) is what ends it, not a racing timeout.
             left += _DEADLINE_GRACE_S
             timeout = left if timeout is None else min(timeout, left)
-        input_tokens = s.count_input_tokens(spec, messages, self._subtask)
-        reservation = await self._reserve(spec, input_tokens, cap)
+        prompt = await s.client.count_prompt_tokens(spec, messages)
+        reservation = await self._reserve(spec, prompt.tokens, cap)
         request = ChatRequest(
             model=spec,
             messages=tuple(messages),
             max_tokens=cap,
             timeout_s=timeout,
             temperature=temperature,
-            seed=s.rng.randrange(2**31),
+            seed=seed,
             sim_key=self._subtask,
             metadata={"run_id": s.run_id, "subtask": self._subtask, "attempt_id": self._attempt_id},
         )
@@ -179,6 +231,12 @@ class AttemptGateway:
         except Exception as exc:  # a client bug or unexpected wire error: a failed call, not a crash
             error = ProviderError(f"call to `{spec.name}` failed: {exc!r}", retryable=False)
         ended = loop.time()
+        if response is not None and s.deadline_at is not None and ended > s.deadline_at:
+            # Paid for, but too late to be used: the run's deadline is hard.
+            error = DeadlineExceeded(
+                f"`{spec.name}` replied {ended - s.deadline_at:.3f}s after the deadline; the reply"
+                " is paid for but not used"
+            )
         if response is not None:
             cost = spec.cost_nano(
                 input_tokens=response.input_tokens,
@@ -197,9 +255,9 @@ class AttemptGateway:
             )
         status = (
             CallStatus.OK
-            if response is not None
+            if error is None
             else CallStatus.CANCELLED
-            if isinstance(error, asyncio.CancelledError)
+            if isinstance(error, asyncio.CancelledError | DeadlineExceeded)
             else CallStatus.ERROR
         )
         record = CallRecord(
@@ -234,12 +292,19 @@ class AttemptGateway:
             response=response.text if (response and s.record_content) else None,
         )
         # Durable record first, then settle: a crash in between loses no completed call.
-        await asyncio.shield(s.recorder.call_finished(record))
-        self.spent_nano += await s.ledger.settle(reservation, cost)
+        # Both happen even if this attempt is cancelled meanwhile.
+        await finish_anyway(self._record_then_settle(record, reservation, cost))
         if error is not None:
             raise error
         assert response is not None
         return response
+
+    async def _record_then_settle(self, record: CallRecord, reservation: Reservation, cost: int) -> None:
+        try:
+            await record_durably(self._s.recorder, record, self._s.deadline_at)
+        finally:
+            self.spent_nano += await self._s.ledger.settle(reservation, cost)
+            self.billed_nano += cost
 
 
 def _render(messages: list[ChatMessage]) -> str:

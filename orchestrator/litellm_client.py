@@ -7,30 +7,36 @@ a litellm custom provider, so a demo run takes the same path as a real one.
 Pooled models (`ModelSpec.pool`) are handed to the vLLM pool client, which
 picks a replica and calls it through litellm's `hosted_vllm` provider.
 
-litellm is imported on first use, never at import time.
+litellm is imported by `prepare()`, on a worker thread before a run starts, never at
+import time and never on the event loop during a run.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from orchestrator._litellm import litellm_module
-from orchestrator.catalog import SIMULATED_PREFIX, Catalog
+from orchestrator.catalog import SIMULATED_PREFIX, Catalog, ModelSpec
 from orchestrator.errors import ProviderError
-from orchestrator.model_client import CallProgress, ChatRequest, ChatResponse
+from orchestrator.model_client import CallProgress, ChatMessage, ChatRequest, ChatResponse, PromptCount
 from orchestrator.simulated import SimulatedBackend
+from orchestrator.tokens import byte_bound, count_locally, load_encodings
 
 __all__ = ["LiteLLMClient", "PoolCaller"]
 
 _SIM_PROVIDER = SIMULATED_PREFIX.rstrip("/")
+_COUNT_ON_LOOP_MAX_CHARS = 20_000
+"""Longer prompts are tokenized on a worker thread (a 60k-character prompt takes ~10 ms)."""
 
 
 class PoolCaller(Protocol):
     """Calls one vLLM pool (see `orchestrator.pool.PooledLiteLLMCaller`)."""
 
+    async def start(self) -> None: ...
+    async def count_prompt_tokens(self, messages: Sequence[ChatMessage]) -> int: ...
     async def complete(self, request: ChatRequest, progress: CallProgress) -> ChatResponse: ...
     async def aclose(self) -> None: ...
 
@@ -109,6 +115,45 @@ class LiteLLMClient:
         self._simulated = simulated
         self._pools = dict(pool_callers or {})
         self._api_keys = dict(api_keys or {})
+        self._prepared = False
+
+    async def prepare(self) -> None:
+        """Import litellm, load tokenizers and start pool health checks, off the event loop.
+
+        litellm's import alone takes seconds; done during a run it would stall the loop
+        and with it every deadline. Idempotent.
+        """
+        if self._prepared:
+            return
+        simulated = any(spec.simulated for spec in self._catalog.models.values())
+
+        def load() -> None:
+            litellm_module()
+            if simulated:
+                _register_simulated_provider()
+            load_encodings(list(self._catalog.models.values()))
+            import openai  # noqa: F401 - the error mapping imports it on a failed call
+
+        await asyncio.to_thread(load)
+        for caller in self._pools.values():
+            await caller.start()
+        self._prepared = True
+
+    async def count_prompt_tokens(self, model: ModelSpec, messages: Sequence[ChatMessage]) -> PromptCount:
+        """Exact for OpenAI, simulated and vLLM models, a provable upper bound otherwise.
+
+        A pool that cannot be asked (no healthy replica) falls back to the bound: the
+        call itself will then wait for, or fail on, the pool anyway.
+        """
+        if model.pool is not None and model.pool in self._pools:
+            try:
+                tokens = await self._pools[model.pool].count_prompt_tokens(messages)
+            except ProviderError:
+                return PromptCount(tokens=byte_bound(messages), exact=False, method="bytes")
+            return PromptCount(tokens=tokens, exact=True, method="vllm")
+        if sum(len(m["content"]) for m in messages) > _COUNT_ON_LOOP_MAX_CHARS:
+            return await asyncio.to_thread(count_locally, model, messages)
+        return count_locally(model, messages)
 
     async def complete(self, request: ChatRequest, progress: CallProgress) -> ChatResponse:
         """One call through litellm."""

@@ -12,13 +12,13 @@ call from it (or from the full reservation when nothing is known).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypedDict
 
 from orchestrator.catalog import ModelSpec
 
-__all__ = ["CallProgress", "ChatMessage", "ChatRequest", "ChatResponse", "ModelClient"]
+__all__ = ["CallProgress", "ChatMessage", "ChatRequest", "ChatResponse", "ModelClient", "PromptCount"]
 
 
 class ChatMessage(TypedDict):
@@ -57,7 +57,7 @@ class ChatRequest:
     temperature: float | None = None
     """Sampling temperature; `None` leaves the provider default."""
     seed: int | None = None
-    """Sampling seed passed to the provider (and used by the simulated backend)."""
+    """Sampling seed passed to the provider; `None` (the default) sends none."""
     sim_key: str | None = None
     """For the simulated backend: which subtask's estimates to draw from."""
     metadata: Mapping[str, str] = field(default_factory=dict)
@@ -92,8 +92,32 @@ class ChatResponse:
     """For simulated replies: the drawn outcome that stands in for the check."""
 
 
+@dataclass(frozen=True, kw_only=True)
+class PromptCount:
+    """The prompt tokens a call will be billed for, or an upper bound on them."""
+
+    tokens: int
+    """Token count (exact, or an upper bound when `exact` is false)."""
+    exact: bool
+    """Whether `tokens` is the exact count the provider bills."""
+    method: Literal["tiktoken", "vllm", "bytes"]
+    """How it was counted (see `orchestrator.tokens`)."""
+
+
 class ModelClient(Protocol):
     """Sends chat requests to models. All implementations are async."""
+
+    async def prepare(self) -> None:
+        """Do the slow one-time work (imports, tokenizers, connections) before a run's clock starts.
+
+        Nothing slow may happen on the event loop once a run is under way: a blocked loop
+        delays the deadline's cancellation. Idempotent.
+        """
+        ...
+
+    async def count_prompt_tokens(self, model: ModelSpec, messages: Sequence[ChatMessage]) -> PromptCount:
+        """The prompt tokens `model` will bill for `messages`: exact, or a provable upper bound."""
+        ...
 
     async def complete(self, request: ChatRequest, progress: CallProgress) -> ChatResponse:
         """Run one call; raise `ProviderError` on failure. Update `progress` as tokens arrive."""

@@ -94,6 +94,7 @@ async def arun(
     record_content: bool = True,
     sim_time_scale: float = 1.0,
     run_id: str | None = None,
+    cancel: asyncio.Event | None = None,
 ) -> RunResult:
     """Run `workflow` once under a hard budget and a deadline.
 
@@ -113,6 +114,9 @@ async def arun(
         record_content: store prompt and response text.
         sim_time_scale: speed of the simulated backend on a real clock (0.1 = ten times faster).
         run_id: the run's id (default: random).
+        cancel: set it to end the run early: in-flight calls are cancelled and settled, the
+            run is recorded `cancelled`, and `arun` returns its result (cancelling the task
+            running `arun` does the same, then raises `CancelledError`).
     """
     inputs = dict(inputs or {})
     limits = RunLimits.checked(budget_usd, deadline_s)
@@ -164,8 +168,11 @@ async def arun(
         run_id=run_id,
         retry=retry,
         record_content=record_content,
+        cancel=cancel,
     )
     try:
+        # Slow one-time work (litellm's import, tokenizers, pool health) before the clock starts.
+        await client.prepare()
         record = await executor.run()
     finally:
         if own_client:
@@ -173,7 +180,7 @@ async def arun(
     winners = {s.subtask: s for s in memory.subtasks.values() if s.winner_attempt_id}
     return RunResult(
         run=record,
-        outputs={name: executor._subs[name].output for name in winners},
+        outputs={name: value for name, value in executor.outputs.items() if name in winners},
         tree=memory.tree(),
         decisions=list(memory.decisions),
         attempts=sorted(memory.attempts.values(), key=lambda a: a.started_s),

@@ -22,7 +22,7 @@ import asyncio
 import math
 import zlib
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,7 +30,8 @@ import numpy as np
 from orchestrator.catalog import ModelSpec
 from orchestrator.errors import ProviderError
 from orchestrator.estimates import AttemptEstimate, truncate
-from orchestrator.model_client import CallProgress, ChatRequest, ChatResponse
+from orchestrator.model_client import CallProgress, ChatMessage, ChatRequest, ChatResponse, PromptCount
+from orchestrator.tokens import SIMULATED_ENCODING, count_locally, load_encoding, tiktoken_count
 
 __all__ = ["SimulatedBackend", "SimulatedClient", "SimulatedDraw"]
 
@@ -95,8 +96,17 @@ class SimulatedBackend:
                 retryable=False,
             ) from None
 
-    def draw(self, subtask: str, model: str, max_tokens: int) -> SimulatedDraw:
-        """The next call of (subtask, model), with common random numbers."""
+    def draw(
+        self, subtask: str, model: str, max_tokens: int, *, input_tokens: int | None = None
+    ) -> SimulatedDraw:
+        """The next call of (subtask, model), with common random numbers.
+
+        Args:
+            subtask: whose estimates to draw from.
+            model: the catalog model.
+            max_tokens: the call's output cap (the shared truncation rule applies).
+            input_tokens: the prompt's tokens, billed as they are; `None`: the estimate's.
+        """
         est = self.estimate(subtask, model)
         n = self._counts[(subtask, model)]
         self._counts[(subtask, model)] = n + 1
@@ -111,15 +121,20 @@ class SimulatedBackend:
         capped = truncate(raw, max_tokens)
         return SimulatedDraw(
             success=bool(capped.success[0]),
-            input_tokens=est.input_tokens,
+            input_tokens=est.input_tokens if input_tokens is None else input_tokens,
             output_tokens=int(capped.output_tokens[0]),
             latency_s=float(capped.latency_s[0]) * self._time_scale,
             truncated=bool(capped.output_tokens[0] < raw.output_tokens[0]),
         )
 
     async def generate(self, request: ChatRequest, progress: CallProgress, *, subtask: str) -> ChatResponse:
-        """Play one call out on the loop's clock; on cancellation, `progress` holds the partial usage."""
-        draw = self.draw(subtask, request.model.name, request.max_tokens)
+        """Play one call out on the loop's clock; on cancellation, `progress` holds the partial usage.
+
+        The prompt is billed at its real size, counted as `orchestrator.tokens` counts it
+        for simulated models (so a hold made from that count always covers the bill).
+        """
+        prompt_tokens = tiktoken_count(SIMULATED_ENCODING, request.messages)
+        draw = self.draw(subtask, request.model.name, request.max_tokens, input_tokens=prompt_tokens)
         loop = asyncio.get_running_loop()
         start = loop.time()
         progress.input_tokens = draw.input_tokens
@@ -171,6 +186,14 @@ class SimulatedClient:
 
     def __init__(self, backend: SimulatedBackend) -> None:
         self.backend = backend
+
+    async def prepare(self) -> None:
+        """Load the tokenizer the backend bills prompts with (off the event loop)."""
+        await asyncio.to_thread(load_encoding, SIMULATED_ENCODING)
+
+    async def count_prompt_tokens(self, model: ModelSpec, messages: Sequence[ChatMessage]) -> PromptCount:
+        """Exactly what the backend will bill."""
+        return count_locally(model, messages)
 
     async def complete(self, request: ChatRequest, progress: CallProgress) -> ChatResponse:
         """Answer from the backend; the request's `sim_key` names the subtask."""

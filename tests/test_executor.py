@@ -282,12 +282,23 @@ def test_missing_template_input_is_caught_before_anything_runs(sim_catalog: Cata
         simulate(wf, catalog=sim_catalog, policy="always_cheapest", budget_usd=1, deadline_s=10)
 
 
+class _DeferEverything:
+    """A policy that never starts anything (a bug the executor must report, not hang on)."""
+
+    name = "defer-everything"
+
+    def decide(self, state: PlanState) -> Allocation:
+        return Allocation(
+            assignments={s: Assignment(model=state.dag.models[s][0], samples=0) for s in state.ready}
+        )
+
+
 def test_policy_that_defers_everything_fails_clearly(sim_catalog: Catalog, diamond: WorkflowFactory) -> None:
     result = simulate(
         diamond(),
         inputs={"topic": "t"},
         catalog=sim_catalog,
-        policy=FixedModel(model="small", samples=0),
+        policy=_DeferEverything(),
         budget_usd=1,
         deadline_s=10,
     )
