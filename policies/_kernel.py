@@ -158,6 +158,18 @@ def _cancel(
 
 
 @_jit
+def _earliest_open(deadline: NDArray[np.float64], status: NDArray[np.int8], same: bool) -> float:
+    """The earliest deadline of a subtask not complete yet (inf when all are)."""
+    if same:
+        return float(deadline[0]) if deadline.shape[0] else math.inf
+    out = math.inf
+    for i in range(deadline.shape[0]):
+        if status[i] != _DONE and deadline[i] < out:
+            out = deadline[i]
+    return out
+
+
+@_jit
 def run_many(
     child_ptr: NDArray[np.int64],
     child_idx: NDArray[np.int64],
@@ -185,7 +197,7 @@ def run_many(
     fl_row_count: NDArray[np.int64],
     budget: float,
     spent0: float,
-    deadline: float,
+    deadline: NDArray[np.float64],
     first_model: NDArray[np.int64],
     first_k: NDArray[np.int64],
     first_mt: NDArray[np.int64],
@@ -204,9 +216,16 @@ def run_many(
     """Play rollout `r` = (first action `r_first[r]`, continuation `r_cont[r]`, stream `r_id[r]`) to its end.
 
     Writes outcome, settled spend, makespan and fraction of subtasks complete into the
-    `out_*` arrays. Time 0 is the decision; `deadline` is the time left (inf: none).
+    `out_*` arrays. Time 0 is the decision; `deadline[i]` is the latest time subtask `i`
+    may complete (the time left, inf: none; less for a subtask that must leave time for
+    work after it). The rollout ends `deadline_exceeded` once the clock passes the
+    deadline of a subtask that has not completed.
     """
     n = status0.shape[0]
+    same_deadline = True
+    for i in range(n):
+        if deadline[i] != deadline[0]:
+            same_deadline = False
     status = np.empty(n, np.int8)
     attempts = np.empty(n, np.int64)
     waiting = np.empty(n, np.int64)
@@ -244,6 +263,7 @@ def run_many(
         spent = spent0
         held = 0.0
         t = 0.0
+        limit = _earliest_open(deadline, status, same_deadline)
         for f in range(n_flight):  # running batches: redrawn conditioned on "still running"
             i = fl_sub[f]
             m = fl_model[f]
@@ -311,14 +331,14 @@ def run_many(
                 if next_t[i] < best:
                     best = next_t[i]
                     bi = i
-            if best > deadline:
+            if best > limit:
                 for i in range(n):
                     if status[i] == _BUSY:
                         m = b_model[i]
                         cost, _ = _cancel(
                             i,
                             b_k[i],
-                            deadline,
+                            limit,
                             b_start[i],
                             in_cost[i, m],
                             out_price[m],
@@ -327,7 +347,7 @@ def run_many(
                             s_alive,
                         )
                         spent += cost
-                t = deadline
+                t = limit
                 outcome = DEADLINE_EXCEEDED
                 break
             t = best
@@ -353,6 +373,8 @@ def run_many(
                 b_running[i] = 0
                 status[i] = _DONE
                 n_done += 1
+                if not same_deadline and deadline[i] <= limit:
+                    limit = _earliest_open(deadline, status, same_deadline)
                 for e in range(child_ptr[i], child_ptr[i + 1]):
                     ch = child_idx[e]
                     waiting[ch] -= 1
@@ -363,10 +385,7 @@ def run_many(
                 status[i] = _READY
                 n_ready += 1
         out_outcome[r] = outcome
-        if outcome == DEADLINE_EXCEEDED:
-            out_span[r] = deadline
-        else:
-            out_span[r] = t
+        out_span[r] = t
         out_spent[r] = spent
         out_done[r] = n_done / n
 
@@ -383,7 +402,7 @@ def warm_up() -> None:
         np.zeros((1, 1), dtype=f64), np.full(1, 1e-6), np.full((1, 1), 16, dtype=i64),
         np.ones(1, dtype=np.int8), np.zeros(1, dtype=i64), np.zeros(1, dtype=i64),
         none_i, none_i, none_i, none_f, none_i, none_i, none_i, none_i,
-        1.0, 0.0, math.inf,
+        1.0, 0.0, np.full(1, math.inf),
         np.zeros((1, 1), dtype=i64), np.ones((1, 1), dtype=i64), np.full((1, 1), 16, dtype=i64),
         np.zeros(1, dtype=i64), one, np.zeros(1, dtype=i64), np.zeros(1, dtype=i64), np.zeros(1, dtype=i64),
         np.uint64(0), 1,

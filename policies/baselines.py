@@ -1,10 +1,15 @@
-"""Simple closed-loop baselines: one rule for every ready subtask, replanned at each event."""
+"""Simple closed-loop baselines: one rule for every ready subtask, replanned at each event.
+
+Each answer goes through `policies.feasibility.repair`: at most `MAX_SAMPLES` samples,
+max_tokens under the subtask's ceiling, and only what the budget left can hold.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from orchestrator.plan import Allocation, Assignment, PlanState
+from policies.feasibility import check_samples, default_cap, repair
 
 __all__ = ["AlwaysCheapest", "AlwaysStrongest", "FixedModel"]
 
@@ -17,6 +22,14 @@ def _cheapest(state: PlanState, subtask: str) -> str:
     return min(state.dag.models[subtask], key=lambda m: _price_key(state, subtask, m))
 
 
+def _answer(state: PlanState, models: dict[str, str], samples: int) -> Allocation:
+    wanted = {
+        s: Assignment(model=m, samples=samples, max_tokens=default_cap(state, s, m))
+        for s, m in models.items()
+    }
+    return Allocation(assignments=repair(state, wanted))
+
+
 @dataclass(kw_only=True)
 class AlwaysCheapest:
     """Every ready subtask gets its cheapest model (by expected attempt cost), k samples."""
@@ -26,11 +39,12 @@ class AlwaysCheapest:
     name: str = "always_cheapest"
     """Policy name."""
 
+    def __post_init__(self) -> None:
+        check_samples(self.name, self.samples)
+
     def decide(self, state: PlanState) -> Allocation:
         """Cheapest model for each ready subtask."""
-        return Allocation(
-            assignments={s: Assignment(model=_cheapest(state, s), samples=self.samples) for s in state.ready}
-        )
+        return _answer(state, {s: _cheapest(state, s) for s in state.ready}, self.samples)
 
 
 @dataclass(kw_only=True)
@@ -42,6 +56,9 @@ class AlwaysStrongest:
     name: str = "always_strongest"
     """Policy name."""
 
+    def __post_init__(self) -> None:
+        check_samples(self.name, self.samples)
+
     def decide(self, state: PlanState) -> Allocation:
         """Most reliable model for each ready subtask."""
 
@@ -51,9 +68,7 @@ class AlwaysStrongest:
                 key=lambda m: (state.estimates[(s, m)].success_prob, -_price_key(state, s, m)),
             )
 
-        return Allocation(
-            assignments={s: Assignment(model=best(s), samples=self.samples) for s in state.ready}
-        )
+        return _answer(state, {s: best(s) for s in state.ready}, self.samples)
 
 
 @dataclass(kw_only=True)
@@ -70,14 +85,16 @@ class FixedModel:
     name: str = "fixed"
     """Policy name."""
 
+    def __post_init__(self) -> None:
+        check_samples(self.name, self.samples)
+
     def decide(self, state: PlanState) -> Allocation:
         """The fixed (model, k) for each ready subtask."""
-        return Allocation(
-            assignments={
-                s: Assignment(
-                    model=self.model if self.model in state.dag.models[s] else state.dag.models[s][0],
-                    samples=self.samples,
-                )
+        return _answer(
+            state,
+            {
+                s: self.model if self.model in state.dag.models[s] else state.dag.models[s][0]
                 for s in state.ready
-            }
+            },
+            self.samples,
         )

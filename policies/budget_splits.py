@@ -3,11 +3,17 @@
 At the first decision the whole budget is split into per-subtask shares by a
 weight rule. Each subtask is dispatched once, when it first becomes ready, on
 the model that maximises `1 - (1 - p)^k` with `k = floor(share / expected
-attempt cost)` samples, and is never retried.
+attempt cost)` samples, and is never retried. `k` is bounded twice: by
+`MAX_SAMPLES`, and by what the budget left can hold (`samples_that_fit`, with the
+subtasks ready together served in order): a share is an expectation, a hold is
+max_tokens at full price, and a big budget on few subtasks once bought 12,613
+samples.
 
 How they end: a subtask whose share buys no sample, or whose one batch failed,
 is deferred (`samples=0`) from then on; once nothing else is running the
-executor ends the run `failed` (or `budget_exhausted` when holds were refused).
+executor ends the run `failed`. When the shares buy samples but no hold fits the
+budget left and nothing runs, the answer is one sample of the smallest hold
+(`policies.feasibility.repair`), which the ledger refuses: `budget_exhausted`.
 Shares are recomputed from the DAG and the run's whole budget at every
 decision, so the policies keep no state.
 """
@@ -20,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from orchestrator.plan import Allocation, Assignment, PlanState
+from policies.feasibility import MAX_SAMPLES, default_cap, repair, samples_that_fit
 
 __all__ = [
     "StaticSplit",
@@ -87,22 +94,34 @@ class StaticSplit:
     """Seed for random weight rules."""
 
     def decide(self, state: PlanState) -> Allocation:
-        """Dispatch never-attempted ready subtasks with their share's worth of samples."""
+        """Dispatch never-attempted ready subtasks with their share's worth of samples, as far as they fit."""
         raw = self.weights(state, self.seed)
         total = sum(raw.values()) or 1.0
+        left = state.remaining_budget_usd
         out: dict[str, Assignment] = {}
+        unfit: list[str] = []
         for s in state.ready:
             if state.attempts.get(s, 0) > 0:
                 continue  # one shot: never retried
             share = state.budget_usd * raw[s] / total
-            best: tuple[float, float, str, int] | None = None
+            best: tuple[float, float, str, int, int, float] | None = None
             for m in state.dag.models[s]:
-                k = int(share // max(state.expected_attempt_cost(s, m), 1e-12))
+                cost = state.expected_attempt_cost(s, m)
+                cap = default_cap(state, s, m)
+                hold = state.reservation_usd(s, m, cap)
+                bought = min(int(share // max(cost, 1e-12)), MAX_SAMPLES)
+                k = int(samples_that_fit(left, hold, bought))
                 p = state.estimates[(s, m)].success_prob
-                value = 1.0 - (1.0 - p) ** k
-                key = (value, -k * state.expected_attempt_cost(s, m), m, k)
+                key = (1.0 - (1.0 - p) ** k, -k * cost, m, k, cap, hold)
                 if k > 0 and (best is None or key[:2] > best[:2]):
                     best = key
+                elif bought > 0 and k == 0:
+                    unfit.append(s)
             if best is not None:
-                out[s] = Assignment(model=best[2], samples=best[3])
+                _, _, model, k, cap, hold = best
+                out[s] = Assignment(model=model, samples=k, max_tokens=cap)
+                left -= k * hold
+        if not out and unfit and not state.in_flight:
+            # the shares buy samples that no hold fits: let the ledger refuse one, honestly
+            out = repair(state, {unfit[0]: Assignment(model=state.dag.models[unfit[0]][0])})
         return Allocation(assignments=out)

@@ -29,6 +29,7 @@ loads it from the disk cache) unless `policies.rollout.warm_up()` ran before.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,19 +37,22 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from orchestrator.errors import ConfigError
 from orchestrator.plan import Allocation, Assignment, PlanState
-from policies.rollout import (
-    RolloutPlan,
-    RolloutProblem,
-    RolloutStart,
-    compile_problem,
-    run_rollouts,
-    start_from_state,
-)
+from policies._horizon import decision_view
+from policies._racing import Choices, Clock, Evaluator
+from policies.feasibility import MAX_SAMPLES, repair, samples_that_fit
+from policies.problem import CompiledDag, RolloutProblem, compile_problem
+from policies.rollout import RolloutStart, start_from_state
 
 __all__ = ["MCPP", "MCPPConfig", "action_values"]
 
 I64 = NDArray[np.int64]
+
+_FIRST_GUESS_S_PER_STEP = 2e-7
+"""Seconds per (rollout x subtask) kernel step assumed before any call was measured (a slow machine)."""
+_ANSWER_SHARE = 0.1
+"""Share of a decision's time budget kept for building the answer after the last rollouts."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,15 +95,22 @@ class MCPPConfig:
     """Whether an action may use a tighter max_tokens than the default (smaller holds).
 
     On by default: 0.587 with, 0.573 without on pool_dev (6 trials)."""
+    horizon: int | None = 32
+    """Most subtasks a decision plays in its rollouts (`policies._horizon`).
+
+    A DAG of at most this many subtasks is planned whole, exactly as without a horizon;
+    a larger one plans the frontier and the next levels, the rest summarised by their
+    cheap plans. `None` always plans the whole DAG (per-decision work grows with it)."""
     seed: int = 0
     """Seed of candidate sampling and of the rollouts' random numbers."""
 
-
-@dataclass(frozen=True)
-class _Choices:
-    model: I64
-    k: I64
-    mt: I64
+    def __post_init__(self) -> None:
+        if not self.k_levels or not all(1 <= k <= MAX_SAMPLES for k in self.k_levels):
+            raise ConfigError(
+                f"MCPPConfig.k_levels must be between 1 and {MAX_SAMPLES} samples, got {self.k_levels}"
+            )
+        if self.horizon is not None and self.horizon < 1:
+            raise ConfigError(f"MCPPConfig.horizon must be >= 1 or None, got {self.horizon}")
 
 
 @dataclass(kw_only=True)
@@ -110,31 +121,45 @@ class MCPP:
     """Settings."""
     name: str = "mcpp"
     """Policy name."""
-    _cache: tuple[int, RolloutProblem, I64] | None = field(default=None, init=False, repr=False)
+    _book: CompiledDag | None = field(default=None, init=False, repr=False)
+    _seconds_per_step: float = field(default=_FIRST_GUESS_S_PER_STEP, init=False, repr=False)
 
-    def _problem(self, state: PlanState) -> tuple[RolloutProblem, I64]:
-        key = id(state.estimates) ^ (id(state.dag) << 1)
-        if self._cache is None or self._cache[0] != key:
-            prob = compile_problem(state)
-            self._cache = (key, prob, _tight_caps(prob))
-        return self._cache[1], self._cache[2]
+    def _compiled(self, state: PlanState) -> CompiledDag:
+        if self._book is None or self._book.dag is not state.dag:
+            self._book = CompiledDag(state)
+        else:
+            self._book.refresh(state)
+        return self._book
 
     def decide(self, state: PlanState) -> Allocation:
-        """Score candidate actions by Monte Carlo rollouts; answer with the best one."""
+        """Score candidate actions by Monte Carlo rollouts; answer with the best one that fits."""
         if not state.ready:
             return Allocation(assignments={}, info={"candidates": 0, "rollouts": 0})
+        t0 = time.perf_counter()
         cfg = self.config
-        prob, tight = self._problem(state)
-        start = start_from_state(prob, state)
+        book = self._compiled(state)
+        view = decision_view(book, state, cfg.horizon)
+        shape = {"planned": view.problem.n, "tail": view.tail, "reserve_usd": round(view.reserve_usd, 6)}
+        if not view.ready:  # the horizon is full of running batches
+            return _cheap_answer(state, book, {**shape, "fallback": "horizon_full"})
+        prob, start = view.problem, view.start
         seed = hash((cfg.seed, state.decision_index, round(state.elapsed_s, 6))) & 0x7FFFFFFF
         rng = np.random.default_rng(seed)
-        ready = np.array([prob.index(s) for s in state.ready], dtype=np.int64)
-        cand, n_uniform = _candidates(prob, tight, ready, cfg, rng, bool(state.in_flight))
+        ready = np.array([prob.index(s) for s in view.ready], dtype=np.int64)
+        cand, n_uniform = _candidates(prob, prob.tight_mt, ready, cfg, rng, bool(state.in_flight))
         n_raw = len(cand.model)
         cand, n_uniform = _merge(prob, start, ready, cand, n_uniform)
         conts = _continuations(prob, cfg)
-        evaluator = _Evaluator(prob=prob, start=start, cand=cand, conts=conts, seed=seed, cfg=cfg)
+        budget = state.time_budget_s
+        clock = Clock(
+            stop_at=None if budget is None else t0 + budget * (1 - _ANSWER_SHARE),
+            seconds_per_step=self._seconds_per_step,
+        )
+        evaluator = Evaluator(prob=prob, start=start, cand=cand, conts=conts, seed=seed, cfg=cfg, clock=clock)
         eligible = evaluator.race(n_uniform, rng) if cfg.racing else evaluator.full()
+        self._seconds_per_step = clock.seconds_per_step
+        if eligible is None:  # not even the first round fits in the time budget
+            return _cheap_answer(state, book, {**shape, "fallback": "time_budget", "candidates": n_raw})
         counts = evaluator.count
         mean = np.where(eligible & (counts > 0), evaluator.score / np.maximum(counts, 1), -np.inf)
         best_pair = int(np.argmax(mean))
@@ -148,16 +173,19 @@ class MCPP:
         hopeless = bool(evaluator.completion[best_pair] == 0.0)
         if hopeless:
             # no rollout completes: keep the cheapest way forward open rather than a "progress" gamble
-            assignments = {s: _cheapest(prob, int(i)) for s, i in zip(state.ready, ready, strict=True)}
+            planned = {s: _cheapest(prob, int(i)) for s, i in zip(view.ready, ready, strict=True)}
         else:
-            assignments = {
+            # exactly the launch the rollouts played: samples beyond what fits are never asked for
+            row = slice(c_best, c_best + 1)
+            launch = _launched(prob, start, ready, Choices(cand.model[row], cand.k[row], cand.mt[row]))[0]
+            planned = {
                 s: Assignment(
                     model=prob.models[int(cand.model[c_best, i])],
-                    samples=int(cand.k[c_best, i]),
+                    samples=int(launch[i]),
                     max_tokens=int(cand.mt[c_best, i]),
                 )
-                for s, i in zip(state.ready, ready, strict=True)
-                if cand.k[c_best, i] > 0
+                for s, i in zip(view.ready, ready, strict=True)
+                if launch[i] > 0
             }
         info: dict[str, Any] = {
             "candidates": n_raw,
@@ -170,7 +198,12 @@ class MCPP:
             "rollouts_chosen": int(counts[best_pair]),
             "fallback_cheapest": hopeless,
         }
-        return Allocation(assignments=assignments, info=info)
+        if not view.whole:
+            info.update(shape)
+        if budget is not None:
+            info["time_budget_s"] = budget
+        overflow = _cheap_plan(state, book, view.overflow)
+        return Allocation(assignments=repair(state, {**planned, **overflow}), info=info)
 
 
 def action_values(
@@ -181,8 +214,8 @@ def action_values(
     Every action is paired with every Seq-(m, k) continuation of the default config and
     each pair gets `rollouts` rollouts on the same ids (common random numbers); an
     action's value is its best pair's completion rate. Used to judge decisions on
-    identical states (`benchmarks/bench_mcpp_racing.py`); a `max_tokens` of `None`
-    means the subtask's default cap, as in the executor.
+    identical states (`benchmarks/bench_mcpp_racing.py`); the whole DAG is played; a
+    `max_tokens` of `None` means `policies.feasibility.default_cap`.
     """
     prob = compile_problem(state)
     start = start_from_state(prob, state)
@@ -195,9 +228,7 @@ def action_values(
             mt[c, i] = int(prob.default_mt[i, m]) if a.max_tokens is None else a.max_tokens
     cfg = MCPPConfig(rollouts=rollouts, racing=False)
     conts = _continuations(prob, cfg)
-    evaluator = _Evaluator(
-        prob=prob, start=start, cand=_Choices(model, k, mt), conts=conts, seed=seed, cfg=cfg
-    )
+    evaluator = Evaluator(prob=prob, start=start, cand=Choices(model, k, mt), conts=conts, seed=seed, cfg=cfg)
     evaluator.full()
     return [float(v) for v in evaluator.completion.reshape(len(actions), -1).max(axis=1)]
 
@@ -208,12 +239,21 @@ def _cheapest(prob: RolloutProblem, i: int) -> Assignment:
     return Assignment(model=prob.models[m], samples=1, max_tokens=int(prob.default_mt[i, m]))
 
 
-def _tight_caps(prob: RolloutProblem) -> I64:
-    """(N, M) the tighter max_tokens choice: the 90th percentile of output tokens (at least 16)."""
-    out = prob.default_mt.copy()
-    for i, m in zip(*np.nonzero(prob.allowed), strict=True):
-        out[i, m] = max(16, int(np.quantile(prob.t_tokens[prob.rows(int(i), int(m))], 0.9, method="higher")))
+def _cheap_plan(state: PlanState, book: CompiledDag, subtasks: Sequence[str]) -> dict[str, Assignment]:
+    """One sample of each subtask's cheap-plan model (`policies.problem`), at its default cap."""
+    out = {}
+    for s in subtasks:
+        i = book.position[s]
+        m = int(book.cheap_model[i])
+        out[s] = Assignment(model=book.models[m], samples=1, max_tokens=int(book.default_mt[i, m]))
     return out
+
+
+def _cheap_answer(state: PlanState, book: CompiledDag, info: dict[str, Any]) -> Allocation:
+    """The heuristic answer when there is no time to plan: every ready subtask's cheap plan, repaired."""
+    return Allocation(
+        assignments=repair(state, _cheap_plan(state, book, state.ready)), info={"rollouts": 0, **info}
+    )
 
 
 def _subtask_choices(prob: RolloutProblem, tight: I64, i: int, cfg: MCPPConfig, defer: bool) -> I64:
@@ -237,7 +277,7 @@ def _candidates(
     cfg: MCPPConfig,
     rng: np.random.Generator,
     in_flight: bool,
-) -> tuple[_Choices, int]:
+) -> tuple[Choices, int]:
     """Candidate actions as (C, N) arrays; the first `n_uniform` rows are the uniform ones."""
     n, n_ready = prob.n, len(ready)
     levels = np.array(cfg.k_levels, dtype=np.int64)
@@ -274,28 +314,27 @@ def _candidates(
     samples = np.zeros((len(rows), n), dtype=np.int64)
     caps = np.ones((len(rows), n), dtype=np.int64)
     model[:, ready], samples[:, ready], caps[:, ready] = rows[:, :, 0], rows[:, :, 1], rows[:, :, 2]
-    return _Choices(model, samples, caps), n_uniform
+    return Choices(model, samples, caps), n_uniform
 
 
-def _merge(
-    prob: RolloutProblem, start: RolloutStart, ready: I64, cand: _Choices, n_uniform: int
-) -> tuple[_Choices, int]:
-    """Merge candidates the budget makes identical (samples that cannot be held are never started)."""
-    left = (
-        start.budget
-        - start.spent
-        - sum(k * prob.hold(i, m, mt) for i, m, k, _, mt in start.in_flight)
-        + 1e-12
-    )
+def _launched(prob: RolloutProblem, start: RolloutStart, ready: I64, cand: Choices) -> I64:
+    """(C, N) samples of each candidate that fit (`policies.feasibility.samples_that_fit`, in index order)."""
+    left = start.budget - start.spent - sum(k * prob.hold(i, m, mt) for i, m, k, _, mt in start.in_flight)
     k_eff = cand.k.copy()
     remaining = np.full(len(cand.k), left)
     for i in ready:
-        hold = np.maximum(
-            prob.in_cost[i, cand.model[:, i]] + cand.mt[:, i] * prob.out_price[cand.model[:, i]], 1e-15
-        )
-        fit = np.minimum(cand.k[:, i], np.floor(np.maximum(remaining, 0) / hold).astype(np.int64))
+        hold = prob.in_cost[i, cand.model[:, i]] + cand.mt[:, i] * prob.out_price[cand.model[:, i]]
+        fit = samples_that_fit(remaining, hold, cand.k[:, i])
         k_eff[:, i] = fit
         remaining -= fit * hold
+    return k_eff
+
+
+def _merge(
+    prob: RolloutProblem, start: RolloutStart, ready: I64, cand: Choices, n_uniform: int
+) -> tuple[Choices, int]:
+    """Merge candidates the budget makes identical (samples that cannot be held are never started)."""
+    k_eff = _launched(prob, start, ready, cand)
     # one int64 per ready subtask: (model + 1, k, max_tokens) of what actually launches, 0 for nothing
     k_r, m_r, mt_r = k_eff[:, ready], cand.model[:, ready], cand.mt[:, ready]
     code = np.ascontiguousarray(np.where(k_r > 0, ((m_r + 1) << 48) | (k_r << 32) | mt_r, 0))
@@ -309,122 +348,11 @@ def _merge(
     idx = np.flatnonzero(keep)
     n_uni = int((idx < n_uniform).sum())
     order = np.concatenate([idx[idx < n_uniform], idx[idx >= n_uniform]])
-    # keep the requested k: samples the ledger refuses then end the run as `budget_exhausted`, honestly
-    return _Choices(cand.model[order], cand.k[order], cand.mt[order]), n_uni
+    # rollouts play the requested k (the kernel starts what fits); the answer asks only `_launched`
+    return Choices(cand.model[order], cand.k[order], cand.mt[order]), n_uni
 
 
 def _continuations(prob: RolloutProblem, cfg: MCPPConfig) -> tuple[I64, I64]:
     models = np.repeat(np.arange(len(prob.models), dtype=np.int64), len(cfg.k_levels))
     ks = np.tile(np.array(cfg.k_levels, dtype=np.int64), len(prob.models))
     return models, ks
-
-
-@dataclass(kw_only=True)
-class _Evaluator:
-    prob: RolloutProblem
-    start: RolloutStart
-    cand: _Choices
-    conts: tuple[I64, I64]
-    seed: int
-    cfg: MCPPConfig
-    used: int = 0
-    completion: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
-
-    def __post_init__(self) -> None:
-        self.n_pairs = len(self.cand.model) * len(self.conts[0])
-        self.score = np.zeros(self.n_pairs)
-        self.wins = np.zeros(self.n_pairs)
-        self.count = np.zeros(self.n_pairs)
-        self.completion = np.zeros(self.n_pairs)
-
-    def run(self, pairs: I64, ids: I64) -> None:
-        """Add `len(ids)` rollouts (the same ids for every pair) to each pair."""
-        q = len(self.conts[0])
-        pr = np.repeat(pairs, len(ids))
-        plan = RolloutPlan(
-            rollout_id=np.tile(ids, len(pairs)),
-            first_model=self.cand.model,
-            first_k=self.cand.k,
-            first_mt=self.cand.mt,
-            cont_model=self.conts[0],
-            cont_k=self.conts[1],
-            first=pr // q,
-            cont=pr % q,
-        )
-        res = run_rollouts(self.prob, self.start, plan, seed=self.seed)
-        done = res.completed.astype(np.float64)
-        # ties broken towards progress and thrift; completion dominates
-        proxy = done + 0.01 * res.done_fraction * (1 - done) - 1e-6 * res.spent
-        self.score += np.bincount(pr, weights=proxy, minlength=self.n_pairs)
-        self.wins += np.bincount(pr, weights=done, minlength=self.n_pairs)
-        self.count += np.bincount(pr, minlength=self.n_pairs)
-        self.used += len(pr)
-        self.completion = np.where(self.count > 0, self.wins / np.maximum(self.count, 1), 0.0)
-
-    def full(self) -> NDArray[np.bool_]:
-        """Every pair, M rollouts each; all pairs are eligible."""
-        self.run(np.arange(self.n_pairs, dtype=np.int64), np.arange(self.cfg.rollouts, dtype=np.int64))
-        return np.ones(self.n_pairs, dtype=np.bool_)
-
-    def race(self, n_uniform: int, rng: np.random.Generator) -> NDArray[np.bool_]:
-        """Screen continuations, then successive halving; the last survivors are eligible."""
-        cfg = self.cfg
-        q = len(self.conts[0])
-        n_cand = len(self.cand.model)
-        next_id = 0
-        # 1. screen continuations on the pure Seq policies (uniform action (m, k) + Seq-(m, k))
-        screen_n = cfg.racing_rounds[0] * 2
-        ids = np.arange(next_id, next_id + screen_n, dtype=np.int64)
-        next_id += screen_n
-        diag = []
-        for c in range(min(n_uniform, n_cand)):
-            m, k = self.cand.model[c], self.cand.k[c]
-            for qq in range(q):
-                if np.array_equal(np.where(k > 0, self.conts[0][qq], m), m) and np.all(
-                    (k == 0) | (k == self.conts[1][qq])
-                ):
-                    diag.append(c * q + qq)
-                    break
-        if diag:
-            self.run(np.array(diag, dtype=np.int64), ids)
-            cont_score = np.full(q, -1.0)
-            for p in diag:
-                cont_score[p % q] = max(cont_score[p % q], self.score[p] / self.count[p])
-            order = np.argsort(-cont_score, kind="stable")
-            top = order[: cfg.racing_continuations]
-        else:
-            top = np.arange(min(q, cfg.racing_continuations))
-        # 2. candidates: uniform ones first, then a seeded sample of the rest
-        pool = np.arange(n_cand)
-        if n_cand > cfg.racing_candidates:
-            rest = rng.choice(
-                np.arange(n_uniform, n_cand), size=max(0, cfg.racing_candidates - n_uniform), replace=False
-            )
-            pool = np.concatenate([np.arange(n_uniform), np.sort(rest)])
-        alive = (pool[:, None] * q + top[None, :]).ravel().astype(np.int64)
-        # 3. successive halving on fresh, shared rollout ids
-        for r, block in enumerate(cfg.racing_rounds):
-            ids = np.arange(next_id, next_id + block, dtype=np.int64)
-            next_id += block
-            self.run(alive, ids)
-            if r == 0 and cfg.racing_widen > 0:
-                alive = self._widen(alive, q, ids)
-            if r == len(cfg.racing_rounds) - 1 or len(alive) <= 1:
-                break
-            mean = self.score[alive] / self.count[alive]
-            keep = max(1, math.ceil(len(alive) * cfg.racing_keep))
-            alive = alive[np.argsort(-mean, kind="stable")[:keep]]
-        final = np.zeros(self.n_pairs, dtype=np.bool_)
-        final[alive] = True
-        return final
-
-    def _widen(self, alive: I64, q: int, ids: I64) -> I64:
-        """Give the best `racing_widen` actions every continuation, caught up on the same `ids`."""
-        ranked = (alive // q)[np.argsort(-(self.score[alive] / self.count[alive]), kind="stable")]
-        _, first = np.unique(ranked, return_index=True)  # each action at its best pair's rank
-        best = ranked[np.sort(first)][: self.cfg.racing_widen]
-        wide = (best[:, None] * q + np.arange(q)[None, :]).ravel()
-        new = wide[self.count[wide] == 0]
-        if len(new):
-            self.run(new, ids)
-        return np.union1d(alive, wide).astype(np.int64)

@@ -15,6 +15,7 @@ from policies.budget_splits import (
     success_weights,
     uniform_weights,
 )
+from policies.feasibility import MAX_SAMPLES
 from policies.mcpp import MCPP, MCPPConfig
 from policies.pacing import DualMirrorDescent, ThresholdRouter
 from policies.rollout import warm_up
@@ -33,8 +34,8 @@ def _fixed(spec: str) -> PolicyFactory:
         k = int(parts[2]) if len(parts) == 3 else 1
     except ValueError:
         raise ConfigError(f"policy `{spec}`: K must be a whole number, got `{parts[2]}`") from None
-    if k < 1:
-        raise ConfigError(f"policy `{spec}`: K must be >= 1")
+    if not 1 <= k <= MAX_SAMPLES:
+        raise ConfigError(f"policy `{spec}`: K must be between 1 and {MAX_SAMPLES}, got {k}")
     return lambda seed: FixedModel(model=parts[1], samples=k, name=spec)
 
 

@@ -39,8 +39,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from orchestrator.estimates import AttemptEstimate, default_max_tokens
 from orchestrator.plan import PlanState
+from policies.problem import RolloutProblem, compile_problem
 
 __all__ = [
     "BUDGET_EXHAUSTED",
@@ -60,7 +60,6 @@ __all__ = [
 
 RUNNING, COMPLETED, BUDGET_EXHAUSTED, DEADLINE_EXCEEDED, FAILED = 0, 1, 2, 3, 4
 _WAIT, _READY, _BUSY, _DONE = 0, 1, 2, 3
-_TABLE = 256
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 _GOLD = np.uint64(0x9E3779B97F4A7C15)
@@ -83,133 +82,6 @@ def uniform_hash(seed: int, a: I64, b: I64, c: I64) -> F64:
     x = _mix(x ^ (np.asarray(b, dtype=np.uint64) * _GOLD))
     x = _mix(x ^ (np.asarray(c, dtype=np.uint64) * _M1))
     return (x >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
-
-
-@dataclass(frozen=True, kw_only=True, eq=False)
-class RolloutProblem:
-    """A workflow's estimates compiled into flat arrays (built once per run)."""
-
-    subtasks: tuple[str, ...]
-    """Subtask names, topological order (index `i`)."""
-    models: tuple[str, ...]
-    """Every model any subtask may use (index `m`)."""
-    parent_count: I64
-    """(N,) number of parents."""
-    child_ptr: I64
-    """(N + 1,) children of `i` are `child_idx[child_ptr[i]:child_ptr[i + 1]]`."""
-    child_idx: I64
-    """Concatenated children lists."""
-    allowed: B
-    """(N, M) whether subtask `i` may use model `m`."""
-    fallback: I64
-    """(N,) first listed model of each subtask (used when a continuation names another)."""
-    offset: I64
-    """(N, M) start of (i, m)'s rows in the sample table."""
-    size: I64
-    """(N, M) number of rows of (i, m) (0 when not allowed)."""
-    t_success: B
-    """Sample table: success."""
-    t_tokens: I64
-    """Sample table: output tokens."""
-    t_latency: F64
-    """Sample table: latency (seconds, > 0)."""
-    t_rows: I64
-    """`arange` over the sample table (the kernel draws row `t_rows[offset + floor(u x size)]`)."""
-    in_cost: F64
-    """(N, M) USD of one attempt's input tokens."""
-    out_price: F64
-    """(M,) USD per output token."""
-    default_mt: I64
-    """(N, M) `default_max_tokens` of each estimate."""
-    success_prob: F64
-    """(N, M) estimated success probability."""
-    mean_cost: F64
-    """(N, M) expected USD of one untruncated attempt."""
-    mean_latency: F64
-    """(N, M) mean latency."""
-
-    @property
-    def n(self) -> int:
-        """Number of subtasks."""
-        return len(self.subtasks)
-
-    def index(self, subtask: str) -> int:
-        """Index of a subtask."""
-        return self.subtasks.index(subtask)
-
-    def hold(self, i: int, m: int, max_tokens: int) -> float:
-        """USD one sample of (i, m) holds with this cap."""
-        return float(self.in_cost[i, m] + max_tokens * self.out_price[m])
-
-    def rows(self, i: int, m: int) -> slice:
-        """The rows of (i, m) in the sample table."""
-        return slice(int(self.offset[i, m]), int(self.offset[i, m] + self.size[i, m]))
-
-
-def _table(est: AttemptEstimate) -> tuple[B, I64, F64]:
-    if est.samples:
-        succ = np.array([s.success for s in est.samples], dtype=np.bool_)
-        tok = np.array([max(0, s.output_tokens) for s in est.samples], dtype=np.int64)
-        lat = np.array([s.latency_s for s in est.samples], dtype=np.float64)
-    else:
-        d = est.draw(np.random.default_rng(20240611), _TABLE)
-        succ, tok, lat = d.success, d.output_tokens, d.latency_s
-    return succ, tok, np.maximum(lat, 1e-6)
-
-
-def compile_problem(state: PlanState) -> RolloutProblem:
-    """Flatten the estimates and prices of `state` into arrays."""
-    dag = state.dag
-    subtasks = dag.subtasks
-    models = tuple(dict.fromkeys(m for s in subtasks for m in dag.models[s]))
-    n, k = len(subtasks), len(models)
-    idx = {s: i for i, s in enumerate(subtasks)}
-    children: list[list[int]] = [[] for _ in subtasks]
-    for s in subtasks:
-        for p in dag.parents[s]:
-            children[idx[p]].append(idx[s])
-    allowed = np.zeros((n, k), dtype=np.bool_)
-    offset = np.zeros((n, k), dtype=np.int64)
-    size = np.zeros((n, k), dtype=np.int64)
-    in_cost, default_mt = np.zeros((n, k)), np.ones((n, k), dtype=np.int64)
-    p_succ, mean_cost, mean_lat = np.zeros((n, k)), np.full((n, k), np.inf), np.full((n, k), np.inf)
-    out_price = np.array([state.prices[m].output_usd_per_token for m in models])
-    chunks: list[tuple[B, I64, F64]] = []
-    pos = 0
-    for i, s in enumerate(subtasks):
-        for m_name in dag.models[s]:
-            m = models.index(m_name)
-            est = state.estimates[(s, m_name)]
-            table = _table(est)
-            allowed[i, m], offset[i, m], size[i, m] = True, pos, len(table[0])
-            pos += len(table[0])
-            chunks.append(table)
-            in_cost[i, m] = est.input_tokens * state.prices[m_name].input_usd_per_token
-            default_mt[i, m] = default_max_tokens(est)
-            p_succ[i, m] = float(table[0].mean())
-            mean_cost[i, m] = in_cost[i, m] + float(table[1].mean()) * out_price[m]
-            mean_lat[i, m] = float(table[2].mean())
-    return RolloutProblem(
-        subtasks=subtasks,
-        models=models,
-        parent_count=np.array([len(dag.parents[s]) for s in subtasks], dtype=np.int64),
-        child_ptr=np.cumsum([0] + [len(c) for c in children], dtype=np.int64),
-        child_idx=np.array([c for cs in children for c in cs], dtype=np.int64),
-        allowed=allowed,
-        fallback=np.array([models.index(dag.models[s][0]) for s in subtasks], dtype=np.int64),
-        offset=offset,
-        size=size,
-        t_success=np.concatenate([c[0] for c in chunks]),
-        t_tokens=np.concatenate([c[1] for c in chunks]),
-        t_latency=np.concatenate([c[2] for c in chunks]),
-        t_rows=np.arange(pos, dtype=np.int64),
-        in_cost=in_cost,
-        out_price=out_price,
-        default_mt=default_mt,
-        success_prob=p_succ,
-        mean_cost=mean_cost,
-        mean_latency=mean_lat,
-    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -236,6 +108,9 @@ class RolloutStart:
     """Settled spend, USD."""
     deadline: float
     """Time left (inf: none)."""
+    subtask_deadline: F64 | None = None
+    """(N,) the latest time each subtask may complete (<= `deadline`), for a subproblem whose
+    subtasks must leave time for work after them; `None`: `deadline` for all."""
 
 
 def _still_running_rows(prob: RolloutProblem, i: int, m: int, max_tokens: int, elapsed: float) -> I64:
@@ -247,7 +122,7 @@ def _still_running_rows(prob: RolloutProblem, i: int, m: int, max_tokens: int, e
 
 
 def start_from_state(prob: RolloutProblem, state: PlanState) -> RolloutStart:
-    """The rollout start matching a `PlanState`."""
+    """The rollout start matching a `PlanState` (subtasks outside `prob` are left out)."""
     status = np.zeros(prob.n, dtype=np.int8)
     for i, s in enumerate(prob.subtasks):
         if s in state.completed:
@@ -255,12 +130,15 @@ def start_from_state(prob: RolloutProblem, state: PlanState) -> RolloutStart:
     busy = []
     rows: list[I64] = []
     for f in state.in_flight:
+        if f.subtask not in prob:
+            continue
         i, m = prob.index(f.subtask), prob.models.index(f.model)
         status[i] = _BUSY
         busy.append((i, m, f.samples, f.elapsed_s, f.max_tokens))
         rows.append(_still_running_rows(prob, i, m, f.max_tokens, f.elapsed_s))
     for s in state.ready:
-        status[prob.index(s)] = _READY
+        if s in prob:
+            status[prob.index(s)] = _READY
     done = np.zeros(prob.n, dtype=np.int64)  # complete parents of each subtask
     for p in np.flatnonzero(status == _DONE):
         np.add.at(done, prob.child_idx[prob.child_ptr[p] : prob.child_ptr[p + 1]], 1)
@@ -369,7 +247,9 @@ def run_rollouts(prob: RolloutProblem, start: RolloutStart, plan: RolloutPlan, *
         start.flight_row_count,
         float(start.budget),
         float(start.spent),
-        float(start.deadline),
+        np.full(prob.n, float(start.deadline))
+        if start.subtask_deadline is None
+        else np.ascontiguousarray(np.minimum(start.subtask_deadline, start.deadline), dtype=np.float64),
         np.ascontiguousarray(plan.first_model, dtype=np.int64),
         np.ascontiguousarray(plan.first_k, dtype=np.int64),
         np.ascontiguousarray(plan.first_mt, dtype=np.int64),
