@@ -108,7 +108,7 @@ def describe_check_failure(exc: BaseException, timeout_s: float) -> str:
     if isinstance(exc, httpx.TimeoutException | TimeoutError):
         return f"no answer within {timeout_s:g} s (paused, overloaded or unreachable)"
     if isinstance(exc, httpx.ConnectError):
-        return f"connection refused or failed ({exc}): the server is not running"
+        return f"connection refused or failed ({exc or type(exc).__name__}): is its server running?"
     return f"request failed: {exc!r}"
 
 

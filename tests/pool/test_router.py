@@ -12,7 +12,13 @@ import pytest
 from orchestrator.catalog import PoolSpec
 from orchestrator.errors import ConfigError, ReplicaUnavailable
 from orchestrator.model_client import ChatMessage
-from orchestrator.pool import HealthChecker, PoolRouter, RouterConfig, parse_vllm_metrics
+from orchestrator.pool import (
+    HealthChecker,
+    PoolRouter,
+    RouterConfig,
+    describe_check_failure,
+    parse_vllm_metrics,
+)
 from orchestrator.pool.router import Lease
 
 MakePool = Callable[..., PoolSpec]
@@ -376,3 +382,54 @@ async def test_health_checker_task_starts_and_stops(make_pool: MakePool) -> None
         rounds = checker.rounds
         await asyncio.sleep(0.05)
         assert checker.rounds == rounds  # stopped
+
+
+async def test_a_replica_down_says_since_when_and_why_until_it_is_back(make_pool: MakePool) -> None:
+    router = PoolRouter(make_pool(), RouterConfig(seed=0))
+    router.mark_down(REPLICA_A, "health check failed: `/health` answered HTTP 503")
+    router.mark_down(REPLICA_A, "a later probe failed")  # the first reason stays
+    stats = router.stats()[REPLICA_A]
+    assert not stats.healthy and stats.down_since is not None
+    assert stats.down_reason == "health check failed: `/health` answered HTTP 503"
+    described = router.describe_replicas()
+    assert f"`{REPLICA_A}` down since " in described and "answered HTTP 503" in described
+    assert f"`{REPLICA_B}` healthy (0 in flight)" in described
+    router.mark_up(REPLICA_A)
+    stats = router.stats()[REPLICA_A]
+    assert stats.healthy and stats.down_since is None and stats.down_reason is None
+
+
+async def test_wait_for_healthy_wakes_when_a_replica_is_put_back(make_pool: MakePool) -> None:
+    router = PoolRouter(make_pool(), RouterConfig(seed=0))
+    assert await router.wait_for_healthy(0)
+    router.mark_down(REPLICA_A)
+    router.mark_down(REPLICA_B)
+    assert not router.any_healthy()
+    assert not await router.wait_for_healthy(0.05)
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.05, router.mark_up, REPLICA_B)
+    started = loop.time()
+    assert await router.wait_for_healthy(10)
+    assert loop.time() - started < 5
+
+
+def test_no_healthy_replica_error_names_each_replica_state(make_pool: MakePool) -> None:
+    router = PoolRouter(make_pool(), RouterConfig(seed=0))
+    router.mark_down(REPLICA_A, "health check failed: no answer within 2 s")
+    router.mark_down(REPLICA_B)
+    with pytest.raises(ReplicaUnavailable) as failure:
+        router.choose(agent_prompt(1, "x"))
+    message = str(failure.value)
+    assert f"`{REPLICA_A}` down since " in message and "no answer within 2 s" in message
+    assert f"`{REPLICA_B}` down since " in message and "reason not recorded" in message
+
+
+def test_check_failures_are_described_for_people() -> None:
+    request = httpx.Request("GET", "http://replica-a.test/health")
+    dead = httpx.HTTPStatusError("503", request=request, response=httpx.Response(503, request=request))
+    assert describe_check_failure(dead, 2.0) == "`/health` answered HTTP 503"
+    assert "no answer within 2 s" in describe_check_failure(httpx.ReadTimeout("slow", request=request), 2.0)
+    refused = describe_check_failure(
+        httpx.ConnectError("All connection attempts failed", request=request), 2.0
+    )
+    assert refused.startswith("connection refused or failed")
