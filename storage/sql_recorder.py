@@ -16,6 +16,14 @@ the output previews of attempts and subtasks are written as `NULL`.
 
 Every write is an upsert keyed by the record's id, so recording the same
 record twice (an attempt's start then its end; a resumed run) replaces it.
+
+Storage faults: a write that fails because the database is unreachable (a
+PostgreSQL restart, a dropped connection, a locked SQLite file) is retried with
+backoff for up to `retry_window_s`; if it still fails, or the database refuses
+a row, the rows are kept in a spill file (`storage._spill`) and a
+`StorageError` says so; the next recorder opened on the database writes them
+back first. PostgreSQL cannot store the NUL character in text: it is written as
+U+FFFD there.
 """
 
 from __future__ import annotations
@@ -24,18 +32,20 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError, SQLAlchemyError
 
 from orchestrator.errors import StorageError
 from orchestrator.records import (
@@ -46,6 +56,7 @@ from orchestrator.records import (
     SubtaskRecord,
 )
 from storage._engine import make_engine, storage_error
+from storage._spill import default_spill_path, read_spill, spill_rows
 from storage.abandoned import HEARTBEAT_INTERVAL_S
 from storage.migrate import upgrade
 from storage.models import Attempt, Base, Call, PlanDecision, Run, SubtaskExecution
@@ -55,6 +66,11 @@ __all__ = ["SqlRecorder"]
 _log = logging.getLogger(__name__)
 
 _CONTENT_FIELDS = frozenset({"prompt", "response", "output_preview"})
+_MODELS: dict[str, type[Base]] = {
+    m.__tablename__: m for m in (Run, PlanDecision, Attempt, Call, SubtaskExecution)
+}
+RETRY_WINDOW_S = 30.0
+"""How long a write is retried while the database is unreachable before its rows are spilled."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +130,8 @@ class SqlRecorder:
         batch_size: int = 100,
         flush_interval_s: float = 0.5,
         heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S,
+        retry_window_s: float = RETRY_WINDOW_S,
+        spill_path: Path | None = None,
     ) -> None:
         """Wrap an engine whose schema is up to date; prefer `SqlRecorder.open`.
 
@@ -126,7 +144,12 @@ class SqlRecorder:
             flush_interval_s: longest time a queued event waits for a write.
             heartbeat_interval_s: how often a running run's `heartbeat_at` is refreshed
                 (a run whose heartbeat goes stale is shown as abandoned).
+            retry_window_s: how long a write is retried while the database is unreachable.
+            spill_path: where rows the database would not take are kept; `None`: nowhere
+                (the `StorageError` is all that remains).
         """
+        if retry_window_s < 0:
+            raise ValueError(f"retry_window_s must be >= 0, got {retry_window_s}")
         if heartbeat_interval_s <= 0:
             raise ValueError(f"heartbeat_interval_s must be positive, got {heartbeat_interval_s}")
         if batch_size < 1:
@@ -146,6 +169,9 @@ class SqlRecorder:
         self._closed = False
         self._heartbeat_interval_s = heartbeat_interval_s
         self._heartbeats: dict[str, asyncio.Task[None]] = {}
+        self._retry_window_s = retry_window_s
+        self._spill_path = spill_path
+        self._postgres = engine.dialect.name == "postgresql"
 
     @classmethod
     async def open(
@@ -157,6 +183,8 @@ class SqlRecorder:
         batch_size: int = 100,
         flush_interval_s: float = 0.5,
         heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S,
+        retry_window_s: float = RETRY_WINDOW_S,
+        spill_path: Path | None = None,
     ) -> SqlRecorder:
         """Connect to `url`, bring its schema to the newest revision, and return a recorder.
 
@@ -167,6 +195,10 @@ class SqlRecorder:
             batch_size: queued events that trigger a write.
             flush_interval_s: longest time a queued event waits for a write.
             heartbeat_interval_s: how often a running run's heartbeat is refreshed.
+            retry_window_s: how long a write is retried while the database is unreachable.
+            spill_path: where rows the database would not take are kept (default: beside
+                a SQLite file, or `~/.cache/budgetflow/spill/` for a server); rows spilled
+                there earlier are written back now.
 
         Raises:
             ConfigError: the URL is invalid.
@@ -174,20 +206,29 @@ class SqlRecorder:
         """
         engine = make_engine(url)
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="budgetflow-sql-writer")
-        try:
-            await asyncio.wrap_future(writer.submit(_prepare, engine, migrate))
-        except BaseException:
-            writer.submit(engine.dispose)
-            writer.shutdown(wait=False)
-            raise
-        return cls(
+        recorder = cls(
             engine,
             writer,
             record_content=record_content,
             batch_size=batch_size,
             flush_interval_s=flush_interval_s,
             heartbeat_interval_s=heartbeat_interval_s,
+            retry_window_s=retry_window_s,
+            spill_path=spill_path if spill_path is not None else default_spill_path(engine.url),
         )
+        try:
+            await asyncio.wrap_future(writer.submit(_prepare, engine, migrate))
+            await asyncio.wrap_future(writer.submit(recorder._replay_spill))
+        except BaseException:
+            writer.submit(engine.dispose)
+            writer.shutdown(wait=False)
+            raise
+        return recorder
+
+    @property
+    def spill_path(self) -> Path | None:
+        """Where rows the database would not take are kept."""
+        return self._spill_path
 
     @property
     def engine(self) -> Engine:
@@ -354,32 +395,91 @@ class SqlRecorder:
         raise StorageError(f"recording failed: {error}") from error
 
     def _write(self, batch: list[_Upsert]) -> None:
-        """Writer thread: one transaction for the whole batch.
+        """Writer thread: one transaction for the whole batch, retried while the database is away.
 
-        If the batch fails, its rows are written again one transaction each, so
-        one bad record (say, a call of an attempt never started) does not take
-        the good records queued with it down; the first failure is raised.
+        If the database refuses the batch, its rows are written again one transaction
+        each, so one bad record does not take the good ones queued with it down. Rows
+        that cannot be written are spilled (`storage._spill`) and the first failure raised.
         """
-        try:
-            self._write_rows(batch)
-        except SQLAlchemyError as error:
-            if len(batch) == 1:
-                raise storage_error("write to", self._engine, error) from error
-        else:
-            return
+        give_up_at = time.monotonic() + self._retry_window_s
+        delay = 0.05
+        while True:
+            try:
+                self._write_rows(batch)
+                return
+            except SQLAlchemyError as error:
+                if not _transient(error, self._engine.dialect.name):
+                    break
+                if time.monotonic() + delay > give_up_at:
+                    raise self._spilled("write to", error, batch) from error
+                _log.warning("database write failed (%s); retrying in %.2fs", _first_line(error), delay)
+                time.sleep(delay)
+                delay = min(2.0, delay * 2)
+        failed: list[_Upsert] = []
         first: SQLAlchemyError | None = None
         for row in batch:
             try:
                 self._write_rows([row])
             except SQLAlchemyError as error:
                 first = first or error
+                failed.append(row)
         if first is not None:
-            raise storage_error("write to", self._engine, first) from first
+            raise self._spilled("write to", first, failed) from first
+
+    def _spilled(self, action: str, error: SQLAlchemyError, rows: list[_Upsert]) -> StorageError:
+        """Keep `rows` in the spill file; the error says where they are."""
+        base = storage_error(action, self._engine, error)
+        if self._spill_path is None:
+            return base
+        try:
+            spill_rows(self._spill_path, [(row.model.__tablename__, row.values) for row in rows])
+        except OSError as spill_error:
+            return StorageError(
+                f"{base}; keeping {len(rows)} record(s) in `{self._spill_path}` failed too: {spill_error}"
+            )
+        return StorageError(
+            f"{base}; {len(rows)} record(s) are kept in `{self._spill_path}` and are written to the"
+            " database the next time budgetflow opens it"
+        )
+
+    def _replay_spill(self) -> None:
+        """Writer thread: write back the rows spilled earlier, then remove the spill file.
+
+        Rows the database refuses for good (not for being away) move to a `.rejected`
+        file beside it, with a warning, so that one bad row never blocks recording.
+        """
+        path = self._spill_path
+        if path is None or not path.exists():
+            return
+        rows = [_Upsert(_MODELS[table], values) for table, values in read_spill(path) if table in _MODELS]
+        rejected: list[_Upsert] = []
+        try:
+            self._write_rows(rows)
+        except SQLAlchemyError as error:
+            if _transient(error, self._engine.dialect.name):
+                raise StorageError(
+                    f"{storage_error('write to', self._engine, error)}; the {len(rows)} record(s) kept"
+                    f" in `{path}` from an earlier failure are still waiting to be written"
+                ) from error
+            for row in rows:
+                try:
+                    self._write_rows([row])
+                except SQLAlchemyError:
+                    rejected.append(row)
+        if rejected:
+            target = path.with_name(path.name + ".rejected")
+            spill_rows(target, [(row.model.__tablename__, row.values) for row in rejected])
+            _log.warning(
+                "%d spilled record(s) were refused by the database; kept in %s", len(rejected), target
+            )
+        path.unlink()
+        _log.warning("wrote back %d record(s) kept in %s", len(rows) - len(rejected), path)
 
     def _write_rows(self, rows: list[_Upsert]) -> None:
         with self._engine.begin() as connection:
             for row in rows:
-                connection.execute(self._statement(row.model), row.values)
+                values = _without_nul(row.values) if self._postgres else row.values
+                connection.execute(self._statement(row.model), values)
 
     def _statement(self, model: type[Base]) -> sa.Executable:
         """Writer thread: the upsert statement for a model, built once."""
@@ -404,6 +504,39 @@ def _upsert(dialect: str, table: sa.Table) -> sa.Executable:
         column.name: insert.excluded[column.name] for column in table.columns if column.name not in keys
     }
     return insert.on_conflict_do_update(index_elements=keys, set_=updates)
+
+
+def _transient(error: SQLAlchemyError, dialect: str) -> bool:
+    """Whether `error` says the database is away for now (retry) rather than refusing the write."""
+    if isinstance(error, DisconnectionError):
+        return True
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
+        return True
+    if isinstance(error, OperationalError | InterfaceError):
+        if dialect == "sqlite":  # SQLite's OperationalError also means "no such table" and the like
+            text = str(error.orig).lower()
+            return "locked" in text or "busy" in text
+        return True
+    return False
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(getattr(error, "orig", None) or error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+_NUL = "\x00"
+
+
+def _without_nul(value: Any) -> Any:
+    """PostgreSQL stores no NUL in text or JSON: replace it by U+FFFD (the replacement character)."""
+    if isinstance(value, str):
+        return value.replace(_NUL, "\ufffd") if _NUL in value else value
+    if isinstance(value, dict):
+        return {k: _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value
 
 
 def _prepare(engine: Engine, migrate: bool) -> None:
