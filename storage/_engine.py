@@ -21,7 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine
-from sqlalchemy.exc import ArgumentError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import ArgumentError, DatabaseError, IntegrityError, InterfaceError, OperationalError
 
 from orchestrator.errors import ConfigError, StorageError
 
@@ -139,6 +139,15 @@ def make_engine(url: str | URL, *, must_exist: bool = False) -> Engine:
     parsed = parse_database_url(url)
     path = sqlite_path(parsed)
     if path is not None:
+        if path.is_dir():
+            raise ConfigError(
+                f"SQLite database `{path}` is a directory; give a file path such as `{path / 'runs.db'}`"
+            )
+        blocking = next((p for p in reversed(path.parents) if p.exists() and not p.is_dir()), None)
+        if blocking is not None:
+            raise ConfigError(
+                f"SQLite database `{path}`: `{blocking}` is a file, not a directory; choose another path"
+            )
         if must_exist and not path.exists():
             raise StorageError(
                 f"no database file at `{path}`; record a run there first or pass the right URL"
@@ -160,16 +169,47 @@ def make_engine(url: str | URL, *, must_exist: bool = False) -> Engine:
 
 
 def storage_error(action: str, engine: Engine, error: BaseException) -> StorageError:
-    """A `StorageError` that names the action, the (redacted) database and the cause."""
+    """A `StorageError` that names the action, the (redacted) database, the cause and what to do."""
     cause = str(getattr(error, "orig", None) or error).strip().splitlines()
     detail = cause[0] if cause else type(error).__name__
+    where = f"database `{redact(engine.url)}`"
+    path = sqlite_path(engine.url)
+    sqlite = engine.url.get_backend_name() == "sqlite"
+    lowered = detail.lower()
+    if sqlite and any(sign in lowered for sign in _NOT_A_DATABASE):
+        shown = path or redact(engine.url)
+        return StorageError(
+            f"could not {action} {where}: `{shown}` is not a SQLite database budgetflow can read"
+            f" ({detail}); it is damaged or another kind of file: move it aside (a fresh one is"
+            " created on the next run) or pass another `--db`"
+        )
     if isinstance(error, IntegrityError):
         hint = (
             "a record refers to a run or attempt that was not recorded before it "
             "(`run_started` and `attempt_started` come first)"
         )
+    elif "already exists" in lowered:
+        hint = (
+            "another process created the schema at the same moment; try again (the schema is in"
+            " place now)"
+        )
+    elif sqlite and "locked" in lowered:
+        hint = (
+            f"another process kept the file locked for over {_BUSY_TIMEOUT_S:g}s; wait for it to"
+            " finish or stop it, then try again"
+        )
+    elif sqlite and isinstance(error, DatabaseError | InterfaceError):
+        hint = (
+            f"check that `{path}` and its directory are readable and writable and that the disk is not full"
+            if path is not None
+            else "check the SQLite URL"
+        )
     elif isinstance(error, OperationalError | InterfaceError):
         hint = "check that the database server is running and the URL is right"
     else:
         hint = "this is likely a bug in budgetflow; please report it with the message"
-    return StorageError(f"could not {action} database `{redact(engine.url)}`: {detail}; {hint}")
+    return StorageError(f"could not {action} {where}: {detail}; {hint}")
+
+
+_NOT_A_DATABASE = ("file is not a database", "database disk image is malformed", "not a database")
+"""What SQLite says about a file that is not (or no longer) a database."""

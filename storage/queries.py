@@ -51,6 +51,8 @@ __all__ = [
     "build_call_tree",
     "get_run",
     "list_runs",
+    "resolve_run_id",
+    "workflow_names",
 ]
 
 
@@ -147,6 +149,56 @@ def list_runs(target: str | URL | Engine, limit: int = 50, workflow: str | None 
             )
             for run, n, cost, is_stale in session.execute(query)
         ]
+
+
+def resolve_run_id(target: str | URL | Engine, prefix: str) -> str:
+    """The id of the one run whose id is `prefix` or starts with it.
+
+    Raises:
+        ConfigError: no run matches, or several do (the message lists them).
+        StorageError: the database cannot be read.
+    """
+    wanted = prefix.strip()
+    if not wanted:
+        raise ConfigError("the run id is empty; `budgetflow runs list` shows the ids")
+    with _session(target) as session:
+        if session.get(Run, wanted) is not None:
+            return wanted
+        matches = list(
+            session.execute(
+                sa.select(Run.run_id, Run.workflow, Run.started_at)
+                .where(Run.run_id.startswith(wanted, autoescape=True))
+                .order_by(Run.started_at.desc())
+                .limit(_AMBIGUOUS_SHOWN + 1)
+            )
+        )
+    if not matches:
+        raise ConfigError(f"no run has an id starting with `{wanted}`; `budgetflow runs list` shows the ids")
+    if len(matches) > 1:
+        shown = ", ".join(
+            f"`{run_id}` ({workflow}, {started:%Y-%m-%d %H:%M})"
+            for run_id, workflow, started in matches[:_AMBIGUOUS_SHOWN]
+        )
+        more = " and more" if len(matches) > _AMBIGUOUS_SHOWN else ""
+        raise ConfigError(
+            f"the run id prefix `{wanted}` is ambiguous: it starts {shown}{more}; give more characters"
+        )
+    run_id: str = matches[0][0]
+    return run_id
+
+
+_AMBIGUOUS_SHOWN = 5
+"""Runs an ambiguous-prefix message lists."""
+
+
+def workflow_names(target: str | URL | Engine) -> list[str]:
+    """The names of the workflows with recorded runs, sorted.
+
+    Raises:
+        StorageError: the database cannot be read.
+    """
+    with _session(target) as session:
+        return list(session.scalars(sa.select(Run.workflow).distinct().order_by(Run.workflow)))
 
 
 def get_run(target: str | URL | Engine, run_id: str) -> RunDetail:
