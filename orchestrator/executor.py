@@ -447,21 +447,21 @@ class Executor:
             if assignment is None or assignment.samples == 0:
                 continue
             if await self._launch(name, assignment):
-                refused.append(f"`{name}`")
+                refused.append(self._refusal(name, assignment.max_tokens or 1))
         if not refused:
             return None
         snap = await self.ledger.snapshot()
         return (
-            f"no attempt of {', '.join(refused)} fits in the ${nano_to_usd(snap.available_nano):.6f}"
-            " left of the budget, on any of its models"
+            f"nothing more fits in the ${nano_to_usd(snap.available_nano):.6f} left of the budget:"
+            f" {'; '.join(refused)}; raise the budget, shorten the prompt or lower max_tokens"
         )
 
     async def _decide(self, state: PlanState) -> Allocation:
-        if not getattr(self.policy, "offload", False):
+        loop = asyncio.get_running_loop()
+        if not getattr(self.policy, "offload", False) or getattr(loop, "virtual_time", False):
             return self.policy.decide(state)
         if self._policy_thread is None:
             self._policy_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="budgetflow-policy")
-        loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self._policy_thread, self.policy.decide, state)
         if self._deadline_at is None:
             return await future
@@ -512,7 +512,7 @@ class Executor:
             if fit == 0:
                 cheaper = self._cheapest_fit(name, a.max_tokens, available)
                 if cheaper is None:
-                    refused.append(f"`{name}`")
+                    refused.append(self._refusal(name, a.max_tokens))
                     continue
                 chosen, fit = cheaper, 1
                 hold = self._hold(name, chosen.model, chosen.max_tokens or 0)
@@ -522,6 +522,19 @@ class Executor:
             out[name] = Assignment(model=chosen.model, samples=fit, max_tokens=chosen.max_tokens)
             available -= fit * hold
         return Allocation(assignments=out, info=allocation.info), refused
+
+    def _refusal(self, name: str, asked_cap: int) -> str:
+        """`name` and what its cheapest sample would hold."""
+        holds = []
+        for model in self._dag.models[name]:
+            cap = min(asked_cap, self._cap(name, model, None))
+            holds.append((self._hold(name, model, cap), model, cap))
+        hold, model, cap = min(holds)
+        tokens = self.estimates.get(name, model).input_tokens
+        return (
+            f"`{name}` (its cheapest sample, on `{model}`, holds ${nano_to_usd(hold):.6f}"
+            f" for {tokens} prompt and {cap} output tokens)"
+        )
 
     def _cheapest_fit(self, name: str, asked_cap: int, available: int) -> Assignment | None:
         best: tuple[int, str, int] | None = None

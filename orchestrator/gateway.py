@@ -287,6 +287,7 @@ class AttemptGateway:
             status=status,
             error=None if error is None else (str(error) or type(error).__name__),
             finish_reason=response.finish_reason if response else None,
+            response_id=response.response_id if response else progress.response_id,
             simulated=spec.simulated,
             prompt=_render(messages) if s.record_content else None,
             response=response.text if (response and s.record_content) else None,

@@ -226,6 +226,8 @@ class LiteLLMClient:
         try:
             stream = await litellm.acompletion(**kwargs)
             async for chunk in stream:
+                if progress.response_id is None and getattr(chunk, "id", None):
+                    progress.response_id = str(chunk.id)
                 if getattr(chunk, "usage", None):
                     usage = chunk.usage
                 if not chunk.choices:
@@ -264,6 +266,7 @@ class LiteLLMClient:
             latency_s=end - start,
             ttft_s=None if progress.first_token_s is None else progress.first_token_s - start,
             provider=spec.provider,
+            response_id=progress.response_id,
         )
 
     async def aclose(self) -> None:

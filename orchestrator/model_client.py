@@ -40,6 +40,8 @@ class CallProgress:
     """Loop time of the first output token."""
     replica: str | None = None
     """Replica chosen for the call, when pooled."""
+    response_id: str | None = None
+    """The provider's id of the reply, once its first chunk arrived."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,6 +92,8 @@ class ChatResponse:
     """Whether the simulated backend produced this reply."""
     simulated_success: bool | None = None
     """For simulated replies: the drawn outcome that stands in for the check."""
+    response_id: str | None = None
+    """The provider's id of the reply (e.g. `chatcmpl-...`)."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -152,7 +152,13 @@ class Allocation:
 
 
 class Policy(Protocol):
-    """Decides model, samples and max_tokens for every ready subtask."""
+    """Decides model, samples and max_tokens for every ready subtask.
+
+    A policy whose decisions may take more than a millisecond (a search) sets a class
+    attribute `offload = True`: the executor then calls `decide` on a worker thread, one
+    decision at a time, with `PlanState.time_budget_s` set, so that the event loop keeps
+    serving the deadline meanwhile. Such a policy's heavy work must release the GIL.
+    """
 
     name: str
     """Name shown in the CLI and stored with each decision."""

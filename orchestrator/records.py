@@ -233,6 +233,8 @@ class CallRecord:
     """Error text for failed calls."""
     finish_reason: str | None = None
     """Provider finish reason."""
+    response_id: str | None = None
+    """The provider's id of the reply (e.g. `chatcmpl-...`), to match its logs and bills."""
     simulated: bool = False
     """Served by the simulated backend."""
     prompt: str | None = None

@@ -20,7 +20,15 @@ from orchestrator.ledger import InProcessLedger, Ledger, usd_to_nano
 from orchestrator.memory_recorder import MemoryRecorder
 from orchestrator.model_client import ModelClient
 from orchestrator.plan import Policy
-from orchestrator.records import AttemptRecord, CallRecord, DecisionRecord, Outcome, Recorder, RunRecord
+from orchestrator.records import (
+    AttemptRecord,
+    CallRecord,
+    DecisionRecord,
+    Outcome,
+    Recorder,
+    RunRecord,
+    SubtaskRecord,
+)
 from orchestrator.simulated import SimulatedBackend
 from orchestrator.workflow import RunLimits, Workflow
 
@@ -44,6 +52,8 @@ class RunResult:
     """Every policy decision."""
     attempts: Sequence[AttemptRecord]
     """Every attempt, in start order."""
+    subtasks: Sequence[SubtaskRecord]
+    """Every subtask's final state, in the workflow's order."""
     calls: Sequence[CallRecord]
     """Every call and span."""
 
@@ -184,6 +194,7 @@ async def arun(
         tree=memory.tree(),
         decisions=list(memory.decisions),
         attempts=sorted(memory.attempts.values(), key=lambda a: a.started_s),
+        subtasks=[memory.subtasks[n] for n in workflow.subtasks if n in memory.subtasks],
         calls=list(memory.calls),
     )
 

@@ -43,6 +43,10 @@ class _JumpingSelector(selectors.DefaultSelector):
 class VirtualTimeLoop(asyncio.SelectorEventLoop):
     """A selector event loop on virtual time, starting at 0."""
 
+    virtual_time = True
+    """Marks the clock as virtual: work that takes wall time (a policy's decision) takes none
+    of it, so the executor runs it on the loop instead of a worker thread."""
+
     def __init__(self) -> None:
         self._jumping = _JumpingSelector()
         super().__init__(self._jumping)

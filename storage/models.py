@@ -246,6 +246,8 @@ class Call(Base):
     """Error text."""
     finish_reason: Mapped[str | None] = mapped_column(String(_NAME))
     """Provider finish reason."""
+    response_id: Mapped[str | None] = mapped_column(String(_NAME))
+    """The provider's id of the reply."""
     simulated: Mapped[bool] = mapped_column(Boolean)
     """Served by the simulated backend."""
     prompt: Mapped[str | None] = mapped_column(Text)

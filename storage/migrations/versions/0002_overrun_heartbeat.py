@@ -1,4 +1,4 @@
-"""Runs record their budget overrun and a heartbeat; runs are indexed by outcome.
+"""Runs record their budget overrun and a heartbeat; runs are indexed by outcome; calls keep the reply id.
 
 Revision ID: 0002
 Revises: 0001
@@ -21,15 +21,19 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    """Add `runs.overrun_usd`, `runs.heartbeat_at` and an index on `runs.outcome`."""
+    """Add `runs.overrun_usd`, `runs.heartbeat_at`, an index on `runs.outcome`, `calls.response_id`."""
     with op.batch_alter_table("runs") as batch:
         batch.add_column(sa.Column("overrun_usd", Money(), server_default="0", nullable=False))
         batch.add_column(sa.Column("heartbeat_at", UtcDateTime(), nullable=True))
     op.create_index("ix_runs_outcome", "runs", ["outcome"])
+    with op.batch_alter_table("calls") as batch:
+        batch.add_column(sa.Column("response_id", sa.String(200), nullable=True))
 
 
 def downgrade() -> None:
     """Drop what `upgrade` added."""
+    with op.batch_alter_table("calls") as batch:
+        batch.drop_column("response_id")
     op.drop_index("ix_runs_outcome", table_name="runs")
     with op.batch_alter_table("runs") as batch:
         batch.drop_column("heartbeat_at")

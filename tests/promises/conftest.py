@@ -1,0 +1,71 @@
+"""Fixtures of the promise suite: the billing provider, catalogs that reach it, and the invariants."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+
+import pytest
+
+from orchestrator import Catalog, ModelSpec
+from tests.promises.billing_provider import BillingProvider, billing_provider
+from tests.storage.conftest import free_port
+
+
+@pytest.fixture(scope="session")
+def provider_server() -> Iterator[BillingProvider]:
+    """One billing provider process for the session."""
+    with billing_provider(free_port()) as server:
+        yield server
+
+
+@pytest.fixture
+def provider(provider_server: BillingProvider, monkeypatch: pytest.MonkeyPatch) -> BillingProvider:
+    """The billing provider, reset to its default behaviour with an empty log.
+
+    litellm wants an OpenAI key for `openai/...` models; the stand-in accepts any.
+    """
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-billing-provider")
+    provider_server.configure()
+    return provider_server
+
+
+def provider_model(
+    provider: BillingProvider,
+    *,
+    name: str = "gpt",
+    input_per_mtok: str = "0.15",
+    output_per_mtok: str = "0.60",
+    model: str = "openai/gpt-4o-mini",
+) -> ModelSpec:
+    """A catalog entry for an OpenAI model, reached at the billing provider instead of OpenAI."""
+    return ModelSpec(
+        name=name,
+        litellm_model=model,
+        api_base=provider.url,
+        input_price_per_mtok=Decimal(input_per_mtok),
+        output_price_per_mtok=Decimal(output_per_mtok),
+    )
+
+
+@pytest.fixture
+def provider_catalog(provider: BillingProvider) -> Catalog:
+    """A cheap and a strong OpenAI model, both served by the billing provider."""
+    return Catalog.of(
+        provider_model(provider, name="cheap"),
+        provider_model(
+            provider, name="strong", input_per_mtok="2.50", output_per_mtok="10.00", model="openai/gpt-4o"
+        ),
+    )
+
+
+# The real servers of the storage tests (PostgreSQL, Redis), for the fault tests here.
+from tests.storage.conftest import (  # noqa: E402
+    postgres_server,
+    postgres_url,
+    redis_server,
+    redis_url,
+    sqlite_url,
+)
+
+__all__ = ["postgres_server", "postgres_url", "provider_model", "redis_server", "redis_url", "sqlite_url"]
