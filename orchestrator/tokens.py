@@ -5,8 +5,9 @@ input count is low, a provider bills more than was held and the budget can be
 overrun. So the count is either exact or a provable upper bound, never a guess:
 
 - **OpenAI models** (`openai/...`, `azure/...`, or a bare OpenAI model name that
-  tiktoken knows, also behind an `api_base` such as a proxy): exact. The model's tiktoken encoding (`o200k_base` for the GPT-4o,
-  GPT-4.1, GPT-5 and o-series families, `cl100k_base` for GPT-4 and GPT-3.5) over
+  tiktoken knows, also behind an `api_base` such as a proxy): exact. The model's
+  tiktoken encoding (`o200k_base` for the GPT-4o, GPT-4.1, GPT-5 and o-series
+  families, `cl100k_base` for GPT-4 and GPT-3.5) over
   OpenAI's chat framing: 3 tokens per message, the role and the content, and 3 tokens
   priming the reply.
 - **Simulated models**: exact by construction. The simulated backend bills the count
