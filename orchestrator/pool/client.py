@@ -7,7 +7,7 @@ api_base="<replica>/v1", stream=True, stream_options={"include_usage": True})``,
 updates the `CallProgress` as tokens arrive (first-token time on the loop clock,
 output tokens so far), and returns a `ChatResponse` naming the replica and the cached
 prompt tokens (``usage.prompt_tokens_details.cached_tokens``; replicas need
-``--enable-prompt-tokens-details``).
+``--enable-prompt-tokens-details``). A ``seed`` is sent only when the request has one.
 
 Failures: connection errors, timeouts, 429 and 5xx become `ProviderError` with
 ``retryable=True`` (the executor may retry, and the router will pick again); after such
@@ -28,11 +28,10 @@ up to `unavailable_wait_s` and the request's ``timeout_s``; then it raises
 Token counts: `count_prompt_tokens` asks a replica's ``/tokenize`` for the exact prompt
 tokens vLLM will bill (chat template included), for the ledger's reservation.
 
-A call that ends any other way than normally
-(cancelled, timed out, failed) closes its HTTP connection before the exception
-propagates, which makes vLLM abort the request and stop generating; a call that ends
-normally leaves its connection open for the next call to the same replica (see
-`_connections`).
+Connections: a call that ends any other way than normally (cancelled, timed out,
+failed) closes its HTTP connection before the exception propagates, which makes vLLM
+abort the request and stop generating; a call that ends normally leaves its
+connection open for the next call to the same replica (see `_connections`).
 
 Prices are not needed here: the response carries input, cached and output tokens, and
 `ModelSpec.cost_nano` prices them from the catalog (litellm has no prices for local
