@@ -108,8 +108,8 @@ class PooledLiteLLMCaller:
         api_key: key sent to the replicas (vLLM ignores it unless started with one).
         unavailable_wait_s: when no replica is healthy, how long a call waits for one
             (also bounded by the request's ``timeout_s``) before it raises
-            `ReplicaUnavailable`; `None`: only the request's timeout bounds the wait.
-            See `DEFAULT_UNAVAILABLE_WAIT_S` for why 30 s.
+            `ReplicaUnavailable`; 0 fails at once, `None` lets only the request's timeout
+            bound the wait. See `DEFAULT_UNAVAILABLE_WAIT_S` for why 30 s.
     """
 
     def __init__(
