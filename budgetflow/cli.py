@@ -2,31 +2,42 @@
 
 ```text
 budgetflow run PATH.py [--budget USD] [--deadline S] [--policy NAME] [--seed N] [--input K=V ...]
-budgetflow validate PATH.py
-budgetflow runs list [--limit N]
+budgetflow validate PATH.py [--input K=V ...] [--catalog FILE] [--policy NAME]
+budgetflow runs list [--limit N] [--workflow NAME]
 budgetflow runs show RUN_ID
+budgetflow runs mark-abandoned [RUN_ID ...] [--older-than S]
 budgetflow policies
-budgetflow bench planners --pool FILE ...
+budgetflow bench planners [--pool FILE] ...
 ```
+
+`--db URL` works before or after the subcommand. Exit codes: 0 the run completed
+(or the command succeeded); 1 the run did not complete, or storage failed; 2 a
+usage or definition error (the message says which value and what to do); 128 +
+the signal number when SIGINT (130) or SIGTERM (143) stopped a run.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import math
+import signal
 import sys
 from collections.abc import Sequence
-from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
 
-from budgetflow.loader import load_workflow_file, route_catalog
+from budgetflow._format import plural
 from budgetflow.settings import Settings, load_settings
-from orchestrator.catalog import Catalog
 from orchestrator.errors import BudgetflowError, ConfigError, StorageError, UserError
 
 __all__ = ["main", "run_cli"]
+
+_DEV_POOL = Path(__file__).resolve().parent.parent / "benchmarks" / "data" / "pool_dev.jsonl"
+"""The dev pool of a source checkout, the default of `bench planners`."""
 
 
 class _ArgumentError(Exception):
@@ -38,95 +49,171 @@ class _Parser(argparse.ArgumentParser):
         raise _ArgumentError(f"{self.prog}: {message}\n(see `{self.prog} --help`)")
 
 
-def _budget(text: str) -> Decimal:
-    try:
-        value = Decimal(text.lstrip("$"))
-    except InvalidOperation:
-        raise argparse.ArgumentTypeError(f"`{text}` is not an amount in USD; e.g. --budget 0.40") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"budget must be positive, got `{text}`")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text.rstrip("s"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"`{text}` is not a number of seconds; e.g. --deadline 90") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"deadline must be positive, got `{text}`")
-    return value
-
-
 def _key_value(text: str) -> tuple[str, str]:
-    if "=" not in text:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
         raise argparse.ArgumentTypeError(f"`{text}` is not KEY=VALUE; e.g. --input issue='it crashes'")
-    key, value = text.split("=", 1)
-    return key, value
+    return key.strip(), value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"`{text}` is not a whole number; e.g. 20") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got `{text}`")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"`{text}` is not a whole number; e.g. --seed 7") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 2**63 - 1, got `{text}`")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text.strip().removesuffix("s"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"`{text}` is not a number of seconds; e.g. 60") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive, finite number of seconds, got `{text}`")
+    return value
+
+
+def _positive_factor(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"`{text}` is not a number; e.g. 0.1 (ten times faster)") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive, finite number, got `{text}`")
+    return value
 
 
 def _parser() -> _Parser:
-    parser = _Parser(prog="budgetflow", description="Run budgeted multi-agent LLM workflows.")
-    parser.add_argument(
-        "--db", dest="database_url", help="database URL (default: sqlite:///.budgetflow/runs.db)"
+    db_help = "database URL (default: sqlite:///.budgetflow/runs.db); also before the subcommand"
+    with_db = _Parser(add_help=False)
+    with_db.add_argument("--db", dest="database_url", default=argparse.SUPPRESS, metavar="URL", help=db_help)
+    parser = _Parser(
+        prog="budgetflow",
+        description="Run multi-agent LLM workflows under a hard dollar budget and a deadline.",
+        epilog="Exit codes: 0 completed, 1 the run did not complete (or storage failed), 2 a usage or"
+        " definition error, 130/143 stopped by SIGINT/SIGTERM.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser.add_argument("--db", dest="database_url", default=None, metavar="URL", help=db_help)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run a workflow file under a budget and a deadline")
+    inputs_help = "a run input, overriding the file's `inputs` (repeat for several)"
+    run = sub.add_parser(
+        "run", parents=[with_db], help="run a workflow file under a budget and a deadline", description=None
+    )
     run.add_argument("path", help="Python file defining `workflow` (and optionally `catalog`, `inputs`)")
-    run.add_argument("--budget", type=_budget, help="hard budget in USD (default: the file's `budget_usd`)")
     run.add_argument(
-        "--deadline", type=_seconds, help="deadline in seconds (default: the file's `deadline_s`)"
+        "--budget", metavar="USD", help="hard budget in USD, e.g. 0.40 (default: the file's `budget_usd`)"
+    )
+    run.add_argument(
+        "--deadline",
+        metavar="SECONDS",
+        help="deadline in seconds, or `none` (default: the file's `deadline_s`)",
     )
     run.add_argument("--policy", default="mcpp", help="policy name (see `budgetflow policies`); default mcpp")
-    run.add_argument("--seed", type=int, default=0, help="seed for the policy and the simulated backend")
-    run.add_argument("--input", action="append", type=_key_value, default=[], metavar="KEY=VALUE")
-    run.add_argument("--catalog", help="catalog file (TOML/YAML/JSON) overriding the file's catalog")
-    run.add_argument("--no-content", action="store_true", help="do not store prompt and response text")
+    run.add_argument(
+        "--seed",
+        type=_seed,
+        default=0,
+        help="seed of the policy's and the simulated backend's draws (on a real clock, timing still"
+        " varies: see the README)",
+    )
+    run.add_argument(
+        "--input", action="append", type=_key_value, default=[], metavar="KEY=VALUE", help=inputs_help
+    )
+    run.add_argument("--catalog", metavar="FILE", help="catalog file (TOML/YAML/JSON) overriding the file's")
+    run.add_argument("--no-content", action="store_true", help="store no prompt, response or input text")
     run.add_argument("--no-progress", action="store_true", help="no live view; print the summary only")
     run.add_argument(
         "--no-learn", action="store_true", help="plan from the workflow's priors only, not from recorded runs"
     )
-    run.add_argument("--time-scale", type=float, default=1.0, help="speed of simulated latencies (0.1 = 10x)")
+    run.add_argument(
+        "--time-scale",
+        type=_positive_factor,
+        default=1.0,
+        metavar="FACTOR",
+        help="speed of simulated latencies: 0.1 runs ten times faster (default 1)",
+    )
 
-    validate = sub.add_parser("validate", help="check a workflow file without running it")
-    validate.add_argument("path")
-    validate.add_argument("--catalog")
+    validate = sub.add_parser("validate", help="check a workflow file as `run` would, without running it")
+    validate.add_argument("path", help="Python file defining `workflow`")
+    validate.add_argument(
+        "--input", action="append", type=_key_value, default=[], metavar="KEY=VALUE", help=inputs_help
+    )
+    validate.add_argument("--catalog", metavar="FILE", help="catalog file overriding the file's")
+    validate.add_argument("--policy", help="also check that this policy fits the workflow")
 
-    runs = sub.add_parser("runs", help="list and inspect recorded runs")
-    runs_sub = runs.add_subparsers(dest="runs_command", required=True, parser_class=_Parser)
-    listing = runs_sub.add_parser("list", help="recent runs")
-    listing.add_argument("--limit", type=int, default=20)
-    listing.add_argument("--workflow")
-    show = runs_sub.add_parser("show", help="one run with its calling tree")
-    show.add_argument("run_id")
+    runs = sub.add_parser("runs", help="list, inspect and close recorded runs")
+    runs_sub = runs.add_subparsers(
+        dest="runs_command", required=True, parser_class=_Parser, metavar="COMMAND"
+    )
+    listing = runs_sub.add_parser("list", parents=[with_db], help="recent runs, newest first")
+    listing.add_argument(
+        "--limit", type=_positive_int, default=20, metavar="N", help="show at most N runs (default 20)"
+    )
+    listing.add_argument("--workflow", metavar="NAME", help="only runs of this workflow")
+    show = runs_sub.add_parser("show", parents=[with_db], help="one run with its calling tree")
+    show.add_argument("run_id", metavar="RUN_ID", help="the run's id, or any unique start of it")
+    mark = runs_sub.add_parser(
+        "mark-abandoned",
+        parents=[with_db],
+        help="close runs whose process died (still `running`, no heartbeat)",
+    )
+    mark.add_argument(
+        "run_ids", nargs="*", metavar="RUN_ID", help="only these runs (ids or unique starts); default: all"
+    )
+    mark.add_argument(
+        "--older-than",
+        type=_positive_seconds,
+        metavar="SECONDS",
+        help="a run is abandoned when its last heartbeat is older than this (default 60)",
+    )
 
-    sub.add_parser("policies", help="list the policies")
+    sub.add_parser("policies", help="list the policies and what each does")
 
     bench = sub.add_parser("bench", help="benchmarks")
-    bench_sub = bench.add_subparsers(dest="bench_command", required=True, parser_class=_Parser)
+    bench_sub = bench.add_subparsers(
+        dest="bench_command", required=True, parser_class=_Parser, metavar="NAME"
+    )
     bench_sub.add_parser("planners", help="planner benchmark on a DAG pool (see --help)", add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None, *, console: Console | None = None) -> int:
-    """Run the CLI; return the exit code (0 ok, 1 run did not complete or storage failed, 2 usage)."""
+    """Run the CLI; return the exit code (see the module docstring)."""
     args_list = list(sys.argv[1:] if argv is None else argv)
     out = console or Console()
     err = Console(stderr=True) if console is None else console
-    if args_list[:2] == ["bench", "planners"]:
-        from policies.bench import main as bench_main
+    try:
+        return _dispatch(args_list, out, err)
+    except KeyboardInterrupt:  # Ctrl-C outside a run (a run handles its own signals)
+        err.print("interrupted", style="magenta")
+        return 130
 
-        code: int = bench_main(args_list[2:])
-        return code
+
+def _dispatch(args_list: list[str], out: Console, err: Console) -> int:
     try:
-        args = _parser().parse_args(args_list)
-    except _ArgumentError as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False, markup=True)
-        return 2
-    except SystemExit as exc:  # --help
-        return int(exc.code or 0)
-    try:
+        if args_list[:2] == ["bench", "planners"]:
+            return _bench_planners(args_list[2:])
+        try:
+            args = _parser().parse_args(args_list)
+        except _ArgumentError as exc:
+            err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
+            return 2
+        except SystemExit as exc:  # --help
+            return int(exc.code or 0)
         settings = load_settings(
             {
                 "database_url": args.database_url,
@@ -134,83 +221,119 @@ def main(argv: Sequence[str] | None = None, *, console: Console | None = None) -
                 "record_content": False if getattr(args, "no_content", False) else None,
             }
         )
-        if args.command == "run":
-            return _run(args, settings, out)
-        if args.command == "validate":
-            return _validate(args, settings, out)
-        if args.command == "runs":
-            from budgetflow.show import list_runs, show_run
-
-            if args.runs_command == "list":
-                return list_runs(settings.database_url, out, limit=args.limit, workflow=args.workflow)
-            return show_run(settings.database_url, args.run_id, out)
-        if args.command == "policies":
-            from policies import policy_names
-
-            for name in policy_names():
-                out.print(name)
-            out.print("fixed:MODEL:K")
-            return 0
+        return _command(args, settings, out)
     except UserError as exc:
-        err.print(f"[red]error:[/] {_escape(str(exc))}")
+        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         return 2
     except StorageError as exc:
-        err.print(f"[red]storage error:[/] {_escape(str(exc))}")
+        err.print(f"[red]storage error:[/] {escape(str(exc))}", highlight=False)
         return 1
     except BudgetflowError as exc:
-        err.print(f"[red]error:[/] {_escape(str(exc))}")
+        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         return 1
-    return 2
 
 
-def _escape(text: str) -> str:
-    from rich.markup import escape
+def _command(args: argparse.Namespace, settings: Settings, out: Console) -> int:
+    if args.command == "run":
+        return _run(args, settings, out)
+    if args.command == "validate":
+        return _validate(args, settings, out)
+    if args.command == "runs":
+        if args.runs_command == "list":
+            from budgetflow.show import list_runs
 
-    return escape(text)
+            return list_runs(settings, out, limit=args.limit, workflow=args.workflow)
+        if args.runs_command == "show":
+            from budgetflow.show import show_run
+
+            return show_run(settings, args.run_id, out)
+        from budgetflow.abandon import mark_abandoned
+
+        return mark_abandoned(settings, out, run_ids=args.run_ids, older_than_s=args.older_than)
+    return _policies(out)
 
 
-def _catalog_for(loaded_catalog: Catalog | None, settings: Settings, path: str) -> Catalog:
-    if settings.catalog_path is not None:
-        return Catalog.from_file(settings.catalog_path)
-    if loaded_catalog is None:
-        raise ConfigError(
-            f"workflow file `{path}` defines no `catalog`; define one there or pass --catalog FILE"
-        )
-    return loaded_catalog
+def _policies(out: Console) -> int:
+    from budgetflow.policy_names import DESCRIPTIONS, FORMS
+    from policies import policy_names
+
+    table = Table(box=None, pad_edge=False, show_header=False)
+    table.add_column(no_wrap=True, style="bold")
+    table.add_column(overflow="fold")
+    for name in policy_names():
+        table.add_row(name, DESCRIPTIONS.get(name, ""))
+    for form, text in FORMS.items():
+        table.add_row(form, text)
+    out.print(table)
+    return 0
+
+
+def _bench_planners(argv: list[str]) -> int:
+    from policies.bench import main as bench_main
+
+    named = any(a == "--pool" or a.startswith("--pool=") for a in argv) or {"-h", "--help"} & set(argv)
+    if not named and _DEV_POOL.is_file():
+        argv = ["--pool", str(_DEV_POOL), *argv]
+    code: int = bench_main(argv)
+    return code
 
 
 def _validate(args: argparse.Namespace, settings: Settings, out: Console) -> int:
+    from budgetflow.loader import load_workflow_file, prepare
+
     loaded = load_workflow_file(args.path)
-    catalog = _catalog_for(loaded.catalog, settings, args.path)
-    loaded.workflow.validate(catalog=catalog, inputs=loaded.inputs or None)
+    prepared = prepare(loaded, settings, inputs=dict(args.input), policy=args.policy)
+    wf = loaded.workflow
+    models = sorted({m for s in wf.subtasks.values() for m in s.models})
     out.print(
-        f"[green]ok[/] workflow `{loaded.workflow.name}`: {len(loaded.workflow)} subtasks,"
-        f" models {sorted({m for s in loaded.workflow.subtasks.values() for m in s.models})}"
+        f"[green]ok[/] workflow `{escape(wf.name)}`: {plural(len(wf), 'subtask')},"
+        f" {plural(len(models), 'model')} ({escape(', '.join(models))}),"
+        f" {plural(len(prepared.inputs), 'input')}",
+        highlight=False,
     )
+    for note in prepared.notes:
+        out.print(f"note: {note}", style="yellow", highlight=False, markup=False)
     return 0
 
 
 def _run(args: argparse.Namespace, settings: Settings, out: Console) -> int:
+    from budgetflow._signals import exit_code, run_interruptible
+    from budgetflow.loader import load_workflow_file, prepare, route_catalog
+    from orchestrator.workflow import RunLimits
+
+    budget = RunLimits.check_budget(args.budget, name="--budget") if args.budget is not None else None
+    deadline_given = args.deadline is not None
+    deadline = (
+        None
+        if not deadline_given or args.deadline.strip().lower() == "none"
+        else RunLimits.check_deadline(args.deadline.strip().removesuffix("s"), name="--deadline")
+    )
     loaded = load_workflow_file(args.path)
-    catalog = _catalog_for(loaded.catalog, settings, args.path)
-    budget = args.budget if args.budget is not None else loaded.budget_usd
+    prepared = prepare(loaded, settings, inputs=dict(args.input), policy=args.policy)
+    budget = budget if budget is not None else loaded.budget_usd
     if budget is None:
         raise ConfigError(f"no budget: pass --budget USD or set `budget_usd` in `{args.path}`")
-    deadline = args.deadline if args.deadline is not None else loaded.deadline_s
-    inputs = {**loaded.inputs, **dict(args.input)}
-    loaded.workflow.validate(catalog=catalog, inputs=inputs)
-    if args.time_scale <= 0:
-        raise ConfigError(f"--time-scale must be positive, got {args.time_scale}")
+    deadline = deadline if deadline_given else loaded.deadline_s
+    for note in prepared.notes:
+        out.print(f"note: {note}", style="yellow", highlight=False, markup=False)
     from budgetflow.execute import execute
 
-    result = asyncio.run(
+    def stopping(signum: int) -> None:
+        name = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+        out.print(
+            f"{name}: stopping the run (in-flight calls are cancelled and settled; again to quit at once)",
+            style="magenta",
+            highlight=False,
+        )
+
+    ended = run_interruptible(
         execute(
             loaded.workflow,
-            catalog=catalog,
+            catalog=prepared.catalog,
             settings=settings,
             budget_usd=budget,
             deadline_s=deadline,
-            inputs=inputs,
+            inputs=prepared.inputs,
             policy=args.policy,
             seed=args.seed,
             time_scale=args.time_scale,
@@ -218,9 +341,13 @@ def _run(args: argparse.Namespace, settings: Settings, out: Console) -> int:
             live=not args.no_progress,
             learn=not args.no_learn,
             route=route_catalog,
-        )
+        ),
+        on_signal=stopping,
     )
-    return 0 if result.outcome.value == "completed" else 1
+    if ended.signum is not None:
+        return exit_code(ended.signum)
+    assert ended.value is not None
+    return 0 if ended.value.outcome.value == "completed" else 1
 
 
 def run_cli() -> None:

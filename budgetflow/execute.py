@@ -1,33 +1,47 @@
-"""`budgetflow run`: a run with the SQL recorder, the live view and a closing summary."""
+"""`budgetflow run`: a run with the SQL recorder, the live view and a closing summary.
+
+The summary is printed however the run ends, also when SIGINT or SIGTERM
+cancelled it (the executor then records it as `cancelled`), from the final
+record the progress view kept.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Callable, Mapping
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
+from budgetflow._format import command, outcome_text, spend_text
+from budgetflow._redact import RedactInputs
 from budgetflow.progress import ProgressView
 from budgetflow.settings import Settings
-from budgetflow.show import usd
 from orchestrator.catalog import Catalog
 from orchestrator.fanout_recorder import FanoutRecorder
 from orchestrator.ledger import InProcessLedger, Ledger, usd_to_nano
-from orchestrator.run import RunResult, arun
+from orchestrator.records import Outcome, Recorder, RunRecord
+from orchestrator.run import arun
 from orchestrator.workflow import Workflow
 
 __all__ = ["execute"]
 
 
 def _ensure_sqlite_dir(url: str) -> None:
-    prefix = "sqlite:///"
-    if url.startswith(prefix) and url != "sqlite:///:memory:":
-        Path(url[len(prefix) :]).parent.mkdir(parents=True, exist_ok=True)
+    """Create the SQLite file's directory (`.budgetflow/` by default) if it is missing."""
+    from storage._engine import parse_database_url, sqlite_path
+
+    path = sqlite_path(parse_database_url(url))
+    if path is not None:
+        # When this fails (a path component is a file, no permission), opening the
+        # database says which component and what to do.
+        with contextlib.suppress(OSError):
+            path.parent.mkdir(parents=True, exist_ok=True)
 
 
 async def execute(
@@ -45,8 +59,13 @@ async def execute(
     live: bool,
     learn: bool,
     route: Callable[[Catalog, Settings], tuple[Catalog, list[str]]],
-) -> RunResult:
-    """Run, record to the settings' database, draw progress, print a summary."""
+) -> RunRecord:
+    """Run, record to the settings' database, draw progress, print a summary; return the run's record.
+
+    Raises:
+        asyncio.CancelledError: the run was cancelled (by a signal); it was recorded as
+            `cancelled` and its summary printed first.
+    """
     from storage import SqlRecorder
 
     if any(not m.priced for m in catalog.models.values()):
@@ -59,40 +78,46 @@ async def execute(
         )
     _ensure_sqlite_dir(settings.database_url)
     sql = await SqlRecorder.open(settings.database_url, record_content=settings.record_content)
-    learned = {}
-    if learn:
-        from storage import learn_estimates
-
-        learned = await asyncio.to_thread(learn_estimates, sql.engine, workflow.name)
-        if learned:
-            console.print(
-                f"planner estimates learned from recorded runs for {len(learned)} (subtask, model) pairs"
-                f" ({sum(len(e.samples) for e in learned.values())} attempts); priors for the rest"
-            )
-    run_id = uuid.uuid4().hex[:12]
-    ledger: Ledger
     redis_client = None
-    if settings.redis_url:
-        # A budget shared by every process that works on this run.
-        from redis.asyncio import Redis
-
-        from storage import RedisLedger
-
-        redis_client = Redis.from_url(settings.redis_url)
-        ledger = await RedisLedger.create(redis_client, run_id, usd_to_nano(budget_usd))
-        console.print(f"ledger: Redis at {settings.redis_url} (shared across workers)")
-    else:
-        ledger = InProcessLedger(usd_to_nano(budget_usd))
-    view = ProgressView(
-        console,
-        subtasks=list(workflow.topological_order()),
-        ledger=ledger,
-        budget_usd=budget_usd,
-        deadline_s=deadline_s,
-        simulated=simulated,
-        live=live,
-    )
+    view: ProgressView | None = None
     try:
+        learned = {}
+        if learn:
+            from storage import learn_estimates
+
+            models = {name: spec.litellm_model for name, spec in routed.models.items()}
+            learned = await asyncio.to_thread(learn_estimates, sql.engine, workflow.name, models=models)
+            if learned:
+                console.print(
+                    f"planner estimates learned from recorded runs for {len(learned)} (subtask, model)"
+                    f" pairs ({sum(len(e.samples) for e in learned.values())} attempts); priors for the"
+                    " rest"
+                )
+        run_id = uuid.uuid4().hex[:12]
+        ledger: Ledger
+        if settings.redis_url:
+            # A budget shared by every process that works on this run.
+            from redis.asyncio import Redis
+
+            from storage import RedisLedger
+            from storage._engine import redact
+
+            redis_client = Redis.from_url(settings.redis_url)
+            ledger = await RedisLedger.create(redis_client, run_id, usd_to_nano(budget_usd))
+            console.print(f"ledger: Redis at {redact(settings.redis_url)} (shared across workers)")
+        else:
+            ledger = InProcessLedger(usd_to_nano(budget_usd))
+        view = ProgressView(
+            console,
+            subtasks=list(workflow.topological_order()),
+            ledger=ledger,
+            budget_usd=budget_usd,
+            deadline_s=deadline_s,
+            simulated=simulated,
+            live=live,
+            stop_hint="Ctrl-C stops it and records it as cancelled",
+        )
+        durable: Recorder = sql if settings.record_content else RedactInputs(sql)
         result = await arun(
             workflow,
             catalog=routed,
@@ -101,36 +126,51 @@ async def execute(
             inputs=inputs,
             policy=policy,
             seed=seed,
-            recorder=FanoutRecorder(sql, view),
+            recorder=FanoutRecorder(durable, view),
             ledger=ledger,
             record_content=settings.record_content,
             sim_time_scale=time_scale,
             learned_estimates=learned,
             run_id=run_id,
         )
+    except asyncio.CancelledError:
+        if view is not None:
+            await view.aclose()
+        if view is not None and view.finished:
+            _summary(view, deadline_s, console, settings)
+        else:
+            console.print("stopped before the run started; nothing was recorded", style="magenta")
+        raise
     finally:
-        await view.aclose()
+        if view is not None:
+            await view.aclose()
         await sql.aclose()
         if redis_client is not None:
             await redis_client.aclose()
-    _summary(result, budget_usd, deadline_s, console, settings.database_url)
-    return result
+    _summary(view, deadline_s, console, settings)
+    return result.run
 
 
-def _summary(result: RunResult, budget: Decimal, deadline: float | None, console: Console, db: str) -> None:
-    style = "green" if result.outcome.value == "completed" else "red"
+def _summary(view: ProgressView, deadline: float | None, console: Console, settings: Settings) -> None:
+    run = view.run
+    if run is None:  # pragma: no cover - a finished view always holds its run
+        return
     console.print()
-    table = Table(show_header=False, box=None)
-    table.add_row("run", result.run_id)
-    table.add_row("outcome", f"[{style}]{result.outcome.value}[/]")
-    if result.run.reason:
-        table.add_row("reason", result.run.reason)
-    table.add_row(
-        "spent", f"${result.spent_usd:.6f} of ${usd(budget)} ({float(result.spent_usd / budget):.1%})"
-    )
-    table.add_row("makespan", f"{result.makespan_s:.2f}s" + (f" of {deadline:g}s" if deadline else ""))
-    llm_calls = sum(1 for c in result.calls if c.kind.value == "llm")
-    table.add_row("attempts / calls", f"{len(result.attempts)} / {llm_calls}")
-    table.add_row("decisions", str(len(result.decisions)))
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(no_wrap=True)
+    table.add_column(overflow="fold")
+    table.add_row("run", run.run_id)
+    table.add_row("outcome", outcome_text(run.outcome.value))
+    if run.reason:
+        table.add_row("reason", Text(run.reason))
+    table.add_row("spent", spend_text(run.spent_usd, run.budget_usd, run.overrun_usd))
+    makespan = run.makespan_s or 0.0
+    table.add_row("makespan", f"{makespan:.2f}s" + (f" of {deadline:g}s" if deadline else ""))
+    table.add_row("attempts", str(view.attempts))
+    table.add_row("model calls", f"{view.model_calls} (retries included)")
+    table.add_row("decisions", str(view.decisions))
     console.print(table)
-    console.print(f"[dim]calling tree: budgetflow --db {db} runs show {result.run_id}[/]")
+    if run.outcome is Outcome.CANCELLED:
+        console.print("the run was stopped; what it spent and recorded is kept", style="magenta")
+    console.print("calling tree:", style="dim")
+    console.print(f"  {command(settings, 'runs', 'show', run.run_id)}", style="dim", highlight=False)

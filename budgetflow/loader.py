@@ -7,6 +7,10 @@ A workflow file may define:
 - `inputs`: a dict of run inputs (overridden key by key by `--input k=v`);
 - `budget_usd`, `deadline_s`: defaults for `--budget` / `--deadline`.
 
+`prepare` is the one validation `budgetflow validate` and `budgetflow run` share:
+the catalog, the inputs (the file's, overridden by `--input`), the DAG and, for a
+run, the policy name, with hints that say what to type.
+
 When a model's provider has no API key in the environment, it is served by
 the simulated backend with the same name and prices (said clearly in the
 CLI and stored with the run). With `BUDGETFLOW_VLLM_URL`, models whose
@@ -17,7 +21,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -26,9 +30,9 @@ from typing import Any
 from budgetflow.settings import Settings
 from orchestrator.catalog import SIMULATED_PREFIX, Catalog
 from orchestrator.errors import ConfigError, WorkflowError
-from orchestrator.workflow import Workflow
+from orchestrator.workflow import RunLimits, Workflow
 
-__all__ = ["LoadedWorkflow", "load_workflow_file", "route_catalog"]
+__all__ = ["LoadedWorkflow", "Prepared", "load_workflow_file", "prepare", "route_catalog"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,6 +76,11 @@ def load_workflow_file(path: str | Path) -> LoadedWorkflow:
         spec.loader.exec_module(module)
     except (WorkflowError, ConfigError):
         raise
+    except SystemExit as exc:
+        raise ConfigError(
+            f"workflow file `{file}` called `sys.exit({exc.code!r})` while loading; a workflow file"
+            " only defines `workflow` (and optionally `catalog`, `inputs`, ...)"
+        ) from None
     except SyntaxError as exc:
         raise ConfigError(
             f"workflow file `{file}` has a syntax error at line {exc.lineno}: {exc.msg}"
@@ -96,6 +105,9 @@ def load_workflow_file(path: str | Path) -> LoadedWorkflow:
     inputs = getattr(module, "inputs", {}) or {}
     if not isinstance(inputs, Mapping):
         raise ConfigError(f"`inputs` in `{file}` must be a dict, not {type(inputs).__name__}")
+    bad_keys = [k for k in inputs if not isinstance(k, str)]
+    if bad_keys:
+        raise ConfigError(f"`inputs` in `{file}` must have input names as keys, got {bad_keys!r}")
     budget = getattr(module, "budget_usd", None)
     deadline = getattr(module, "deadline_s", None)
     return LoadedWorkflow(
@@ -103,9 +115,67 @@ def load_workflow_file(path: str | Path) -> LoadedWorkflow:
         workflow=workflow,
         catalog=catalog,
         inputs=dict(inputs),
-        budget_usd=None if budget is None else Decimal(str(budget)),
-        deadline_s=None if deadline is None else float(deadline),
+        budget_usd=None if budget is None else RunLimits.check_budget(budget, name=f"budget_usd` in `{file}"),
+        deadline_s=RunLimits.check_deadline(deadline, name=f"deadline_s` in `{file}"),
     )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Prepared:
+    """A workflow file checked and ready to run."""
+
+    loaded: LoadedWorkflow
+    """What the file defines."""
+    catalog: Catalog
+    """The catalog the run uses (`--catalog` / `BUDGETFLOW_CATALOG`, else the file's)."""
+    inputs: Mapping[str, Any]
+    """The run inputs: the file's, overridden by `--input`."""
+    notes: tuple[str, ...]
+    """Things worth telling the user before the run (e.g. a policy's fallbacks)."""
+
+
+def prepare(
+    loaded: LoadedWorkflow,
+    settings: Settings,
+    *,
+    inputs: Mapping[str, str],
+    policy: str | None = None,
+) -> Prepared:
+    """Everything `budgetflow run` checks before it spends anything; `budgetflow validate` runs it too.
+
+    Raises:
+        ConfigError: no catalog, a bad catalog file, or a policy that does not fit.
+        WorkflowError: the workflow is invalid for this catalog and these inputs.
+    """
+    catalog = catalog_for(loaded, settings)
+    merged = {**loaded.inputs, **inputs}
+    loaded.workflow.validate(catalog=catalog, inputs=merged, how_to_pass=_how_to_pass(loaded.path))
+    notes: list[str] = []
+    if policy is not None:
+        from budgetflow.policy_names import check_policy
+
+        notes = check_policy(policy, loaded.workflow, catalog)
+    return Prepared(loaded=loaded, catalog=catalog, inputs=merged, notes=tuple(notes))
+
+
+def catalog_for(loaded: LoadedWorkflow, settings: Settings) -> Catalog:
+    """The catalog file from the settings, else the workflow file's `catalog`."""
+    if settings.catalog_path is not None:
+        return Catalog.from_file(settings.catalog_path)
+    if loaded.catalog is None:
+        raise ConfigError(
+            f"workflow file `{loaded.path}` defines no `catalog`; define one there or pass --catalog FILE"
+        )
+    return loaded.catalog
+
+
+def _how_to_pass(path: Path) -> Callable[[Sequence[str]], str]:
+    def advice(names: Sequence[str]) -> str:
+        flags = " ".join(f"`--input {name}=VALUE`" for name in names)
+        them = "it" if len(names) == 1 else "them"
+        return f"pass {flags} or add {them} to the `inputs` dict of `{path}`"
+
+    return advice
 
 
 def route_catalog(catalog: Catalog, settings: Settings) -> tuple[Catalog, list[str]]:

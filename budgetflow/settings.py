@@ -12,6 +12,9 @@ default. The settings file is TOML: `./budgetflow.toml`, or the path in
 | vllm_url       | `BUDGETFLOW_VLLM_URL`       | `vllm_url`       | none                              |
 | redis_url      | `BUDGETFLOW_REDIS_URL`      | `redis_url`      | none (in-process ledger)          |
 | provider keys  | `OPENAI_API_KEY`, `ANTHROPIC_API_KEY`, ... (litellm's names)                    |
+
+Values are checked here, and a bad one is reported with where it came from
+(the flag, the environment variable or the file key).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from orchestrator.errors import ConfigError
 
@@ -58,15 +62,17 @@ class Settings:
     """Redis for a shared ledger."""
     provider_keys: Mapping[str, str] = field(default_factory=dict)
     """API keys found, by provider."""
+    via_uv: bool = False
+    """Whether the CLI runs under `uv run` (its hints then say `uv run budgetflow ...`)."""
 
 
-def _bool(value: str, name: str) -> bool:
+def _bool(value: str, source: str) -> bool:
     lowered = value.strip().lower()
     if lowered in {"1", "true", "yes", "on"}:
         return True
     if lowered in {"0", "false", "no", "off"}:
         return False
-    raise ConfigError(f"`{name}` = `{value}` is not a boolean; use true or false")
+    raise ConfigError(f"{source} = `{value}` is not a boolean; use true or false")
 
 
 def load_settings(overrides: Mapping[str, Any] | None = None, *, cwd: Path | None = None) -> Settings:
@@ -77,9 +83,11 @@ def load_settings(overrides: Mapping[str, Any] | None = None, *, cwd: Path | Non
     from_file: dict[str, Any] = {}
     if file_path.is_file():
         try:
-            from_file = tomllib.loads(file_path.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"settings file `{file_path}` is not valid TOML: {exc}") from exc
+            from_file = tomllib.loads(file_path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"settings file `{file_path}` is not valid TOML: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"settings file `{file_path}` cannot be read ({exc.strerror})") from None
     elif env.get("BUDGETFLOW_CONFIG"):
         raise ConfigError(f"`BUDGETFLOW_CONFIG` points to `{file_path}`, which does not exist")
     unknown = set(from_file) - {"database_url", "catalog", "record_content", "vllm_url", "redis_url"}
@@ -90,24 +98,45 @@ def load_settings(overrides: Mapping[str, Any] | None = None, *, cwd: Path | Non
         )
     given = dict(overrides or {})
 
-    def pick(key: str, env_name: str, file_key: str) -> Any:
+    def pick(key: str, env_name: str, file_key: str) -> tuple[Any, str]:
+        """The value and where it came from (for messages)."""
         if given.get(key) is not None:
-            return given[key]
+            return given[key], f"`{_FLAGS.get(key, key)}`"
         if env.get(env_name):
-            return env[env_name]
-        return from_file.get(file_key)
+            return env[env_name], f"`{env_name}`"
+        return from_file.get(file_key), f"`{file_key}` in `{file_path}`"
 
-    database_url = pick("database_url", "BUDGETFLOW_DATABASE_URL", "database_url") or _DEFAULT_DB
-    catalog = pick("catalog_path", "BUDGETFLOW_CATALOG", "catalog")
-    record = pick("record_content", "BUDGETFLOW_RECORD_CONTENT", "record_content")
+    database_url, _ = pick("database_url", "BUDGETFLOW_DATABASE_URL", "database_url")
+    catalog, _ = pick("catalog_path", "BUDGETFLOW_CATALOG", "catalog")
+    record, record_from = pick("record_content", "BUDGETFLOW_RECORD_CONTENT", "record_content")
     if isinstance(record, str):
-        record = _bool(record, "record_content")
+        record = _bool(record, record_from)
+    vllm_url, vllm_from = pick("vllm_url", "BUDGETFLOW_VLLM_URL", "vllm_url")
+    redis_url, redis_from = pick("redis_url", "BUDGETFLOW_REDIS_URL", "redis_url")
     keys = {provider: env[var] for provider, var in PROVIDER_KEY_VARS.items() if env.get(var)}
     return Settings(
-        database_url=str(database_url),
+        database_url=str(database_url or _DEFAULT_DB),
         catalog_path=None if catalog is None else Path(str(catalog)),
         record_content=True if record is None else bool(record),
-        vllm_url=pick("vllm_url", "BUDGETFLOW_VLLM_URL", "vllm_url"),
-        redis_url=pick("redis_url", "BUDGETFLOW_REDIS_URL", "redis_url"),
+        vllm_url=_url(vllm_url, vllm_from, _VLLM_SCHEMES, "http://127.0.0.1:8000/v1"),
+        redis_url=_url(redis_url, redis_from, _REDIS_SCHEMES, "redis://127.0.0.1:6379/0"),
         provider_keys=keys,
+        via_uv=bool(env.get("UV_RUN_RECURSION_DEPTH") or env.get("UV")),
     )
+
+
+_FLAGS = {"database_url": "--db", "catalog_path": "--catalog", "record_content": "--no-content"}
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+_VLLM_SCHEMES = ("http", "https")
+
+
+def _url(value: object, source: str, schemes: tuple[str, ...], example: str) -> str | None:
+    """`value` when it is a URL with one of `schemes` and a place to go, else a `ConfigError`."""
+    if value is None or value == "":
+        return None
+    text = str(value).strip()
+    parsed = urlsplit(text)
+    if parsed.scheme not in schemes or not (parsed.netloc or parsed.path.strip("/")):
+        forms = ", ".join(f"`{s}://`" for s in schemes)
+        raise ConfigError(f"{source} = `{text}` is not a URL starting with {forms}; use e.g. `{example}`")
+    return text

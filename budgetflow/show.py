@@ -1,112 +1,183 @@
-"""`budgetflow runs list` and `budgetflow runs show`: reading recorded runs."""
+"""`budgetflow runs list` and `budgetflow runs show`: reading recorded runs.
+
+Run ids are always printed whole. `runs list` fits the terminal by dropping
+columns (policy, budget, makespan; the date's year), never by cutting ids, and
+`runs show` takes any unique prefix of an id.
+"""
 
 from __future__ import annotations
 
-from decimal import Decimal
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 from rich.tree import Tree
 
+from budgetflow._format import OUTCOME_STYLE, command, money, outcome_text, plural, spend_text, usd
+from budgetflow.settings import Settings
+from orchestrator.errors import ConfigError, did_you_mean
+
 if TYPE_CHECKING:
-    from storage.queries import CallNode
+    from storage.queries import CallNode, RunSummary
 
-__all__ = ["list_runs", "show_run", "usd"]
+__all__ = ["WIDE_LIST", "list_runs", "missing_database", "show_run"]
 
-_OUTCOME_STYLE = {
-    "completed": "green",
-    "running": "cyan",
-    "budget_exhausted": "yellow",
-    "deadline_exceeded": "yellow",
-    "failed": "red",
-    "cancelled": "magenta",
-}
+WIDE_LIST = 125
+"""From this many columns on, `runs list` shows every column."""
 
 
-def list_runs(url: str, console: Console, *, limit: int, workflow: str | None) -> int:
+def missing_database(url: str) -> str | None:
+    """The path of a SQLite database file that does not exist yet, else `None`."""
+    from storage._engine import parse_database_url, sqlite_path
+
+    path = sqlite_path(parse_database_url(url))
+    return str(path) if path is not None and not path.exists() else None
+
+
+def list_runs(settings: Settings, console: Console, *, limit: int, workflow: str | None) -> int:
     """Print recent runs, newest first."""
     from storage import queries
+    from storage._engine import redact
 
+    url = settings.database_url
+    where = redact(url)
+    missing = missing_database(url)
+    if missing is not None:
+        console.print(
+            f"no runs recorded in `{missing}` yet (the file does not exist); start one with"
+            f" `{command(settings, 'run', 'PATH.py')}`",
+            highlight=False,
+        )
+        return 0
     runs = queries.list_runs(url, limit=limit, workflow=workflow)
     if not runs:
-        console.print(f"no runs recorded in `{url}` yet; start one with `budgetflow run PATH.py`")
-        return 0
-    table = Table(title=f"runs in {url}")
-    for col in (
-        "run",
-        "workflow",
-        "policy",
-        "outcome",
-        "spent $",
-        "budget $",
-        "makespan s",
-        "calls",
-        "started",
-    ):
-        table.add_column(col, justify="right" if col.endswith(("$", "s", "calls")) else "left")
-    for r in runs:
-        style = _OUTCOME_STYLE.get(r.outcome.value, "")
-        table.add_row(
-            r.run_id,
-            r.workflow + (" [yellow](sim)[/]" if r.simulated else ""),
-            r.policy,
-            f"[{style}]{r.outcome.value}[/]",
-            f"{r.spent_usd:.6f}",
-            usd(r.budget_usd),
-            "-" if r.makespan_s is None else f"{r.makespan_s:.2f}",
-            str(r.calls),
-            r.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+        if workflow is None:
+            console.print(
+                f"no runs recorded in `{where}` yet; start one with `{command(settings, 'run', 'PATH.py')}`",
+                highlight=False,
+            )
+            return 0
+        known = queries.workflow_names(url)
+        listed = ", ".join(f"`{w}`" for w in known) or "none"
+        raise ConfigError(
+            f"no runs of workflow `{workflow}` in `{where}`{did_you_mean(workflow, known)}; workflows"
+            f" with runs: {listed}"
         )
-    console.print(table)
+    console.print(f"runs in `{where}`, newest first", style="dim", highlight=False)
+    console.print(_runs_table(runs, console.width))
+    console.print(
+        f"open one: {command(settings, 'runs', 'show', 'ID')} (a unique start of the id is enough)",
+        style="dim",
+        highlight=False,
+    )
     return 0
 
 
-def show_run(url: str, run_id: str, console: Console) -> int:
+def _runs_table(runs: Sequence[RunSummary], width: int) -> Table:
+    wide = width >= WIDE_LIST
+    overrun = any(r.overrun_usd > 0 for r in runs)
+    table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+    table.add_column("run", no_wrap=True, min_width=12)
+    table.add_column("workflow", overflow="ellipsis", no_wrap=True, min_width=8, ratio=1)
+    if wide:
+        table.add_column("policy", overflow="ellipsis", no_wrap=True)
+    table.add_column("outcome", no_wrap=True)
+    table.add_column("spent $", justify="right", no_wrap=True)
+    if overrun:
+        table.add_column("overrun $", justify="right", no_wrap=True, style="bold red")
+    if wide:
+        table.add_column("budget $", justify="right", no_wrap=True)
+        table.add_column("makespan s", justify="right", no_wrap=True)
+    table.add_column("model calls", justify="right")
+    table.add_column("started (UTC)" if wide else "started", no_wrap=True)
+    for r in runs:
+        name = Text(r.workflow)
+        if r.simulated:
+            name.append(" (sim)", style="yellow")
+        cells: list[str | Text] = [r.run_id, name]
+        if wide:
+            cells.append(r.policy)
+        cells += [outcome_text(r.outcome.value), f"{r.spent_usd:.6f}"]
+        if overrun:
+            cells.append(f"{r.overrun_usd:.6f}" if r.overrun_usd > 0 else "")
+        if wide:
+            cells += [usd(r.budget_usd), "-" if r.makespan_s is None else f"{r.makespan_s:.2f}"]
+        cells += [str(r.calls), r.started_at.strftime("%Y-%m-%d %H:%M:%S" if wide else "%m-%d %H:%M")]
+        table.add_row(*cells)
+    return table
+
+
+def show_run(settings: Settings, run_id: str, console: Console) -> int:
     """Print one run: header, subtasks, and the calling tree with cost and latency per node."""
     from storage import queries
+    from storage._engine import redact
 
-    detail = queries.get_run(url, run_id)
+    url = settings.database_url
+    missing = missing_database(url)
+    if missing is not None:
+        raise ConfigError(
+            f"no run `{run_id}`: no runs are recorded in `{missing}` yet (the file does not exist);"
+            " pass the database the run was recorded in with --db"
+        )
+    try:
+        full_id = queries.resolve_run_id(url, run_id)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (database `{redact(url)}`)") from None
+    detail = queries.get_run(url, full_id)
     tree_data = queries.build_call_tree(detail)
     run = detail.run
-    style = _OUTCOME_STYLE.get(run.outcome.value, "")
-    header = Table(show_header=False, box=None)
-    header.add_row("run", run.run_id + ("  [yellow]SIMULATED[/]" if run.simulated else ""))
-    header.add_row("workflow", run.workflow)
-    header.add_row("policy", f"{run.policy} (seed {run.seed})")
-    header.add_row(
-        "outcome", f"[{style}]{run.outcome.value}[/]" + (f"  {escape(run.reason)}" if run.reason else "")
-    )
-    header.add_row("spent", f"${run.spent_usd:.6f} of ${usd(run.budget_usd)}")
+    header = Table(show_header=False, box=None, pad_edge=False)
+    header.add_column(no_wrap=True)
+    header.add_column(overflow="fold")
+    header.add_row("run", Text(run.run_id).append("  SIMULATED" if run.simulated else "", style="yellow"))
+    header.add_row("workflow", Text(run.workflow))
+    header.add_row("policy", Text(f"{run.policy} (seed {run.seed})"))
+    header.add_row("outcome", outcome_text(run.outcome.value))
+    if run.reason:
+        header.add_row("reason", Text(run.reason))
+    header.add_row("spent", spend_text(run.spent_usd, run.budget_usd, run.overrun_usd))
     deadline = f" of {run.deadline_s:g}s" if run.deadline_s else ""
     header.add_row("makespan", "-" if run.makespan_s is None else f"{run.makespan_s:.2f}s{deadline}")
+    model_calls = sum(1 for c in detail.calls if c.kind.value == "llm")
+    header.add_row("attempts", str(len(detail.attempts)))
+    header.add_row("model calls", f"{model_calls} (retries included)")
     header.add_row("decisions", str(len(detail.decisions)))
     console.print(header)
 
-    root = Tree(f"[bold]{run.workflow}[/]  ${tree_data.cost_usd:.6f}")
+    root = Tree(Text.assemble((run.workflow, "bold"), f"  {money(tree_data.cost_usd)}"))
     by_subtask: dict[str, Tree] = {}
     for sub in detail.subtasks:
-        st = _OUTCOME_STYLE.get(sub.status.value, "")
         by_subtask[sub.subtask] = root.add(
-            f"[bold]{sub.subtask}[/]  [{st}]{sub.status.value}[/]  attempts {sub.attempts}"
+            Text.assemble(
+                (sub.subtask, "bold"),
+                "  ",
+                outcome_text(sub.status.value),
+                f"  {plural(sub.attempts, 'attempt')}",
+            )
         )
     for node in tree_data.attempts:
         a = node.attempt
-        parent = by_subtask.get(a.subtask) or root.add(a.subtask)
-        st = {"passed": "green", "failed": "red", "error": "red", "cancelled": "magenta"}.get(
-            a.status.value, ""
-        )
+        parent = by_subtask.get(a.subtask) or root.add(Text(a.subtask))
         latency = "-" if node.latency_s is None else f"{node.latency_s:.2f}s"
-        branch = parent.add(
-            f"{a.model} #{a.batch}.{a.sample}  [{st}]{a.status.value}[/]  ${node.cost_usd:.6f}  {latency}"
-            + (f"  [dim]{escape(a.check_detail or '')}[/]" if a.check_detail else "")
-        )
+        calls = _model_calls(node.calls)
+        who = a.model if calls else "no model call"
+        label = Text(f"{who} #{a.batch}.{a.sample}  ")
+        label.append_text(outcome_text(a.status.value))
+        label.append(f"  {money(node.cost_usd)}  {latency}")
+        if a.check_detail:
+            label.append(f"  {a.check_detail}", style="dim")
+        branch = parent.add(label)
         _add_calls(branch, _collapse_single_spans(node.calls))
     for call_node in tree_data.run_calls:
         _add_calls(root, (call_node,))
     console.print(root)
     return 0
+
+
+def _model_calls(nodes: tuple[CallNode, ...]) -> int:
+    return sum((n.call.kind.value == "llm") + _model_calls(n.children) for n in nodes)
 
 
 def _collapse_single_spans(nodes: tuple[CallNode, ...]) -> tuple[CallNode, ...]:
@@ -120,29 +191,23 @@ def _collapse_single_spans(nodes: tuple[CallNode, ...]) -> tuple[CallNode, ...]:
     return tuple(out)
 
 
-def usd(amount: Decimal) -> str:
-    """`0.05` rather than `0.050000000`."""
-    text = format(amount.normalize(), "f")
-    return text
-
-
 def _add_calls(branch: Tree, nodes: tuple[CallNode, ...]) -> None:
     for node in nodes:
         c = node.call
-        ttft = f" ttft {c.ttft_s:.2f}s" if c.ttft_s is not None else ""
-        tokens = f"  in {c.input_tokens} out {c.output_tokens}" + (
-            f" cached {c.cached_tokens}" if c.cached_tokens else ""
-        )
-        replica = f"  @{c.replica}" if c.replica else ""
-        retry = f"  retry {c.retry}" if c.retry else ""
-        error = f"  [red]{escape(c.error)}[/]" if c.error and c.status.value == "error" else ""
-        label = (
-            f"{c.kind.value} {c.model or ''}  {c.status.value}  ${node.total_cost_usd:.6f}"
-            f"  {c.latency_s:.2f}s{ttft}"
-            + (tokens if c.kind.value == "llm" else "")
-            + replica
-            + retry
-            + error
-        )
+        label = Text(f"{c.kind.value} {c.model or ''}  ")
+        label.append(c.status.value, style=OUTCOME_STYLE.get(c.status.value, ""))
+        label.append(f"  {money(node.total_cost_usd)}  {c.latency_s:.2f}s")
+        if c.ttft_s is not None:
+            label.append(f" ttft {c.ttft_s:.2f}s")
+        if c.kind.value == "llm":
+            label.append(f"  in {c.input_tokens} out {c.output_tokens}")
+            if c.cached_tokens:
+                label.append(f" cached {c.cached_tokens}")
+        if c.replica:
+            label.append(f"  @{c.replica}")
+        if c.retry:
+            label.append(f"  retry {c.retry}")
+        if c.error and c.status.value == "error":
+            label.append(f"  {c.error}", style="red")
         sub = branch.add(label)
         _add_calls(sub, node.children)
