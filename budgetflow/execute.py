@@ -173,4 +173,11 @@ def _summary(view: ProgressView, deadline: float | None, console: Console, setti
     if run.outcome is Outcome.CANCELLED:
         console.print("the run was stopped; what it spent and recorded is kept", style="magenta")
     console.print("calling tree:", style="dim")
-    console.print(f"  {command(settings, 'runs', 'show', run.run_id)}", style="dim", highlight=False)
+    hint = command(settings, "runs", "show", run.run_id)
+    head, sep, db = hint.partition(" --db ")
+    if sep and len(hint) + 2 > console.width:
+        # One shell command on two lines, so that the id is never split and it still pastes.
+        console.print(f"  {head} \\", style="dim", highlight=False)
+        console.print(f"    --db {db}", style="dim", highlight=False, soft_wrap=True)
+    else:
+        console.print(f"  {hint}", style="dim", highlight=False, soft_wrap=True)

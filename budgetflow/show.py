@@ -76,36 +76,57 @@ def list_runs(settings: Settings, console: Console, *, limit: int, workflow: str
 
 
 def _runs_table(runs: Sequence[RunSummary], width: int) -> Table:
+    """The run list, fitted to `width` by dropping columns; the run id is never cut."""
     wide = width >= WIDE_LIST
     overrun = any(r.overrun_usd > 0 for r in runs)
-    table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
-    table.add_column("run", no_wrap=True, min_width=12)
-    table.add_column("workflow", overflow="ellipsis", no_wrap=True, min_width=8, ratio=1)
-    if wide:
-        table.add_column("policy", overflow="ellipsis", no_wrap=True)
-    table.add_column("outcome", no_wrap=True)
-    table.add_column("spent $", justify="right", no_wrap=True)
-    if overrun:
-        table.add_column("overrun $", justify="right", no_wrap=True, style="bold red")
-    if wide:
-        table.add_column("budget $", justify="right", no_wrap=True)
-        table.add_column("makespan s", justify="right", no_wrap=True)
-    table.add_column("model calls", justify="right")
-    table.add_column("started (UTC)" if wide else "started", no_wrap=True)
+    cells: dict[str, list[Text]] = {"run": [], "workflow": [], "outcome": [], "spent $": []}
     for r in runs:
         name = Text(r.workflow)
         if r.simulated:
             name.append(" (sim)", style="yellow")
-        cells: list[str | Text] = [r.run_id, name]
-        if wide:
-            cells.append(r.policy)
-        cells += [outcome_text(r.outcome.value), f"{r.spent_usd:.6f}"]
+        cells["run"].append(Text(r.run_id))
+        cells["workflow"].append(name)
+        cells["outcome"].append(outcome_text(r.outcome.value))
+        cells["spent $"].append(Text(f"{r.spent_usd:.6f}"))
         if overrun:
-            cells.append(f"{r.overrun_usd:.6f}" if r.overrun_usd > 0 else "")
+            shown = f"{r.overrun_usd:.6f}" if r.overrun_usd > 0 else ""
+            cells.setdefault("overrun $", []).append(Text(shown, style="bold red"))
         if wide:
-            cells += [usd(r.budget_usd), "-" if r.makespan_s is None else f"{r.makespan_s:.2f}"]
-        cells += [str(r.calls), r.started_at.strftime("%Y-%m-%d %H:%M:%S" if wide else "%m-%d %H:%M")]
-        table.add_row(*cells)
+            cells.setdefault("policy", []).append(Text(r.policy))
+            cells.setdefault("budget $", []).append(Text(usd(r.budget_usd)))
+            makespan = "-" if r.makespan_s is None else f"{r.makespan_s:.2f}"
+            cells.setdefault("makespan s", []).append(Text(makespan))
+        cells.setdefault("model calls", []).append(Text(str(r.calls)))
+        started = r.started_at.strftime("%Y-%m-%d %H:%M:%S" if wide else "%m-%d %H:%M")
+        cells.setdefault("started (UTC)" if wide else "started", []).append(Text(started))
+    order = ["run", "workflow", "policy", "outcome", "spent $", "overrun $", "budget $", "makespan s"]
+    order += ["model calls", "started (UTC)", "started"]
+    columns = [c for c in order if c in cells]
+
+    def width_of(column: str) -> int:
+        longest = max((t.cell_len for t in cells[column]), default=0)
+        header = column.split() if column == "model calls" and not wide else [column]  # stacks when narrow
+        return max(longest, *(len(word) for word in header))
+
+    # Too narrow even so: drop the least needed columns until the name has 8 columns.
+    for droppable in ("started", "model calls", "spent $"):
+        needed = sum(width_of(c) for c in columns if c != "workflow") + 2 * (len(columns) - 1) + 8
+        if needed > width and droppable in columns:
+            columns.remove(droppable)
+    fixed = sum(width_of(c) for c in columns if c != "workflow") + 2 * (len(columns) - 1)
+    table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+    for column in columns:
+        if column == "workflow":
+            table.add_column(
+                column, no_wrap=True, overflow="ellipsis", width=max(8, min(width_of(column), width - fixed))
+            )
+            continue
+        column_width = width_of(column)
+        header = column if len(column) <= column_width else column.replace(" ", "\n")
+        right = column.endswith(("$", " s", "calls"))
+        table.add_column(header, justify="right" if right else "left", no_wrap=True, width=column_width)
+    for i in range(len(runs)):
+        table.add_row(*(cells[c][i] for c in columns))
     return table
 
 
