@@ -51,7 +51,7 @@ from types import MappingProxyType
 from typing import Any
 
 from orchestrator._estimate_book import EstimateBook
-from orchestrator._finish import finish_anyway
+from orchestrator._finish import durable_by, finish_anyway
 from orchestrator._run_views import AncestorView, SetView, jsonable, state_summary
 from orchestrator.agent import AttemptContext, AttemptOutput, CheckResult, PromptPreview, template_values
 from orchestrator.catalog import Catalog, ModelSpec
@@ -65,7 +65,7 @@ from orchestrator.errors import (
     UserError,
 )
 from orchestrator.estimates import default_max_tokens
-from orchestrator.gateway import AttemptGateway, RetryPolicy, _Shared, record_durably
+from orchestrator.gateway import AttemptGateway, RetryPolicy, _Shared
 from orchestrator.ledger import Ledger, Reservation, nano_to_usd
 from orchestrator.model_client import ModelClient
 from orchestrator.plan import Allocation, Assignment, InFlight, ModelPrice, PlanState, Policy
@@ -236,10 +236,13 @@ class Executor:
     async def run(self) -> RunRecord:
         """Execute until completion, budget exhaustion, the deadline, failure or cancellation.
 
+        A storage failure (the recorder could not write, in time or at all) ends the run
+        `failed` with the storage error as its reason; the records it could not write stay
+        with the recorder (see `storage.SqlRecorder`'s spill file).
+
         Raises:
             asyncio.CancelledError: the task running it was cancelled (the run is recorded
                 `cancelled`, every hold settled, before this propagates).
-            StorageError: the run's own records could not be written.
         """
         loop = asyncio.get_running_loop()
         self._t0 = loop.time()
@@ -707,9 +710,15 @@ class Executor:
                 error=ending.detail if ending.status is AttemptStatus.ERROR else None,
                 simulated=att.batch.model.simulated,
             )
-            await record_durably(self.recorder, span, self._deadline_at)
+            await durable_by(
+                self.recorder.call_finished(span),
+                self._deadline_at,
+                what=f"the span of attempt `{att.record.attempt_id}`",
+                min_wait_s=0.0 if isinstance(fatal, StorageError) or self._shared.storage_failure else 0.5,
+            )
         except StorageError as exc:
             fatal = fatal or exc
+            self._shared.storage_failure = self._shared.storage_failure or exc
         finally:
             att.ended = replace(
                 ending,
@@ -804,8 +813,9 @@ class Executor:
                         await self._subtask_changed(sub)
         except StorageError as exc:
             storage_failure = exc
-        if isinstance(self._fatal, StorageError) and outcome is not Outcome.FAILED:
-            outcome, reason = Outcome.FAILED, _describe(self._fatal)
+        failure = self._shared.storage_failure
+        if failure is not None and outcome is not Outcome.FAILED:
+            outcome, reason = Outcome.FAILED, _describe(failure)
         snap = await self.ledger.snapshot()
         if snap.overrun_nano > 0:
             note = (
@@ -824,9 +834,23 @@ class Executor:
         )
         if self._policy_thread is not None:
             self._policy_thread.shutdown(wait=False)
-        await self.recorder.run_finished(final)
+        try:
+            await durable_by(
+                self.recorder.run_finished(final),
+                self._deadline_at,
+                what=f"the end of run `{self.run_id}`",
+                # The database already failed this run: do not wait for it again.
+                min_wait_s=0.0 if self._shared.storage_failure or storage_failure else 0.5,
+            )
+        except StorageError as exc:
+            storage_failure = storage_failure or exc
         if storage_failure is not None:
-            raise storage_failure
+            # The run's end could not be recorded: say so in the result the caller gets.
+            final = replace(
+                final,
+                outcome=Outcome.FAILED,
+                reason=f"{final.reason + '; ' if final.reason else ''}{_describe(storage_failure)}",
+            )
         return final
 
     async def _watch_cancel(self, cancel: asyncio.Event) -> None:

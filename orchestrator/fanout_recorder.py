@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from orchestrator.records import (
     AttemptRecord,
     CallRecord,
@@ -15,47 +17,53 @@ __all__ = ["FanoutRecorder"]
 
 
 class FanoutRecorder:
-    """Forwards to each recorder in turn (the durable one first, so its guarantees hold)."""
+    """Forwards to each recorder in turn (the durable one first, so its guarantees hold).
+
+    Every recorder receives every record even when an earlier one fails; the first
+    failure is raised after all of them were called.
+    """
 
     def __init__(self, *recorders: Recorder) -> None:
         self.recorders = recorders
 
+    async def _each(self, send: Callable[[Recorder], Awaitable[None]]) -> None:
+        first: Exception | None = None
+        for r in self.recorders:
+            try:
+                await send(r)
+            except Exception as error:
+                first = first or error
+        if first is not None:
+            raise first
+
     async def run_started(self, run: RunRecord) -> None:
         """Forward."""
-        for r in self.recorders:
-            await r.run_started(run)
+        await self._each(lambda r: r.run_started(run))
 
     async def decision_made(self, decision: DecisionRecord) -> None:
         """Forward."""
-        for r in self.recorders:
-            await r.decision_made(decision)
+        await self._each(lambda r: r.decision_made(decision))
 
     async def attempt_started(self, attempt: AttemptRecord) -> None:
         """Forward."""
-        for r in self.recorders:
-            await r.attempt_started(attempt)
+        await self._each(lambda r: r.attempt_started(attempt))
 
     async def call_finished(self, call: CallRecord) -> None:
         """Forward."""
-        for r in self.recorders:
-            await r.call_finished(call)
+        await self._each(lambda r: r.call_finished(call))
 
     async def attempt_finished(self, attempt: AttemptRecord) -> None:
         """Forward."""
-        for r in self.recorders:
-            await r.attempt_finished(attempt)
+        await self._each(lambda r: r.attempt_finished(attempt))
 
     async def subtask_changed(self, subtask: SubtaskRecord) -> None:
         """Forward."""
-        for r in self.recorders:
-            await r.subtask_changed(subtask)
+        await self._each(lambda r: r.subtask_changed(subtask))
 
     async def run_finished(self, run: RunRecord) -> None:
         """Forward."""
-        for r in self.recorders:
-            await r.run_finished(run)
+        await self._each(lambda r: r.run_finished(run))
 
     async def aclose(self) -> None:
         """Close each."""
-        for r in self.recorders:
-            await r.aclose()
+        await self._each(lambda r: r.aclose())

@@ -22,7 +22,7 @@ import random
 import uuid
 from dataclasses import dataclass
 
-from orchestrator._finish import finish_anyway
+from orchestrator._finish import durable_by, finish_anyway
 from orchestrator.catalog import Catalog, ModelSpec
 from orchestrator.errors import (
     BudgetExhausted,
@@ -35,44 +35,9 @@ from orchestrator.ledger import Ledger, Reservation, nano_to_usd
 from orchestrator.model_client import CallProgress, ChatMessage, ChatRequest, ChatResponse, ModelClient
 from orchestrator.records import CallKind, CallRecord, CallStatus, Recorder
 
-__all__ = ["DURABLE_GRACE_S", "AttemptGateway", "RetryPolicy", "record_durably"]
+__all__ = ["AttemptGateway", "RetryPolicy"]
 
 _DEADLINE_GRACE_S = 0.25
-DURABLE_GRACE_S = 0.75
-"""How long after the deadline a run still waits for the database to confirm a record.
-
-Past it the record stays queued in the recorder (written when the database answers, or
-kept in its spill file) and the run ends `failed` with the storage error, on time."""
-
-
-async def record_durably(recorder: Recorder, record: CallRecord, deadline_at: float | None) -> None:
-    """`recorder.call_finished(record)`, waiting for the commit no later than the deadline allows.
-
-    Raises:
-        StorageError: the recorder failed, or did not confirm before `deadline_at` +
-            `DURABLE_GRACE_S` (the write goes on in the background).
-    """
-    if deadline_at is None:
-        await recorder.call_finished(record)
-        return
-    loop = asyncio.get_running_loop()
-    wait = max(0.0, deadline_at + DURABLE_GRACE_S - loop.time())
-    write = asyncio.ensure_future(recorder.call_finished(record))
-    try:
-        await asyncio.wait_for(asyncio.shield(write), wait)
-    except TimeoutError:
-        write.add_done_callback(_consume)
-        raise StorageError(
-            f"the recorder did not confirm call `{record.call_id}` of subtask `{record.subtask}` in"
-            f" time for the deadline; the record is still queued and is written when the database"
-            " answers; check that the database is reachable"
-        ) from None
-
-
-def _consume(task: asyncio.Future[None]) -> None:
-    """Retrieve a background write's outcome (its failure is reported by the recorder itself)."""
-    if not task.cancelled():
-        task.exception()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,6 +68,8 @@ class _Shared:
     started_at: float
     record_content: bool
     rng: random.Random
+    storage_failure: StorageError | None = None
+    """The first failure of the durable recorder in this run (it fails the run)."""
 
 
 class AttemptGateway:
@@ -302,7 +269,15 @@ class AttemptGateway:
 
     async def _record_then_settle(self, record: CallRecord, reservation: Reservation, cost: int) -> None:
         try:
-            await record_durably(self._s.recorder, record, self._s.deadline_at)
+            await durable_by(
+                self._s.recorder.call_finished(record),
+                self._s.deadline_at,
+                what=f"call `{record.call_id}` of subtask `{record.subtask}`",
+                min_wait_s=0.0 if self._s.storage_failure else 0.5,
+            )
+        except StorageError as exc:
+            self._s.storage_failure = self._s.storage_failure or exc
+            raise
         finally:
             self.spent_nano += await self._s.ledger.settle(reservation, cost)
             self.billed_nano += cost

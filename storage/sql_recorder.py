@@ -55,7 +55,7 @@ from orchestrator.records import (
     RunRecord,
     SubtaskRecord,
 )
-from storage._engine import make_engine, storage_error
+from storage._engine import make_engine, redact, storage_error
 from storage._spill import default_spill_path, read_spill, spill_rows
 from storage.abandoned import HEARTBEAT_INTERVAL_S
 from storage.migrate import upgrade
@@ -170,6 +170,8 @@ class SqlRecorder:
         self._heartbeat_interval_s = heartbeat_interval_s
         self._heartbeats: dict[str, asyncio.Task[None]] = {}
         self._retry_window_s = retry_window_s
+        self._closing = False
+        self._spill_count = 0
         self._spill_path = spill_path
         self._postgres = engine.dialect.name == "postgresql"
 
@@ -316,11 +318,16 @@ class SqlRecorder:
     async def aclose(self) -> None:
         """Flush, then release the connection pool and the writer thread. Idempotent.
 
+        A write still retrying against an unreachable database stops retrying and
+        spills its rows, so closing takes at most one backoff step.
+
         Raises:
-            StorageError: a queued write failed (the recorder is closed anyway).
+            StorageError: a queued write failed, or records had to be kept in the spill
+                file during this recorder's life (the recorder is closed anyway).
         """
         if self._closed:
             return
+        self._closing = True  # a write still waiting for the database spills instead of waiting on
         for beat in self._heartbeats.values():
             beat.cancel()
         self._heartbeats.clear()
@@ -330,6 +337,12 @@ class SqlRecorder:
             self._closed = True
             await asyncio.wrap_future(self._writer.submit(self._engine.dispose))
             self._writer.shutdown(wait=False)
+        if self._spill_count:
+            raise StorageError(
+                f"{self._spill_count} record(s) could not be written to database"
+                f" `{redact(self._engine.url)}` and are kept in `{self._spill_path}`; they are written"
+                " there the next time budgetflow opens it"
+            )
 
     # -- internals ---------------------------------------------------------------
 
@@ -410,7 +423,7 @@ class SqlRecorder:
             except SQLAlchemyError as error:
                 if not _transient(error, self._engine.dialect.name):
                     break
-                if time.monotonic() + delay > give_up_at:
+                if self._closing or time.monotonic() + delay > give_up_at:
                     raise self._spilled("write to", error, batch) from error
                 _log.warning("database write failed (%s); retrying in %.2fs", _first_line(error), delay)
                 time.sleep(delay)
@@ -433,6 +446,7 @@ class SqlRecorder:
             return base
         try:
             spill_rows(self._spill_path, [(row.model.__tablename__, row.values) for row in rows])
+            self._spill_count += len(rows)
         except OSError as spill_error:
             return StorageError(
                 f"{base}; keeping {len(rows)} record(s) in `{self._spill_path}` failed too: {spill_error}"
