@@ -87,10 +87,14 @@ class ProviderError(RunError):
 
 
 class ReplicaUnavailable(ProviderError):
-    """No healthy replica of a vLLM pool can take the request."""
+    """No healthy replica of a vLLM pool can take the request.
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message, retryable=True, status_code=None)
+    Raised after the pool waited for one (`unavailable_wait_s`), so by default it is
+    not retried: a retry would only wait again and record one more failed call.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message, retryable=retryable, status_code=None)
 
 
 class CheckError(RunError):

@@ -101,9 +101,6 @@ class OutageWait:
             f" ({limit}): {self._router.describe_replicas()}; start or fix the replicas (their"
             " logs say why they stopped), or raise `unavailable_wait_s` to wait longer for them"
         )
-        # The wait already happened here: retrying at once would only wait again and record
-        # one more failed call. (`ReplicaUnavailable` itself is declared retryable.)
-        error.retryable = False
         raise error
 
     async def _probe_until_back(self) -> None:

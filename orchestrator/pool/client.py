@@ -43,7 +43,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -59,8 +58,8 @@ from orchestrator.pool._connections import ReplicaConnections
 from orchestrator.pool._deaths import RequestDeaths, request_key
 from orchestrator.pool._outage import DEFAULT_UNAVAILABLE_WAIT_S, OutageWait
 from orchestrator.pool.health import HealthChecker, describe_check_failure
-from orchestrator.pool.prefix_index import render_prompt
 from orchestrator.pool.router import Lease, PoolRouter, RouterConfig
+from orchestrator.tokens import byte_bound
 
 __all__ = ["DEFAULT_UNAVAILABLE_WAIT_S", "PooledLiteLLMCaller", "WarmResult"]
 
@@ -257,6 +256,7 @@ class PooledLiteLLMCaller:
             ttft_s=None if first is None else first - started,
             provider="hosted_vllm",
             replica=lease.replica,
+            response_id=progress.response_id,
         )
 
     async def count_prompt_tokens(self, messages: Sequence[ChatMessage], *, timeout_s: float = 5.0) -> int:
@@ -459,6 +459,8 @@ class PooledLiteLLMCaller:
         try:
             stream = await litellm.acompletion(**kwargs, client=handler)
             async for chunk in stream:
+                if progress.response_id is None and getattr(chunk, "id", None):
+                    progress.response_id = str(chunk.id)
                 for choice in chunk.choices or ():
                     content = choice.delta.content if choice.delta is not None else None
                     if content:
@@ -487,8 +489,8 @@ class PooledLiteLLMCaller:
             output_tokens = int(usage.completion_tokens or 0)
             details = getattr(usage, "prompt_tokens_details", None)
             cached = int(getattr(details, "cached_tokens", None) or 0)
-        else:  # not expected with include_usage; estimate rather than lose the call's cost
-            prompt_tokens = math.ceil(len(render_prompt(messages)) / 4)
+        else:  # not expected with include_usage: bill the upper bound rather than lose the cost
+            prompt_tokens = byte_bound(messages)
             output_tokens = progress.output_tokens
             cached = 0
         progress.input_tokens = prompt_tokens
