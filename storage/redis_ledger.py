@@ -279,6 +279,8 @@ class RedisLedger:
         self._jitter = random.Random()
         self._seen: list[int] = [0, 0, 0, 0, 0, 0]  # the newest reply: answer, seq, spent, reserved, ...
         self._background: set[asyncio.Task[Any]] = set()
+        # Settles and releases Redis did not answer: id -> (cost, release?), sent again later.
+        self._doubtful: dict[str, tuple[int, bool]] = {}
 
     @classmethod
     async def create(
@@ -382,7 +384,9 @@ class RedisLedger:
         Retrying with the same `reservation_id` returns the first answer and
         never holds twice; by default the ledger picks a unique id. If the
         caller is cancelled, or Redis does not answer within the retry window,
-        the id is released before the error propagates, so no hold leaks.
+        the id is released (closed) before the error propagates; if Redis does
+        not answer that either, the ledger releases it with its next operation
+        that Redis answers. So no hold leaks.
 
         Raises:
             ValueError: a negative amount, or a `reservation_id` already used.
@@ -401,15 +405,15 @@ class RedisLedger:
             answer = (await self._call(self._reserve_script, "reserve", rid, amount_nano))[0]
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
-                await self._finish(self._call(self._settle_script, "release", rid, 0, 1))
+                await self._finish(self._close(rid, 0, release=True, once=False))
             raise
         except _Unanswered as error:
             try:
-                await self._finish(self._call(self._settle_script, "release", rid, 0, 1))
+                await self._finish(self._close(rid, 0, release=True, once=True))
             except StorageError:
                 raise StorageError(
-                    f"{error}; reservation `{rid}` may be held: release it with"
-                    f" `await ledger.release('{rid}')` once Redis answers (releasing is idempotent)"
+                    f"{error}; reservation `{rid}` may be held: this ledger releases it with its next"
+                    f" operation that Redis answers, or release it with `await ledger.release('{rid}')`"
                 ) from error
             raise StorageError(f"{error}; reservation `{rid}` was released, nothing is held") from error
         if answer == -1:
@@ -423,13 +427,15 @@ class RedisLedger:
 
         Settling again with the same cost (a retry after a lost reply) returns
         the same charge and charges nothing more. If the caller is cancelled,
-        the settle still completes before `CancelledError` propagates.
+        the settle still completes before `CancelledError` propagates; if Redis
+        does not answer within the retry window, the ledger settles it again
+        with its next operation that Redis answers (the money was spent).
 
         Raises:
             ValueError: negative or too large cost, an unknown reservation, or
                 one already settled with another cost.
             StorageError: the ledger is lost, replaced or rolled back, or
-                Redis did not answer (then settle again with the same cost).
+                Redis did not answer (the settle is then retried as above).
         """
         if actual_nano < 0:
             raise ValueError(f"cannot settle a negative cost ({actual_nano})")
@@ -441,13 +447,13 @@ class RedisLedger:
         self._require_epoch("settle")
         rid = reservation.reservation_id
         try:
-            reply = await self._finish(self._call(self._settle_script, "settle", rid, actual_nano, 0))
+            return await self._finish(self._close(rid, actual_nano, release=False, once=False))
         except _Unanswered as error:
             raise StorageError(
-                f"{error}; settling reservation `{rid}` may or may not have happened: settle it again"
-                " with the same cost once Redis answers (it is charged once)"
+                f"{error}; settling reservation `{rid}` for {actual_nano} nano-USD may not have happened:"
+                " this ledger settles it again with its next operation that Redis answers (it is"
+                " charged once), or settle it again with the same cost"
             ) from error
-        return reply[0]
 
     async def release(self, reservation_id: str) -> None:
         """Give back what `reservation_id` holds without charging; idempotent.
@@ -456,7 +462,7 @@ class RedisLedger:
         as it is, and a reserve with it arriving later holds nothing.
         """
         self._require_epoch("release")
-        await self._finish(self._call(self._settle_script, "release", reservation_id, 0, 1))
+        await self._finish(self._close(reservation_id, 0, release=True, once=False))
 
     async def snapshot(self) -> LedgerSnapshot:
         """Current totals, read in one script (which also checks epoch and sequence)."""
@@ -474,6 +480,33 @@ class RedisLedger:
         spent = min(spent_nano, budget_nano)
         args = (budget_nano, spent, spent_nano - spent, int(replace))
         await self._call(self._install_script, "create", *args)
+
+    async def _close(self, rid: str, actual_nano: int, *, release: bool, once: bool) -> int:
+        """Settle or release `rid`; if Redis does not answer, remember to do it later."""
+        try:
+            reply = await self._call(
+                self._settle_script,
+                "release" if release else "settle",
+                rid,
+                actual_nano,
+                int(release),
+                once=once,
+            )
+        except _Unanswered:
+            self._doubtful[rid] = (actual_nano, release)
+            raise
+        self._doubtful.pop(rid, None)
+        return reply[0]
+
+    async def _close_doubtful(self) -> None:
+        """Send the settles and releases Redis did not answer, now that it answers again."""
+        for rid, (actual_nano, release) in list(self._doubtful.items()):
+            try:
+                await self._close(rid, actual_nano, release=release, once=True)
+            except ValueError:
+                self._doubtful.pop(rid, None)  # nothing left to do for it
+            except StorageError:
+                return
 
     async def _finish(self, write: Coroutine[Any, Any, _T]) -> _T:
         """Run `write` to its end even if the caller is cancelled, then let the cancel through."""
@@ -500,8 +533,8 @@ class RedisLedger:
                 f" to {op}, join the ledger with `await RedisLedger.join(client, run_id, epoch)`"
             )
 
-    async def _call(self, script: AsyncScript, op: str, *args: str | int) -> list[int]:
-        """Run `script` until Redis answers or the retry window closes."""
+    async def _call(self, script: AsyncScript, op: str, *args: str | int, once: bool = False) -> list[int]:
+        """Run `script` until Redis answers or the retry window closes (`once`: one attempt)."""
         loop = asyncio.get_running_loop()
         policy = self._retry
         deadline = loop.time() + policy.window_s
@@ -516,7 +549,7 @@ class RedisLedger:
             except _RETRYABLE as error:
                 delay = min(policy.max_backoff_s, policy.first_backoff_s * 2 ** min(attempt - 1, 30))
                 delay *= 0.5 + 0.5 * self._jitter.random()
-                if loop.time() + delay >= deadline:
+                if once or loop.time() + delay >= deadline:
                     raise _Unanswered(
                         f"the Redis ledger of run `{self._run_id}` did not answer `{op}` within"
                         f" {policy.window_s:g} s ({attempt} attempts; last: {type(error).__name__}"
@@ -531,6 +564,8 @@ class RedisLedger:
             values = [int(v) for v in reply]
             if values[1] > self._seen[1]:
                 self._seen = values
+            if self._doubtful and not once:
+                await self._close_doubtful()
             return values
 
     def _refusal(self, error: ResponseError, op: str, args: tuple[str | int, ...]) -> Exception:

@@ -426,7 +426,10 @@ async def test_unreachable_redis_is_a_storage_error(run_id: str, unused_port: in
         with pytest.raises(StorageError, match=r"did not answer `create` within 0.5 s \(\d+ attempts; last"):
             await RedisLedger.create(client, run_id, 100, retry=quick)
         ledger = RedisLedger(client, run_id, "0123", retry=quick)
-        with pytest.raises(StorageError, match=r"`reserve`.*reservation `.+-0` may be held: release it with"):
+        with pytest.raises(
+            StorageError,
+            match=r"`reserve`.*reservation `.+-0` may be held: this ledger releases it with its next",
+        ):
             await ledger.reserve(10)
     finally:
         await client.aclose()
