@@ -1,0 +1,82 @@
+"""The live view: it fits 80x24 with many subtasks, and its last frame is the run's final state."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from budgetflow.progress import ProgressView
+from orchestrator.ledger import InProcessLedger, usd_to_nano
+from orchestrator.records import Outcome, RunRecord, SubtaskRecord, SubtaskStatus
+from tests.cli.conftest import capture
+
+
+def _run(workflow: str, **changes: object) -> RunRecord:
+    run = RunRecord(
+        run_id="0123456789ab",
+        workflow=workflow,
+        policy="mcpp",
+        budget_usd=Decimal("0.05"),
+        deadline_s=45.0,
+        seed=0,
+        simulated=True,
+        started_at=datetime.now(UTC),
+    )
+    return RunRecord(**{**run.__dict__, **changes})
+
+
+async def test_the_view_fits_80x24_with_22_subtasks_and_a_long_name() -> None:
+    console, _ = capture(width=80, height=24)
+    subtasks = [f"step_{i:02d}" for i in range(22)]
+    view = ProgressView(
+        console,
+        subtasks=subtasks,
+        ledger=InProcessLedger(usd_to_nano("0.05")),
+        budget_usd=Decimal("0.05"),
+        deadline_s=45.0,
+        simulated=["mini", "4o"],
+        live=False,
+    )
+    await view.run_started(_run("a-very-long-workflow-name-" * 4))
+    for name in subtasks[:15]:
+        await view.subtask_changed(
+            SubtaskRecord(run_id="0123456789ab", subtask=name, status=SubtaskStatus.COMPLETED)
+        )
+    await view.subtask_changed(
+        SubtaskRecord(run_id="0123456789ab", subtask="step_20", status=SubtaskStatus.RUNNING)
+    )
+    with console.capture() as frame:
+        console.print(view.render())
+    lines = frame.get().splitlines()
+    assert len(lines) <= 23 and all(len(line) <= 80 for line in lines)
+    text = frame.get()
+    assert lines[0].startswith("[SIMULATED: mini, 4o] run 0123456789ab  mcpp  a-very-long")
+    assert lines[0].endswith("…")
+    assert "budget  spent $0.000000" in text and "time    elapsed" in text and "model calls 0" in text
+    assert "step_20" in text, "running subtasks always get a row"
+    assert "more" in text and "completed" in text
+
+
+async def test_the_last_frame_shows_the_final_state_not_a_stale_reservation() -> None:
+    console, _ = capture(width=100)
+    ledger = InProcessLedger(usd_to_nano("0.05"))
+    view = ProgressView(
+        console,
+        subtasks=["a"],
+        ledger=ledger,
+        budget_usd=Decimal("0.05"),
+        deadline_s=45.0,
+        simulated=[],
+        live=False,
+    )
+    await view.run_started(_run("w"))
+    await ledger.reserve(usd_to_nano("0.01"))  # a hold the ledger still shows when the run ends
+    with console.capture() as before:
+        console.print(view.render())
+    assert "reserved $0.010000" in before.get()
+    await view.run_finished(_run("w", outcome=Outcome.COMPLETED, spent_usd=Decimal("0.02"), makespan_s=12.5))
+    with console.capture() as last:
+        console.print(view.render())
+    text = last.get()
+    assert "spent $0.020000  reserved $0.000000  left $0.030000" in text
+    assert "elapsed   12.5s" in text
