@@ -63,6 +63,7 @@ from orchestrator.errors import (
     ProviderError,
     StorageError,
     UserError,
+    WorkflowError,
 )
 from orchestrator.estimates import default_max_tokens
 from orchestrator.gateway import AttemptGateway, RetryPolicy, _Shared
@@ -910,6 +911,11 @@ class Executor:
                 messages = agent.preview_messages(template_values(texts, self.inputs), subtask=name)
             except UserError as exc:
                 self._fatal = exc
+                return
+            except Exception as exc:  # the prompt cannot be made: every attempt would fail the same way
+                self._fatal = WorkflowError(
+                    f"subtask `{name}`: its prompt cannot be rendered: {_describe(exc)}"
+                )
                 return
             for model in self._dag.models[name]:
                 try:

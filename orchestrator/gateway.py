@@ -210,16 +210,16 @@ class AttemptGateway:
                 output_tokens=response.output_tokens,
                 cached_tokens=response.cached_tokens,
             )
-        elif (
-            progress.input_tokens is None
-            and progress.output_tokens == 0
-            and isinstance(error, asyncio.CancelledError)
-        ):
-            cost = reservation.amount_nano  # nothing known: charge the worst case
+        elif progress.output_tokens == 0 and isinstance(error, asyncio.CancelledError):
+            # Nothing streamed yet: the provider may have generated up to max_tokens unseen.
+            cost = reservation.amount_nano
+        elif progress.output_tokens == 0:
+            # Refused before any output (429, 5xx, a dead replica): billed only if reported.
+            cost = spec.cost_nano(input_tokens=progress.input_tokens or 0, output_tokens=0)
         else:
-            cost = spec.cost_nano(
-                input_tokens=progress.input_tokens or 0, output_tokens=progress.output_tokens
-            )
+            # Cut mid-stream (or failed): the prompt, as counted or reported, and what streamed.
+            prompt_tokens = prompt.tokens if progress.input_tokens is None else progress.input_tokens
+            cost = spec.cost_nano(input_tokens=prompt_tokens, output_tokens=progress.output_tokens)
         status = (
             CallStatus.OK
             if error is None
@@ -239,7 +239,9 @@ class AttemptGateway:
             provider=response.provider if response else spec.provider,
             replica=response.replica if response else progress.replica,
             retry=retry,
-            input_tokens=response.input_tokens if response else (progress.input_tokens or 0),
+            input_tokens=response.input_tokens
+            if response
+            else (prompt.tokens if progress.input_tokens is None else progress.input_tokens),
             output_tokens=response.output_tokens if response else progress.output_tokens,
             cached_tokens=response.cached_tokens if response else 0,
             cost_usd=nano_to_usd(cost),

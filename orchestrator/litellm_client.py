@@ -18,7 +18,7 @@ import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from orchestrator._litellm import litellm_module
+from orchestrator._litellm import litellm_module, warm_call_path
 from orchestrator.catalog import SIMULATED_PREFIX, Catalog, ModelSpec
 from orchestrator.errors import ProviderError
 from orchestrator.model_client import CallProgress, ChatMessage, ChatRequest, ChatResponse, PromptCount
@@ -128,11 +128,13 @@ class LiteLLMClient:
         simulated = any(spec.simulated for spec in self._catalog.models.values())
 
         def load() -> None:
-            litellm_module()
+            warm_call_path(
+                {spec.litellm_model for spec in self._catalog.models.values() if not spec.simulated}
+                | ({f"hosted_vllm/{p.served_model}" for p in self._catalog.pools.values()})
+            )
             if simulated:
                 _register_simulated_provider()
             load_encodings(list(self._catalog.models.values()))
-            import openai  # noqa: F401 - the error mapping imports it on a failed call
 
         await asyncio.to_thread(load)
         for caller in self._pools.values():
