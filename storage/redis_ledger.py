@@ -189,7 +189,7 @@ class LedgerRetry:
     window_s: float = 30.0
     """Longest time one operation keeps retrying, from its first attempt. The
     default rides out a Redis restart and a stall of many seconds (a slow
-    fork, swapping); a failed `reserve` then takes as long again to release."""
+    fork, swapping); past it the operation raises `StorageError`."""
     attempt_timeout_s: float = 2.0
     """Longest wait for one attempt, including the wait for a pooled
     connection. A stalled Redis answers nothing; without this bound a client
