@@ -543,7 +543,7 @@ class RedisLedger:
             attempt += 1
             try:
                 async with asyncio.timeout(policy.attempt_timeout_s):
-                    reply = await script(keys=self._keys, args=[self._epoch or "", self._seen[1], *args])
+                    reply = await script(keys=self._keys, args=[*self._identity(), *args])
             except (AuthenticationError, AuthorizationError) as error:
                 raise self._failed(error) from error
             except _RETRYABLE as error:
@@ -567,6 +567,12 @@ class RedisLedger:
             if self._doubtful and not once:
                 await self._close_doubtful()
             return values
+
+    def _identity(self) -> tuple[str, int]:
+        """The epoch and the newest write seen; a reader without an epoch checks neither."""
+        if self._epoch is None:
+            return "", 0
+        return self._epoch, self._seen[1]
 
     def _refusal(self, error: ResponseError, op: str, args: tuple[str | int, ...]) -> Exception:
         """The exception for a script's refusal (or any other error reply)."""

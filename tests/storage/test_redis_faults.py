@@ -535,7 +535,7 @@ async def test_lost_answers_are_answered_once(redis_url: str, run_id: str) -> No
     direct = Redis.from_url(redis_url)
     try:
         proxy.drop = 2
-        ledger = await RedisLedger.create(client, run_id, 1_000)  # ran 3 times, created once
+        ledger = await RedisLedger.create(client, run_id, 1_000)  # answered on the third try, created once
         assert proxy.lost == 2
         proxy.drop = 3
         held = await ledger.reserve(600)

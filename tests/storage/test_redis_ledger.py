@@ -372,9 +372,12 @@ async def test_restore_rebuilds_under_a_new_epoch(redis_client: Redis, run_id: s
         ConfigError, match="still has a Redis ledger; stop its workers and pass `replace=True`"
     ):
         await RedisLedger.restore(redis_client, run_id, budget_nano=1_000, spent_nano=400)
+    observer = RedisLedger(redis_client, run_id)
+    assert (await observer.snapshot()).reserved_nano == 300
     new = await RedisLedger.restore(redis_client, run_id, budget_nano=1_000, spent_nano=400, replace=True)
     assert new.epoch != old.epoch
     assert await new.snapshot() == LedgerSnapshot(budget_nano=1_000, spent_nano=400, reserved_nano=0)
+    assert await observer.snapshot() == await new.snapshot()  # a reader follows the restore
     with pytest.raises(StorageError, match="no longer the one this client joined"):
         await old.settle(held, 100)
     await new.delete()
