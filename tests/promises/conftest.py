@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 
@@ -48,6 +50,15 @@ def provider_model(
     )
 
 
+async def wait_for_requests(provider: BillingProvider, n: int, *, timeout_s: float = 30) -> None:
+    """Wait until the provider has seen `n` requests (it is another process: poll its log)."""
+    give_up = time.monotonic() + timeout_s
+    while len(await asyncio.to_thread(provider.log)) < n:
+        if time.monotonic() > give_up:
+            raise AssertionError(f"the provider did not see {n} request(s) within {timeout_s}s")
+        await asyncio.sleep(0.05)
+
+
 @pytest.fixture
 def provider_catalog(provider: BillingProvider) -> Catalog:
     """A cheap and a strong OpenAI model, both served by the billing provider."""
@@ -68,4 +79,12 @@ from tests.storage.conftest import (  # noqa: E402
     sqlite_url,
 )
 
-__all__ = ["postgres_server", "postgres_url", "provider_model", "redis_server", "redis_url", "sqlite_url"]
+__all__ = [
+    "postgres_server",
+    "postgres_url",
+    "provider_model",
+    "redis_server",
+    "redis_url",
+    "sqlite_url",
+    "wait_for_requests",
+]

@@ -7,7 +7,6 @@ it for real in the middle of a run, while the calls go to the billing provider.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +18,7 @@ from orchestrator import Catalog, Outcome, Workflow, arun
 from orchestrator.records import CallKind
 from storage import SqlRecorder, get_run
 from tests.promises.billing_provider import BillingProvider
-from tests.promises.conftest import provider_model
+from tests.promises.conftest import provider_model, wait_for_requests
 from tests.promises.invariants import check_promises
 from tests.servers import PostgresProcess
 from tests.storage.conftest import PG_BIN
@@ -51,14 +50,6 @@ def _chain(n: int) -> Workflow:
     return wf
 
 
-async def _wait_for_calls(provider: BillingProvider, n: int, timeout_s: float = 30) -> None:
-    give_up = time.monotonic() + timeout_s
-    while len(await asyncio.to_thread(provider.log)) < n:
-        if time.monotonic() > give_up:
-            raise AssertionError(f"the run did not reach {n} calls within {timeout_s}s")
-        await asyncio.sleep(0.05)
-
-
 async def test_a_postgres_restart_mid_run_is_ridden_out(
     provider: BillingProvider, own_postgres: PostgresProcess, tmp_path: Path
 ) -> None:
@@ -67,7 +58,7 @@ async def test_a_postgres_restart_mid_run_is_ridden_out(
     recorder = await SqlRecorder.open(own_postgres.url, spill_path=tmp_path / "spill.jsonl")
 
     async def restart() -> None:
-        await _wait_for_calls(provider, 2)
+        await wait_for_requests(provider, 2)
         await asyncio.to_thread(own_postgres.stop)
         await asyncio.sleep(1.5)
         await asyncio.to_thread(own_postgres.start)
@@ -108,7 +99,7 @@ async def test_a_lost_database_ends_the_run_promptly_and_keeps_its_records(
     recorder = await SqlRecorder.open(own_postgres.url, spill_path=spill)
 
     async def lose() -> None:
-        await _wait_for_calls(provider, 2)
+        await wait_for_requests(provider, 2)
         await asyncio.to_thread(own_postgres.stop)
 
     fault = asyncio.create_task(lose())
