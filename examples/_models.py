@@ -4,7 +4,7 @@ Without `OPENAI_API_KEY` the CLI serves both from the seeded simulated
 backend under the same names and prices, so the examples run anywhere.
 """
 
-from orchestrator import AttemptEstimate, Catalog, LatencyProfile, LogNormal, ModelSpec
+from budgetflow import AttemptEstimate, Catalog, LatencyProfile, LogNormal, ModelSpec
 
 catalog = Catalog.of(
     ModelSpec(

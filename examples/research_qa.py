@@ -8,9 +8,8 @@ cheap and parallel; synthesis is long and is where the strong model pays.
 
 from __future__ import annotations
 
-from agents import LLMAgent, checks
+from budgetflow import AttemptEstimate, LLMAgent, Workflow, checks
 from examples._models import catalog, estimate
-from orchestrator import AttemptEstimate, Workflow
 
 __all__ = ["budget_usd", "catalog", "deadline_s", "inputs", "workflow"]
 

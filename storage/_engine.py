@@ -189,10 +189,7 @@ def storage_error(action: str, engine: Engine, error: BaseException) -> StorageE
             "(`run_started` and `attempt_started` come first)"
         )
     elif "already exists" in lowered:
-        hint = (
-            "another process created the schema at the same moment; try again (the schema is in"
-            " place now)"
-        )
+        hint = "another process created the schema at the same moment; try again (the schema is in place now)"
     elif sqlite and "locked" in lowered:
         hint = (
             f"another process kept the file locked for over {_BUSY_TIMEOUT_S:g}s; wait for it to"
