@@ -45,7 +45,8 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.plan import Allocation, PlanState, Policy
+from orchestrator.plan import Allocation, PlanState
+from policies.bench import StateCapture
 from policies.dag_pool import pool_workflow, read_pool
 
 DEV_POOL = Path(__file__).resolve().parent / "data" / "pool_dev.jsonl"
@@ -53,24 +54,6 @@ DEV_POOL = Path(__file__).resolve().parent / "data" / "pool_dev.jsonl"
 
 _DEFAULT_CELLS = "0.03:90,0.1:45,0.1:90,0.3:45"
 _RunKey = tuple[int, int, float, float]  # dag, trial, budget, deadline
-
-
-class _Capture:
-    """Passes decisions through and keeps a frozen copy of every state."""
-
-    def __init__(self, inner: Policy) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.states: list[PlanState] = []
-
-    def decide(self, state: PlanState) -> Allocation:
-        if state.ready:
-            self.states.append(
-                dataclasses.replace(
-                    state, completed=frozenset(state.completed), attempts=dict(state.attempts)
-                )
-            )
-        return self.inner.decide(state)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -95,7 +78,7 @@ def _collect(job: _Job) -> list[tuple[_RunKey, PlanState]]:
     seed = _run_seed(job.seed, job.dag, job.trial)
     out: list[tuple[_RunKey, PlanState]] = []
     for budget, deadline in job.cells:
-        capture = _Capture(make_policy(job.policy, seed=seed))
+        capture = StateCapture(make_policy(job.policy, seed=seed))
         simulate(workflow, catalog=catalog, policy=capture, budget_usd=budget, deadline_s=deadline, seed=seed)
         out.extend(((job.dag, job.trial, budget, deadline), s) for s in capture.states)
     return out

@@ -10,11 +10,15 @@ rollout play thousands of subtasks, so a decision plans its *horizon* instead:
   "waits for" and its rollouts need nothing from outside it; the last level may be
   cut, in topological order, to keep at most `horizon` subtasks;
 - every other unfinished subtask (the *tail*) is summarised by its cheap plan
-  (`policies.problem`): the budget the rollouts may use is the run's budget less the
-  tail's expected cheap-plan spend and less the holds of running batches outside the
-  horizon; and a horizon subtask must complete by the deadline less the longest chain
-  of cheap-plan latencies that still has to run after it outside the horizon (its
-  rollout fails `deadline_exceeded` otherwise);
+  (`policies.problem`), and the budget and time left are shared in proportion to
+  need. Money: the rollouts may use the budget left (after every running batch's
+  holds) times `need / (need + tail need)`, needs being expected cheap-plan spends;
+  so a surplus is paced over the run instead of being spent by the first decisions,
+  and a shortfall shows as rollouts that run out. Time: with `P` the longest chain
+  of cheap-plan latencies from the frontier and `T` the time left, a horizon subtask
+  whose remaining chain outside the horizon is `after` must complete by
+  `T - after x max(1, T / P)` (its rollout fails `deadline_exceeded` otherwise): the
+  tail keeps its share of the slack, or its whole expected time when there is none;
 - ready subtasks that did not fit in the horizon are given their cheap plan (one
   sample, retried later), the assumption the summary made for them.
 
@@ -56,8 +60,8 @@ class DecisionView:
     """Whether the whole DAG is planned (no summary)."""
     tail: int
     """Unfinished subtasks outside the horizon, besides running ones."""
-    reserve_usd: float
-    """Budget kept back for the tail's cheap plans."""
+    budget_share: float
+    """Share of the budget left that the rollouts may use (the rest is the tail's)."""
 
 
 def decision_view(book: CompiledDag, state: PlanState, horizon: int | None) -> DecisionView:
@@ -71,7 +75,7 @@ def decision_view(book: CompiledDag, state: PlanState, horizon: int | None) -> D
             overflow=(),
             whole=True,
             tail=0,
-            reserve_usd=0.0,
+            budget_share=1.0,
         )
     pos, subtasks, done = book.position, book.subtasks, state.completed
     flight = sorted({pos[f.subtask] for f in state.in_flight})
@@ -97,13 +101,18 @@ def decision_view(book: CompiledDag, state: PlanState, horizon: int | None) -> D
     outside[np.fromiter((pos[s] for s in done), dtype=np.int64, count=len(done))] = False
     outside[nodes] = False
     outside[flight] = False
-    reserve = float(book.cheap_cost[outside].sum())
-    running_outside = sum(
-        f.samples * (book.in_cost[pos[f.subtask], m] + f.max_tokens * book.out_price[m])
-        for f in state.in_flight
-        if pos[f.subtask] not in chosen
-        for m in [book.models.index(f.model)]
-    )
+    tail_need = float(book.cheap_cost[outside].sum())
+    need = float(book.cheap_cost[nodes].sum())
+    share = need / (need + tail_need) if need + tail_need > 0 else 1.0
+    held_in = held_out = 0.0
+    for f in state.in_flight:
+        i, m = pos[f.subtask], book.models.index(f.model)
+        hold = f.samples * float(book.in_cost[i, m] + f.max_tokens * book.out_price[m])
+        if i in chosen:
+            held_in += hold
+        else:
+            held_out += hold
+    left = state.budget_usd - state.spent_usd - held_in - held_out
     start = start_from_state(prob, state)
     deadline = None
     if np.isfinite(start.deadline):
@@ -111,9 +120,14 @@ def decision_view(book: CompiledDag, state: PlanState, horizon: int | None) -> D
             [max((book.bottom[c] for c in book.children[i] if c not in chosen), default=0.0) for i in nodes],
             dtype=np.float64,
         )
-        deadline = start.deadline - after
+        frontier = [pos[s] for s in state.ready] + flight
+        path = float(book.bottom[frontier].max()) if frontier else 0.0
+        stretch = max(1.0, start.deadline / path) if path > 0 else 1.0
+        deadline = start.deadline - after * stretch
     start = dataclasses.replace(
-        start, budget=state.budget_usd - reserve - float(running_outside), subtask_deadline=deadline
+        start,
+        budget=state.spent_usd + held_in + (left * share if left > 0 else left),
+        subtask_deadline=deadline,
     )
     return DecisionView(
         problem=prob,
@@ -122,5 +136,5 @@ def decision_view(book: CompiledDag, state: PlanState, horizon: int | None) -> D
         overflow=state.ready[n_ready:],
         whole=False,
         tail=int(outside.sum()),
-        reserve_usd=reserve,
+        budget_share=share,
     )

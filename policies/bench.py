@@ -17,6 +17,7 @@ mean spend, mean makespan, and the median and 99th percentile of decision time.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import multiprocessing
@@ -32,10 +33,11 @@ from typing import Any
 import numpy as np
 
 from orchestrator.errors import ConfigError, UserError
+from orchestrator.plan import Allocation, PlanState, Policy
 from policies.dag_pool import pool_workflow, read_pool
 from policies.registry import make_policy
 
-__all__ = ["main", "wilson_interval"]
+__all__ = ["StateCapture", "main", "wilson_interval"]
 
 _BASELINE_EXCLUDE = ("mcpp",)
 
@@ -49,6 +51,29 @@ def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float,
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+class StateCapture:
+    """A policy that passes every decision to `inner` and keeps a frozen copy of each state with ready work.
+
+    The copies outlive the run (`completed` and `attempts` are copied out of the executor's
+    live views), so that other policies can be timed or judged on exactly the states visited.
+    """
+
+    def __init__(self, inner: Policy) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.states: list[PlanState] = []
+
+    def decide(self, state: PlanState) -> Allocation:
+        """Keep a copy of `state`, then answer as `inner` does."""
+        if state.ready:
+            self.states.append(
+                dataclasses.replace(
+                    state, completed=frozenset(state.completed), attempts=dict(state.attempts)
+                )
+            )
+        return self.inner.decide(state)
 
 
 @dataclass(frozen=True, kw_only=True)

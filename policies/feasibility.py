@@ -30,18 +30,18 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from orchestrator.errors import ConfigError
-from orchestrator.estimates import AttemptEstimate, default_max_tokens
+from orchestrator.estimates import default_max_tokens
 from orchestrator.plan import Assignment, PlanState
 
 __all__ = [
     "HOLD_TOLERANCE_USD",
     "MAX_SAMPLES",
     "allocation_holds_usd",
-    "cap_for",
     "check_samples",
     "default_cap",
     "repair",
     "samples_that_fit",
+    "under_ceiling",
 ]
 
 MAX_SAMPLES = 64
@@ -70,22 +70,26 @@ def samples_that_fit(left: ArrayLike, hold: ArrayLike, wanted: ArrayLike) -> NDA
     return out
 
 
-def cap_for(estimate: AttemptEstimate, ceiling: int | None) -> int:
-    """The default max_tokens for an estimate under a subtask's ceiling (`None`: no ceiling)."""
-    cap = default_max_tokens(estimate)
-    return cap if ceiling is None else min(cap, ceiling)
+def under_ceiling(max_tokens: int, ceiling: int | None) -> int:
+    """`max_tokens` lowered to a subtask's ceiling (`None`: the subtask has none)."""
+    return max_tokens if ceiling is None else min(max_tokens, ceiling)
 
 
 def default_cap(state: PlanState, subtask: str, model: str) -> int:
-    """The max_tokens a policy asks for (subtask, model) when it has no reason to choose."""
-    return cap_for(state.estimates[(subtask, model)], state.max_tokens_ceiling.get(subtask))
+    """The max_tokens a policy asks for (subtask, model) when it has no reason to choose.
+
+    The estimate's default cap (`default_max_tokens`: 1.25 x its 99th percentile of output
+    tokens), lowered to the subtask's ceiling.
+    """
+    return under_ceiling(
+        default_max_tokens(state.estimates[(subtask, model)]), state.max_tokens_ceiling.get(subtask)
+    )
 
 
 def _cap(state: PlanState, subtask: str, model: str, asked: int | None) -> int:
-    ceiling = state.max_tokens_ceiling.get(subtask)
     if asked is None:
         return default_cap(state, subtask, model)
-    return asked if ceiling is None else min(asked, ceiling)
+    return under_ceiling(asked, state.max_tokens_ceiling.get(subtask))
 
 
 def allocation_holds_usd(state: PlanState, assignments: Mapping[str, Assignment]) -> float:

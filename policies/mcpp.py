@@ -139,7 +139,7 @@ class MCPP:
         cfg = self.config
         book = self._compiled(state)
         view = decision_view(book, state, cfg.horizon)
-        shape = {"planned": view.problem.n, "tail": view.tail, "reserve_usd": round(view.reserve_usd, 6)}
+        shape = {"planned": view.problem.n, "tail": view.tail, "budget_share": round(view.budget_share, 4)}
         if not view.ready:  # the horizon is full of running batches
             return _cheap_answer(state, book, {**shape, "fallback": "horizon_full"})
         prob, start = view.problem, view.start

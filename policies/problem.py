@@ -2,7 +2,7 @@
 
 `CompiledDag` compiles each (subtask, model) estimate once: its sample table (the
 estimate's joint samples, or a fixed 256-draw table of a parametric one), its default
-max_tokens under the subtask's ceiling (`policies.feasibility.cap_for`), the tighter
+max_tokens under the subtask's ceiling (`policies.feasibility.default_cap`), the tighter
 choice (90th percentile of output tokens), and its prices. Estimates may change during
 a run (the executor replaces an entry when it learns a subtask's real prompt size, or
 updates a success probability): `refresh` finds the entries whose estimate object is
@@ -35,7 +35,7 @@ from numpy.typing import NDArray
 
 from orchestrator.estimates import AttemptDraws, AttemptEstimate, default_max_tokens, truncate
 from orchestrator.plan import ModelPrice, PlanState
-from policies.feasibility import cap_for
+from policies.feasibility import under_ceiling
 
 __all__ = ["CompiledDag", "RolloutProblem", "compile_problem"]
 
@@ -144,8 +144,14 @@ def _compile_entry(est: AttemptEstimate) -> _Entry:
         tokens=tok,
         latency=np.maximum(lat, 1e-6),
         default_mt=default_max_tokens(est),
-        p90=max(16, int(np.quantile(tok, 0.9, method="higher"))),
+        p90=max(16, _quantile_90(tok)),
     )
+
+
+def _quantile_90(values: I64) -> int:
+    """`np.quantile(values, 0.9, method="higher")`, by a partition (a test checks they agree)."""
+    at = int(np.ceil(0.9 * (len(values) - 1)))
+    return int(np.partition(values, at)[at])
 
 
 class CompiledDag:
@@ -259,7 +265,7 @@ class CompiledDag:
                 j += 1
                 est = e.estimate
                 self.in_cost[i, m] = est.input_tokens * self._prices[self.models[m]].input_usd_per_token
-                cap = cap_for(est, ceiling)
+                cap = under_ceiling(e.default_mt, ceiling)
                 self.default_mt[i, m] = cap
                 self.tight_mt[i, m] = min(e.p90, cap)
                 self.success_prob[i, m] = float(e.success.mean())

@@ -3,6 +3,7 @@
 ```python
 problem = layered_problem(2000, seed=0)
 workflow, catalog = pool_workflow(problem)
+budget, deadline = layered_limits(problem, budget_factor=2.0, deadline_factor=1.5)
 ```
 
 Subtasks are arranged in layers of random width (1 to `2 x width - 1`); every
@@ -17,11 +18,13 @@ always gives the same problem.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from policies.dag_pool import DEFAULT_PRICES_PER_MTOK, ModelTemplate, PoolNode, PoolProblem, PoolSample
 
-__all__ = ["layered_problem"]
+__all__ = ["layered_limits", "layered_problem"]
 
 # (model, typical output tokens, seconds per 1,000 output tokens, success bonus)
 _MODELS: tuple[tuple[str, float, float, float], ...] = (
@@ -107,3 +110,26 @@ def layered_problem(
         dag_kind="synthetic_layered",
         baseline_model="30B_ins",
     )
+
+
+def layered_limits(
+    problem: PoolProblem, *, budget_factor: float, deadline_factor: float
+) -> tuple[float, float]:
+    """A budget (USD) and a deadline (s) scaled to a problem's needs, for benchmark cells.
+
+    Per node, take the model with the least expected output cost per success (mean tokens
+    x price / success rate, from its samples); the budget is `budget_factor` x the sum of
+    those costs, the deadline `deadline_factor` x the longest path of their mean latencies.
+    """
+    cost = 0.0
+    finish: dict[int, float] = {}
+    for node in problem.nodes:
+        best = (math.inf, 0.0)
+        for model, rows in node.samples.items():
+            p = max(sum(r.success for r in rows) / len(rows), 1e-3)
+            tokens = sum(r.output_tokens for r in rows) / len(rows)
+            per_success = tokens * problem.prices_per_mtok[model] / 1e6 / p
+            best = min(best, (per_success, sum(r.latency_s for r in rows) / len(rows)))
+        cost += best[0]
+        finish[node.node_id] = best[1] + max((finish[p] for p in node.parents), default=0.0)
+    return budget_factor * cost, deadline_factor * max(finish.values())

@@ -13,8 +13,9 @@ from agents import LLMAgent
 from orchestrator._estimate_book import EstimateBook
 from orchestrator.catalog import Catalog, ModelSpec
 from orchestrator.estimates import AttemptEstimate, EmpiricalSample
-from orchestrator.plan import ModelPrice, PlanState
+from orchestrator.plan import Allocation, ModelPrice, PlanState
 from orchestrator.workflow import Workflow
+from policies.feasibility import MAX_SAMPLES, allocation_holds_usd, default_cap
 
 WorkflowFactory = Callable[..., tuple[Workflow, Catalog]]
 
@@ -129,3 +130,27 @@ def initial_state(wf: Workflow, cat: Catalog, budget: float, deadline: float | N
             for m, spec in cat.models.items()
         },
     )
+
+
+def assert_feasible(state: PlanState, alloc: Allocation) -> None:
+    """Check the promises of `policies.feasibility` on one answer."""
+    asked = {s: a for s, a in alloc.assignments.items() if a.samples > 0}
+    for s, a in alloc.assignments.items():
+        assert s in state.ready, s
+        assert a.model in state.dag.models[s], (s, a)
+        assert a.samples <= MAX_SAMPLES, (s, a)
+        cap = a.max_tokens if a.max_tokens is not None else default_cap(state, s, a.model)
+        ceiling = state.max_tokens_ceiling.get(s)
+        assert ceiling is None or cap <= ceiling, (s, a, ceiling)
+    holds = allocation_holds_usd(state, asked)
+    if holds <= state.remaining_budget_usd + 1e-9:
+        return
+    # the one exception: nothing fits and nothing runs, so one sample is asked for the ledger to refuse
+    cheapest = min(
+        state.reservation_usd(s, m, default_cap(state, s, m))
+        for s in state.ready
+        for m in state.dag.models[s]
+    )
+    assert not state.in_flight and len(asked) == 1, (holds, state.remaining_budget_usd, asked)
+    assert next(iter(asked.values())).samples == 1
+    assert cheapest > state.remaining_budget_usd
