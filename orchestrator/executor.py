@@ -817,10 +817,18 @@ class Executor:
         failure = self._shared.storage_failure
         if failure is not None and outcome is not Outcome.FAILED:
             outcome, reason = Outcome.FAILED, _describe(failure)
-        snap = await self.ledger.snapshot()
-        if snap.overrun_nano > 0:
+        try:
+            snap = await self.ledger.snapshot()
+            spent, overrun = snap.spent_nano, snap.overrun_nano
+        except StorageError as exc:
+            # The ledger itself is gone (e.g. Redis lost it): report what this run's own
+            # settlements charged, and why the run stopped.
+            spent, overrun = sum(sub.spent_nano for sub in self._subs.values()), 0
+            if outcome is not Outcome.FAILED or reason is None:
+                outcome, reason = Outcome.FAILED, _describe(exc)
+        if overrun > 0:
             note = (
-                f"providers billed ${nano_to_usd(snap.overrun_nano)} above the reservations,"
+                f"providers billed ${nano_to_usd(overrun)} above the reservations,"
                 " beyond the budget (overrun)"
             )
             reason = note if reason is None else f"{reason}; {note}"
@@ -828,8 +836,8 @@ class Executor:
             record,
             outcome=outcome,
             reason=reason,
-            spent_usd=nano_to_usd(snap.spent_nano),
-            overrun_usd=nano_to_usd(snap.overrun_nano),
+            spent_usd=nano_to_usd(spent),
+            overrun_usd=nano_to_usd(overrun),
             makespan_s=self._now(),
             ended_at=datetime.now(UTC),
         )

@@ -22,7 +22,7 @@ from storage.queries import (
     get_run,
     list_runs,
 )
-from storage.redis_ledger import RedisLedger
+from storage.redis_ledger import LedgerRetry, RedisLedger
 from storage.sql_recorder import SqlRecorder
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "AttemptNode",
     "CallNode",
     "CallTree",
+    "LedgerRetry",
     "RedisLedger",
     "RunDetail",
     "RunSummary",

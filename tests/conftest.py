@@ -9,6 +9,7 @@ import pytest
 
 from agents import LLMAgent
 from orchestrator import AttemptEstimate, Catalog, LogNormal, ModelSpec, SubtaskRef, Workflow
+from tests.servers import own_redis  # noqa: F401 - a fixture: redis-servers a test may crash
 
 
 @pytest.fixture
