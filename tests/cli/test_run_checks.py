@@ -74,7 +74,11 @@ def test_a_budget_in_the_file_is_checked_like_the_flag(tmp_path: Path, db: str) 
     assert f"`budget_usd` in `{path}` = `lots` is not an amount in USD" in out.getvalue()
 
 
-def test_db_works_after_the_subcommand_and_the_hint_is_a_command_that_works(db: str) -> None:
+def test_db_works_after_the_subcommand_and_the_hint_is_a_command_that_works(
+    db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("UV", raising=False)
+    monkeypatch.delenv("UV_RUN_RECURSION_DEPTH", raising=False)
     console, out = capture(width=80)
     assert main(["run", RESEARCH, "--db", db, *FAST], console=console) == 0
     lines = out.getvalue().splitlines()
@@ -87,6 +91,16 @@ def test_db_works_after_the_subcommand_and_the_hint_is_a_command_that_works(db: 
     console, out = capture()
     assert main([*first.removesuffix("\\").split()[1:], *second.split()], console=console) == 0
     assert run_id in out.getvalue() and "decompose" in out.getvalue()
+
+
+def test_under_uv_run_the_hint_says_uv_run(monkeypatch: pytest.MonkeyPatch, db: str) -> None:
+    monkeypatch.setenv("UV_RUN_RECURSION_DEPTH", "1")
+    console, out = capture(width=200)
+    assert main(["run", RESEARCH, "--db", db, *FAST], console=console) == 0
+    assert (
+        f"  uv run budgetflow runs show {out.getvalue().split('runs show ')[1].split()[0]} --db {db}"
+        in out.getvalue()
+    )
 
 
 def test_validate_and_run_agree_and_say_how_to_pass_an_input(tmp_path: Path, db: str) -> None:
