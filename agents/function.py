@@ -11,6 +11,12 @@ The function may call models through `ctx.chat` like any agent. Its return
 value is handed to children as the subtask's output; its text form is the
 value itself when it is a string, else `str(value)`. Returning an
 `AttemptOutput` sets both (and any simulated verdict) explicitly.
+
+A subtask still lists `models`, even when its function calls none: the planner
+assigns every attempt a model (the first cheap one listed is the natural
+choice; a function that makes no call costs nothing whatever it is given).
+`budgetflow run` shows such a subtask as `function` and `runs show` its attempts
+as `no model call`, not as attempts of that model.
 """
 
 from __future__ import annotations

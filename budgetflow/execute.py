@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from agents.function import FunctionAgent
 from budgetflow._format import command, outcome_text, spend_text
 from budgetflow._redact import RedactInputs
 from budgetflow.progress import ProgressView
@@ -116,6 +117,9 @@ async def execute(
             simulated=simulated,
             live=live,
             stop_hint="Ctrl-C stops it and records it as cancelled",
+            functions=frozenset(
+                n for n, s in workflow.subtasks.items() if isinstance(s.agent, FunctionAgent)
+            ),
         )
         durable: Recorder = sql if settings.record_content else RedactInputs(sql)
         result = await arun(

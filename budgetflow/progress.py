@@ -53,6 +53,7 @@ class ProgressView:
         simulated: list[str],
         live: bool = True,
         stop_hint: str = "",
+        functions: frozenset[str] = frozenset(),
     ) -> None:
         """Prepare the view.
 
@@ -65,6 +66,8 @@ class ProgressView:
             simulated: names of the models the simulated backend serves.
             live: draw live; otherwise print one line when the run starts.
             stop_hint: said on that line, e.g. how to stop the run.
+            functions: subtasks run by plain functions (`FunctionAgent`): shown as
+                `function` until they make a model call.
         """
         self._console = console
         self._order = subtasks
@@ -78,6 +81,7 @@ class ProgressView:
         self._deadline = deadline_s
         self._simulated = simulated
         self._stop_hint = stop_hint
+        self._functions = set(functions)
         self._started: float | None = None
         self._last_snapshot: LedgerSnapshot | None = None
         self.decisions = 0
@@ -197,7 +201,7 @@ class ProgressView:
             table.add_row(
                 name,
                 Text(status.value, style=OUTCOME_STYLE.get(status.value, "")),
-                self._model.get(name, "-"),
+                "function" if name in self._functions else self._model.get(name, "-"),
                 str(self._attempts[name]),
                 str(self._running[name]) if self._running[name] else "",
                 f"{self._cost[name]:.6f}",
@@ -269,6 +273,7 @@ class ProgressView:
         """Count model calls and add their cost."""
         if call.kind is CallKind.LLM:
             self.model_calls += 1
+            self._functions.discard(call.subtask or "")
             if call.subtask in self._cost:
                 self._cost[call.subtask] += call.cost_usd
             self._refresh()

@@ -53,3 +53,34 @@ def test_every_cli_command_and_option_is_in_the_readme() -> None:
         assert variable in text
     flowing = " ".join(text.split())
     assert "What a seed fixes" in flowing and "On the real clock it does not" in flowing
+
+
+def test_what_the_readme_says_the_planner_chooses() -> None:
+    """The demo races `mini` and never needs `4o`; `hard_step` sends `port` to `4o` and the rest to `mini`."""
+    from budgetflow import simulate
+    from examples import code_pipeline, hard_step
+
+    for seed in range(3):
+        demo = simulate(
+            code_pipeline.workflow,
+            catalog=code_pipeline.catalog,
+            inputs=code_pipeline.inputs,
+            budget_usd=5,
+            deadline_s=code_pipeline.deadline_s,
+            policy="mcpp",
+            seed=seed,
+        )
+        assert demo.outcome.value == "completed" and {a.model for a in demo.attempts} == {"mini"}
+        hard = simulate(
+            hard_step.workflow,
+            catalog=hard_step.catalog,
+            inputs=hard_step.inputs,
+            budget_usd=hard_step.budget_usd,
+            deadline_s=hard_step.deadline_s,
+            policy="mcpp",
+            seed=seed,
+        )
+        assert hard.outcome.value == "completed"
+        port = [a.model for a in hard.attempts if a.subtask == "port"]
+        assert port.count("4o") > port.count("mini")
+        assert {a.model for a in hard.attempts if a.subtask == "docs"} == {"mini"}

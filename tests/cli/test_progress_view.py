@@ -80,3 +80,22 @@ async def test_the_last_frame_shows_the_final_state_not_a_stale_reservation() ->
     text = last.get()
     assert "spent $0.020000  reserved $0.000000  left $0.030000" in text
     assert "elapsed   12.5s" in text
+
+
+async def test_a_function_subtask_looks_like_a_function_until_it_calls_a_model() -> None:
+    console, _ = capture(width=100)
+    view = ProgressView(
+        console,
+        subtasks=["merge", "write"],
+        ledger=InProcessLedger(usd_to_nano("0.05")),
+        budget_usd=Decimal("0.05"),
+        deadline_s=None,
+        simulated=[],
+        live=False,
+        functions=frozenset({"merge"}),
+    )
+    await view.run_started(_run("w"))
+    with console.capture() as frame:
+        console.print(view.render())
+    rows = {line.split()[0]: line for line in frame.get().splitlines() if line.startswith(("merge", "write"))}
+    assert rows["merge"].split()[2] == "function" and rows["write"].split()[2] == "-"

@@ -136,6 +136,21 @@ def test_an_undeclared_input_used_by_a_template_is_explained(tmp_path: Path, db:
     assert "`audience` is given as a run input, but workflow `w` declares only `topic`" in said
 
 
+def test_a_value_that_does_not_fit_its_format_spec_ends_the_run_at_once(tmp_path: Path, db: str) -> None:
+    path = _workflow_file(
+        tmp_path,
+        "workflow = Workflow('w', inputs=['topic'])\n"
+        "workflow.subtask('count', LLMAgent(prompt='How many {topic:d}?'), models=['mini'])\n"
+        "inputs = {'topic': 'ducks'}\nbudget_usd = 0.01\n",
+    )
+    console, out = capture()
+    assert main(["--db", db, "run", str(path), *FAST], console=console) == 1
+    said = " ".join(out.getvalue().split())
+    assert "outcome failed" in said and "subtask `count`" in said
+    assert "cannot render `{topic:d}`: the value of `topic` is str 'ducks'" in said
+    assert "model calls 0" in said
+
+
 @pytest.mark.parametrize(
     ("policy", "fragment"),
     [

@@ -151,3 +151,12 @@ def _header(listing: str) -> str:
             below = line[i:].split()[0] if line[i:].strip() else ""
             words.append(f"{word} {below}")
     return "  ".join(words)
+
+
+def test_the_summary_shows_an_overrun_beside_the_spend_only_when_there_is_one() -> None:
+    from budgetflow._format import spend_text
+
+    assert spend_text(Decimal("0.6"), Decimal("0.60"), Decimal("0.26")).plain == (
+        "$0.600000 of $0.6 (100.0%) + $0.260000 OVERRUN billed above the budget"
+    )
+    assert spend_text(Decimal("0.3"), Decimal("0.60")).plain == "$0.300000 of $0.6 (50.0%)"
