@@ -32,16 +32,19 @@ cancelled run, a failing database):
   left can hold, and a cheaper model when the chosen one does not fit at all.
 - A policy that searches (`offload = True`) decides on a worker thread with a
   time budget, so the loop keeps serving the deadline meanwhile.
+
+This module is the run's state machine (over 600 lines for that reason: every state
+transition of a run is in one place). What can stand alone lives beside it: one
+attempt in `_attempt`, allocation repair in `_repair`, cancellation-proof finishing
+in `_finish`, read-only views in `_run_views`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import itertools
 import random
 import time
-import traceback
 import uuid
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -50,32 +53,27 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
+from orchestrator._attempt import AttemptEnded, AttemptScope, run_attempt
 from orchestrator._estimate_book import EstimateBook
 from orchestrator._finish import durable_by, finish_anyway
+from orchestrator._repair import MAX_SAMPLES_PER_BATCH, AllocationRepair
 from orchestrator._run_views import AncestorView, SetView, jsonable, state_summary
-from orchestrator.agent import AttemptContext, AttemptOutput, CheckResult, PromptPreview, template_values
+from orchestrator.agent import PromptPreview, template_values
 from orchestrator.catalog import Catalog, ModelSpec
 from orchestrator.errors import (
-    BudgetExhausted,
     BudgetflowError,
-    CheckError,
-    DeadlineExceeded,
     ProviderError,
     StorageError,
     UserError,
     WorkflowError,
 )
-from orchestrator.estimates import default_max_tokens
-from orchestrator.gateway import AttemptGateway, RetryPolicy, _Shared
+from orchestrator.gateway import RetryPolicy, _Shared
 from orchestrator.ledger import Ledger, Reservation, nano_to_usd
 from orchestrator.model_client import ModelClient
 from orchestrator.plan import Allocation, Assignment, InFlight, ModelPrice, PlanState, Policy
 from orchestrator.records import (
     AttemptRecord,
     AttemptStatus,
-    CallKind,
-    CallRecord,
-    CallStatus,
     DecisionRecord,
     Outcome,
     Recorder,
@@ -89,8 +87,6 @@ __all__ = ["DECISION_TIME_SHARE", "MAX_DECISION_S", "MAX_SAMPLES_PER_BATCH", "Ex
 
 _PREVIEW = 200
 
-MAX_SAMPLES_PER_BATCH = 64
-"""Most parallel samples one batch may start, whatever a policy asks."""
 MAX_DECISION_S = 1.0
 """Longest time budget of one decision of a searching policy."""
 DECISION_TIME_SHARE = 0.02
@@ -131,29 +127,13 @@ class _SubtaskRun:
     spent_nano: int = 0
 
 
-@dataclass(frozen=True, kw_only=True)
-class _AttemptEnded:
-    """How one attempt ended, as its task saw it (the loop decides the final status)."""
-
-    attempt_id: str
-    status: AttemptStatus
-    output: AttemptOutput | None = None
-    verdict: CheckResult | None = None
-    detail: str | None = None
-    fatal: BudgetflowError | None = None
-    spent_nano: int = 0
-    ended_s: float = 0.0
-
-
 @dataclass(kw_only=True)
 class _Attempt:
     record: AttemptRecord
     sub: _SubtaskRun
     batch: _Batch
     hold: Reservation
-    task: asyncio.Task[_AttemptEnded] | None = None
-    started: bool = False
-    ended: _AttemptEnded | None = None
+    task: asyncio.Task[AttemptEnded] | None = None
 
 
 class _DeadlineDuringDecision(Exception):
@@ -214,11 +194,17 @@ class Executor:
         self._waiting_on = {name: len(self._dag.parents[name]) for name in self._dag.subtasks}
         self._attempt_counts: dict[str, int] = dict.fromkeys(self._dag.subtasks, 0)
         self._ceilings = {n: d.max_tokens for n, d in self._defs.items() if d.max_tokens is not None}
-        self._caps: dict[tuple[str, str], int] = {}
+        self._repair = AllocationRepair(
+            policy=policy.name,
+            dag=self._dag,
+            catalog=catalog,
+            ceilings=self._ceilings,
+            estimates=lambda: self.estimates,
+        )
         self._prompt_tokens: dict[tuple[str, str], int] = {}
         self._attempts: dict[str, _Attempt] = {}
         self._ids = itertools.count()
-        self._events: asyncio.Queue[_AttemptEnded | object] = asyncio.Queue()
+        self._events: asyncio.Queue[AttemptEnded | object] = asyncio.Queue()
         self._decisions = 0
         self._prices = {
             name: ModelPrice(
@@ -260,6 +246,17 @@ class Executor:
             started_at=self._t0,
             record_content=self.record_content,
             rng=random.Random(self.seed),
+        )
+        self._scope = AttemptScope(
+            shared=self._shared,
+            subtasks=self._defs,
+            inputs=self.inputs,
+            ancestry=self._ancestry,
+            output_of=self._output_of,
+            text_of=self._text_of,
+            seed=self.seed,
+            now=self._now,
+            span_ids=self._ids,
         )
         record = RunRecord(
             run_id=self.run_id,
@@ -345,7 +342,7 @@ class Executor:
                 return Outcome.CANCELLED, "the run was cancelled before it finished"
             if event is _TICK:
                 continue
-            assert isinstance(event, _AttemptEnded)
+            assert isinstance(event, AttemptEnded)
             failure = await self._on_attempt_ended(event)
             if failure is not None:
                 return Outcome.FAILED, failure
@@ -356,7 +353,7 @@ class Executor:
             f" {len(self._subs) - len(self._completed)} subtask(s) unfinished"
         )
 
-    async def _on_attempt_ended(self, event: _AttemptEnded) -> str | None:
+    async def _on_attempt_ended(self, event: AttemptEnded) -> str | None:
         att = self._attempts.get(event.attempt_id)
         if att is None:
             return None  # already finalised by the canceller of its batch
@@ -424,8 +421,9 @@ class Executor:
         t = time.perf_counter()
         asked = await self._decide(state)
         decide_ms = (time.perf_counter() - t) * 1000
-        allocation, repairs = self._checked(asked, ready)
-        allocation, refusals = await self._fit(allocation, ready, repairs)
+        allocation, repairs = self._repair.checked(asked, ready)
+        available = (await self.ledger.snapshot()).available_nano
+        allocation, refusals = self._repair.fit(allocation, ready, repairs, available)
         info = dict(allocation.info)
         if repairs:
             info["repaired"] = repairs
@@ -451,7 +449,7 @@ class Executor:
             if assignment is None or assignment.samples == 0:
                 continue
             if await self._launch(name, assignment):
-                refused.append(self._refusal(name, assignment.max_tokens or 1))
+                refused.append(self._repair.refusal(name, assignment.max_tokens or 1))
         if not refused:
             return None
         snap = await self.ledger.snapshot()
@@ -474,100 +472,12 @@ class Executor:
         except TimeoutError:
             raise _DeadlineDuringDecision from None
 
-    def _checked(self, allocation: Allocation, ready: list[str]) -> tuple[Allocation, dict[str, str]]:
-        """Check the policy's answer; bound samples and max_tokens; fill in max_tokens."""
-        out: dict[str, Assignment] = {}
-        repairs: dict[str, str] = {}
-        for name, a in allocation.assignments.items():
-            if name not in ready:
-                raise UserError(
-                    f"policy `{self.policy.name}` assigned subtask `{name}`, which is not ready;"
-                    " a policy may only assign `state.ready`"
-                )
-            if a.model not in self._dag.models[name]:
-                raise UserError(
-                    f"policy `{self.policy.name}` chose model `{a.model}` for subtask `{name}`,"
-                    f" which may only use {list(self._dag.models[name])}"
-                )
-            cap = self._cap(name, a.model, a.max_tokens)
-            samples = min(a.samples, MAX_SAMPLES_PER_BATCH)
-            if a.max_tokens is not None and cap < a.max_tokens:
-                repairs[name] = f"max_tokens {a.max_tokens} -> {cap} (the subtask's ceiling)"
-            if samples < a.samples:
-                repairs[name] = f"samples {a.samples} -> {samples} (at most {MAX_SAMPLES_PER_BATCH})"
-            out[name] = Assignment(model=a.model, samples=samples, max_tokens=cap)
-        return Allocation(assignments=out, info=allocation.info), repairs
-
-    async def _fit(
-        self, allocation: Allocation, ready: list[str], repairs: dict[str, str]
-    ) -> tuple[Allocation, list[str]]:
-        """No more samples than the budget left can hold; a cheaper model when none of the chosen fits."""
-        available = (await self.ledger.snapshot()).available_nano
-        out: dict[str, Assignment] = {}
-        refused: list[str] = []
-        for name in ready:
-            a = allocation.assignments.get(name)
-            if a is None or a.samples == 0:
-                continue
-            assert a.max_tokens is not None
-            hold = self._hold(name, a.model, a.max_tokens)
-            fit = min(a.samples, available // hold) if hold > 0 else a.samples
-            chosen = a
-            if fit == 0:
-                cheaper = self._cheapest_fit(name, a.max_tokens, available)
-                if cheaper is None:
-                    refused.append(self._refusal(name, a.max_tokens))
-                    continue
-                chosen, fit = cheaper, 1
-                hold = self._hold(name, chosen.model, chosen.max_tokens or 0)
-                repairs[name] = f"{a.model} x{a.samples} does not fit; {chosen.model} x1 instead"
-            elif fit < a.samples:
-                repairs[name] = f"samples {a.samples} -> {fit} (what the budget left can hold)"
-            out[name] = Assignment(model=chosen.model, samples=fit, max_tokens=chosen.max_tokens)
-            available -= fit * hold
-        return Allocation(assignments=out, info=allocation.info), refused
-
-    def _refusal(self, name: str, asked_cap: int) -> str:
-        """`name` and what its cheapest sample would hold."""
-        holds = []
-        for model in self._dag.models[name]:
-            cap = min(asked_cap, self._cap(name, model, None))
-            holds.append((self._hold(name, model, cap), model, cap))
-        hold, model, cap = min(holds)
-        tokens = self.estimates.get(name, model).input_tokens
-        return (
-            f"`{name}` (its cheapest sample, on `{model}`, holds ${nano_to_usd(hold):.6f}"
-            f" for {tokens} prompt and {cap} output tokens)"
-        )
-
-    def _cheapest_fit(self, name: str, asked_cap: int, available: int) -> Assignment | None:
-        best: tuple[int, str, int] | None = None
-        for model in self._dag.models[name]:
-            cap = min(asked_cap, self._cap(name, model, None))
-            hold = self._hold(name, model, cap)
-            if hold <= available and (best is None or hold < best[0]):
-                best = (hold, model, cap)
-        return None if best is None else Assignment(model=best[1], samples=1, max_tokens=best[2])
-
-    def _hold(self, name: str, model: str, max_tokens: int) -> int:
-        return self.catalog.get(model).hold_nano(
-            input_tokens=self.estimates.get(name, model).input_tokens, max_tokens=max_tokens
-        )
-
-    def _cap(self, name: str, model: str, asked: int | None) -> int:
-        """The per-call output cap: the policy's, else a default, never above the ceiling or context."""
-        cap = asked if asked is not None else self._default_cap(name, model)
-        ceiling = self._ceilings.get(name)
-        if ceiling is not None:
-            cap = min(cap, ceiling)
-        return max(1, min(cap, self.catalog.get(model).context_window))
-
     async def _launch(self, name: str, assignment: Assignment) -> bool:
         """Start up to `samples` attempts; return whether a hold was refused before any started."""
         sub = self._subs[name]
         spec = self.catalog.get(assignment.model)
         assert assignment.max_tokens is not None
-        hold = self._hold(name, spec.name, assignment.max_tokens)
+        hold = self._repair.hold(name, spec.name, assignment.max_tokens)
         batch = _Batch(
             model=spec, max_tokens=assignment.max_tokens, started_at=self._now(), index=sub.batches
         )
@@ -608,127 +518,16 @@ class Executor:
 
     # ---- one attempt -------------------------------------------------------------------------
 
-    async def _attempt(self, att: _Attempt) -> _AttemptEnded:
-        """Run one attempt; never raises. Posts its ending unless cancelled (the canceller takes it)."""
-        att.started = True
-        sub, batch, record = att.sub, att.batch, att.record
-        definition = self._defs[sub.name]
-        span_id = f"{self.run_id}.s{next(self._ids)}"
-        gateway = AttemptGateway(
-            self._shared,
-            attempt_id=record.attempt_id,
-            subtask=sub.name,
-            model=batch.model,
-            max_tokens=batch.max_tokens,
-            span_id=span_id,
-            held=att.hold,
+    async def _attempt(self, att: _Attempt) -> AttemptEnded:
+        """Run one attempt; post its ending unless it was cancelled (then its canceller takes it)."""
+        ended, cancelled = await run_attempt(
+            self._scope, att.record, model=att.batch.model, max_tokens=att.batch.max_tokens, hold=att.hold
         )
-        status, output, verdict = AttemptStatus.ERROR, None, None
-        detail: str | None = None
-        fatal: BudgetflowError | None = None
-        cancelled = False
-        try:
-            await self.recorder.attempt_started(record)
-            ctx = AttemptContext(
-                run_id=self.run_id,
-                subtask=sub.name,
-                attempt_id=record.attempt_id,
-                model=batch.model,
-                max_tokens=batch.max_tokens,
-                inputs=self.inputs,
-                outputs=AncestorView(self._output_of, self._ancestry, sub.name),
-                texts=AncestorView(self._text_of, self._ancestry, sub.name),
-                chat=gateway,
-                seed=_attempt_seed(self.seed, sub.name, record.batch, record.sample),
-                span_id=span_id,
-            )
-            output = await definition.agent.attempt(ctx)
-            if output.simulated_success is not None:
-                verdict = CheckResult(
-                    passed=output.simulated_success, detail="simulated outcome (drawn from estimates)"
-                )
-            elif definition.check is not None:
-                try:
-                    verdict = await definition.check(output, ctx)
-                except (asyncio.CancelledError, BudgetflowError):
-                    raise
-                except Exception as exc:
-                    raise CheckError(f"check of subtask `{sub.name}` crashed: {exc!r}") from exc
-            else:
-                verdict = CheckResult(passed=True, detail="no check")
-            status = AttemptStatus.PASSED if verdict.passed else AttemptStatus.FAILED
-            detail = verdict.detail
-        except asyncio.CancelledError:
-            status, detail, cancelled = AttemptStatus.CANCELLED, "cancelled", True
-        except (UserError, StorageError) as exc:
-            fatal, detail = exc, str(exc)
-        except (ProviderError, BudgetExhausted, DeadlineExceeded, CheckError) as exc:
-            detail = f"{type(exc).__name__}: {exc}"
-        except Exception as exc:  # a bug in the agent: the attempt errs, the run goes on
-            detail = "agent raised " + "".join(traceback.format_exception_only(exc)).strip()
-        ending = _AttemptEnded(
-            attempt_id=record.attempt_id,
-            status=status,
-            output=output,
-            verdict=verdict,
-            detail=detail,
-            fatal=fatal,
-        )
-        try:
-            await finish_anyway(self._close(att, gateway, span_id, ending))
-        except asyncio.CancelledError:
-            cancelled = True
-        assert att.ended is not None
         if not cancelled:
-            self._events.put_nowait(att.ended)
-        return att.ended
+            self._events.put_nowait(ended)
+        return ended
 
-    async def _close(
-        self, att: _Attempt, gateway: AttemptGateway, span_id: str, ending: _AttemptEnded
-    ) -> None:
-        """Release an unused hold and record the attempt's span; store the ending on `att`."""
-        fatal = ending.fatal
-        try:
-            unused = gateway.release_unused()
-            if unused is not None:
-                await self.ledger.settle(unused, 0)
-            ended = self._now()
-            span = CallRecord(
-                call_id=span_id,
-                run_id=self.run_id,
-                attempt_id=att.record.attempt_id,
-                parent_call_id=None,
-                kind=CallKind.AGENT,
-                subtask=att.sub.name,
-                model=att.batch.model.name,
-                started_s=att.record.started_s,
-                latency_s=ended - att.record.started_s,
-                status=CallStatus.CANCELLED
-                if ending.status is AttemptStatus.CANCELLED
-                else CallStatus.ERROR
-                if ending.status is AttemptStatus.ERROR
-                else CallStatus.OK,
-                error=ending.detail if ending.status is AttemptStatus.ERROR else None,
-                simulated=att.batch.model.simulated,
-            )
-            await durable_by(
-                self.recorder.call_finished(span),
-                self._deadline_at,
-                what=f"the span of attempt `{att.record.attempt_id}`",
-                min_wait_s=0.0 if isinstance(fatal, StorageError) or self._shared.storage_failure else 0.5,
-            )
-        except StorageError as exc:
-            fatal = fatal or exc
-            self._shared.storage_failure = self._shared.storage_failure or exc
-        finally:
-            att.ended = replace(
-                ending,
-                fatal=fatal,
-                spent_nano=gateway.spent_nano,
-                ended_s=self._now(),
-            )
-
-    async def _finalise(self, att: _Attempt, event: _AttemptEnded, *, passed_late: bool = False) -> None:
+    async def _finalise(self, att: _Attempt, event: AttemptEnded, *, passed_late: bool = False) -> None:
         """Write the attempt's one final record (the loop decides `passed` vs `passed_late`)."""
         self._attempts.pop(att.record.attempt_id, None)
         status = event.status
@@ -772,19 +571,17 @@ class Executor:
         for att in attempts:
             if att.record.attempt_id not in self._attempts:
                 continue  # finalised from its own event meanwhile
-            if att.ended is not None:
-                await self._finalise(att, att.ended, passed_late=True)
+            if att.task is not None and not att.task.cancelled():
+                # It ran (an attempt swallows its cancellation once it has recorded and settled).
+                await self._finalise(att, att.task.result(), passed_late=True)
                 continue
-            if not att.started:  # cancelled before it ran: nothing was called, give its hold back
-                await self.ledger.settle(att.hold, 0)
-                await self.recorder.attempt_started(att.record)
-                detail = "cancelled before it started"
-            else:  # pragma: no cover - `_attempt` always stores its ending
-                detail = "ended without an ending (a bug in budgetflow)"
-            ending = _AttemptEnded(
+            # Cancelled before it ran: nothing was called, give its hold back.
+            await self.ledger.settle(att.hold, 0)
+            await self.recorder.attempt_started(att.record)
+            ending = AttemptEnded(
                 attempt_id=att.record.attempt_id,
                 status=AttemptStatus.CANCELLED,
-                detail=detail,
+                detail="cancelled before it started",
                 ended_s=self._now(),
             )
             await self._finalise(att, ending)
@@ -891,14 +688,6 @@ class Executor:
             self._newly_ready.append(sub.name)
         sub.status = status
 
-    def _default_cap(self, subtask: str, model: str) -> int:
-        key = (subtask, model)
-        cap = self._caps.get(key)
-        if cap is None:
-            cap = default_max_tokens(self.estimates.get(subtask, model))
-            self._caps[key] = cap
-        return cap
-
     def _now(self) -> float:
         return asyncio.get_running_loop().time() - self._t0
 
@@ -987,12 +776,6 @@ class Executor:
                 spent_usd=nano_to_usd(sub.spent_nano),
             )
         )
-
-
-def _attempt_seed(run_seed: int, subtask: str, batch: int, sample: int) -> int:
-    """The seed an attempt's agent gets: the same in every process for the same run seed."""
-    digest = hashlib.blake2b(f"{run_seed}\x00{subtask}\x00{batch}\x00{sample}".encode(), digest_size=4)
-    return int.from_bytes(digest.digest(), "big") & 0x7FFFFFFF
 
 
 def _describe(exc: BaseException) -> str:
