@@ -32,7 +32,7 @@ def test_all_is_sorted_and_resolves(name: str) -> None:
 
 
 def test_core_imports_no_database_web_or_redis_and_not_litellm() -> None:
-    """The core and the users' door stay clean and fast to import: no litellm, SQLAlchemy, FastAPI or redis."""
+    """The core and the users' door import fast and clean: no litellm, SQLAlchemy, FastAPI or redis."""
     code = (
         "import sys, orchestrator, policies, budgetflow;"
         "bad = [m for m in ('litellm', 'sqlalchemy', 'fastapi', 'redis', 'langgraph') if m in sys.modules];"
