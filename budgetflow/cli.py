@@ -97,16 +97,20 @@ def _positive_factor(text: str) -> float:
 
 
 def _parser() -> _Parser:
-    db_help = "database URL (default: sqlite:///.budgetflow/runs.db); also before the subcommand"
+    db_help = "database URL (default: sqlite:///.budgetflow/runs.db); also {} the subcommand"
     with_db = _Parser(add_help=False)
-    with_db.add_argument("--db", dest="database_url", default=argparse.SUPPRESS, metavar="URL", help=db_help)
+    with_db.add_argument(
+        "--db", dest="database_url", default=argparse.SUPPRESS, metavar="URL", help=db_help.format("before")
+    )
     parser = _Parser(
         prog="budgetflow",
         description="Run multi-agent LLM workflows under a hard dollar budget and a deadline.",
         epilog="Exit codes: 0 completed, 1 the run did not complete (or storage failed), 2 a usage or"
         " definition error, 130/143 stopped by SIGINT/SIGTERM.",
     )
-    parser.add_argument("--db", dest="database_url", default=None, metavar="URL", help=db_help)
+    parser.add_argument(
+        "--db", dest="database_url", default=None, metavar="URL", help=db_help.format("after")
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
 
     inputs_help = "a run input, overriding the file's `inputs` (repeat for several)"

@@ -83,4 +83,5 @@ def check_policy(name: str, workflow: Workflow, catalog: Catalog) -> list[str]:
     shown = ", ".join(f"`{s}`" for s in others[:5]) + (
         f" and {len(others) - 5} more" if len(others) > 5 else ""
     )
-    return [f"policy `{name}`: {shown} do not list `{model}` and run on their first model instead"]
+    does, run, their = ("does", "runs", "its") if len(others) == 1 else ("do", "run", "their")
+    return [f"policy `{name}`: {shown} {does} not list `{model}` and {run} on {their} first model instead"]

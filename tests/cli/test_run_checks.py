@@ -177,7 +177,7 @@ def test_a_policy_model_some_subtasks_lack_is_a_note(tmp_path: Path, db: str) ->
     )
     console, out = capture()
     assert main(["--db", db, "validate", str(path), "--policy", "fixed:4o:2"], console=console) == 0
-    assert "note: policy `fixed:4o:2`: `b` do not list `4o` and run on their first model" in out.getvalue()
+    assert "note: policy `fixed:4o:2`: `b` does not list `4o` and runs on its first model" in out.getvalue()
 
 
 def test_no_content_stores_no_input_text(db: str) -> None:
