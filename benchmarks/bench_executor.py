@@ -14,7 +14,8 @@ Three measurements, on one pinned core, each repeated and reported as the median
    subtracted. One extra run of the largest DAG is profiled with cProfile.
 2. **Concurrency.** `in_flight` calls held open at once by a gated
    `InstantClient` (each call waits until the last one has started): one
-   subtask with k samples, and one root fanning out to that many subtasks.
+   subtask with k samples (at most 64, the executor's bound on a batch), and
+   one root fanning out to k subtasks.
    Reported: time until all are in flight, total time, and memory per call
    in flight (tracemalloc and RSS deltas at that moment, over the count).
 3. **LangGraph reference.** The same shapes as a `StateGraph`, each node
@@ -56,6 +57,7 @@ from rich.table import Table
 
 from agents import LLMAgent
 from benchmarks._instant_client import InstantClient, instant_catalog, instant_request
+from orchestrator._repair import MAX_SAMPLES_PER_BATCH
 from orchestrator.catalog import Catalog
 from orchestrator.model_client import CallProgress, ChatRequest
 from orchestrator.records import Outcome
@@ -320,9 +322,14 @@ def _concurrency_once(mode: ConcurrencyMode, k: int, seed: int, *, trace: bool) 
 def measure_concurrency(mode: ConcurrencyMode, k: int, reps: int, seed: int) -> dict[str, Any]:
     """`k` calls in flight at once: `reps` timed runs, then one run under tracemalloc.
 
+    Samples of one subtask are bounded (`MAX_SAMPLES_PER_BATCH`), so the samples mode holds
+    at most that many; the fan-out holds `k`.
+
     Meant to run in a fresh process (see `_isolated`): the first run's RSS growth and the
     process's peak RSS then belong to this measurement alone.
     """
+    if mode == "samples":
+        k = min(k, MAX_SAMPLES_PER_BATCH)
     baseline_rss = _rss_bytes()
     timed = [_concurrency_once(mode, k, seed, trace=False) for _ in range(reps)]
     traced = _concurrency_once(mode, k, seed, trace=True)
