@@ -20,13 +20,12 @@ from rich.text import Text
 
 from agents.function import FunctionAgent
 from budgetflow._format import command, outcome_text, spend_text
-from budgetflow._redact import RedactInputs
 from budgetflow.progress import ProgressView
 from budgetflow.settings import Settings
 from orchestrator.catalog import Catalog
 from orchestrator.fanout_recorder import FanoutRecorder
 from orchestrator.ledger import InProcessLedger, Ledger, usd_to_nano
-from orchestrator.records import Outcome, Recorder, RunRecord
+from orchestrator.records import Outcome, RunRecord
 from orchestrator.run import arun
 from orchestrator.workflow import Workflow
 
@@ -121,7 +120,6 @@ async def execute(
                 n for n, s in workflow.subtasks.items() if isinstance(s.agent, FunctionAgent)
             ),
         )
-        durable: Recorder = sql if settings.record_content else RedactInputs(sql)
         result = await arun(
             workflow,
             catalog=routed,
@@ -130,7 +128,7 @@ async def execute(
             inputs=inputs,
             policy=policy,
             seed=seed,
-            recorder=FanoutRecorder(durable, view),
+            recorder=FanoutRecorder(sql, view),
             ledger=ledger,
             record_content=settings.record_content,
             sim_time_scale=time_scale,

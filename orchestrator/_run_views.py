@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from decimal import Decimal
@@ -10,7 +11,7 @@ from typing import Any
 from orchestrator.plan import PlanState
 from orchestrator.workflow import Ancestry
 
-__all__ = ["AncestorView", "SetView", "jsonable", "state_summary"]
+__all__ = ["AncestorView", "SetView", "jsonable", "redacted_inputs", "state_summary"]
 
 
 class AncestorView(Mapping[str, Any]):
@@ -83,3 +84,21 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, Decimal):
         return str(value)
     return repr(value)
+
+
+def redacted_inputs(inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """Each input's value replaced by its size in characters (of its text, or of its JSON).
+
+    What a run records of its inputs when content recording is off: an input is often the
+    very document the run is about.
+    """
+    return {str(name): {"redacted": True, "chars": _chars(value)} for name, value in inputs.items()}
+
+
+def _chars(value: object) -> int:
+    if isinstance(value, str):
+        return len(value)
+    try:
+        return len(json.dumps(value, default=str))
+    except (TypeError, ValueError):
+        return len(repr(value))

@@ -57,7 +57,7 @@ from orchestrator._attempt import AttemptEnded, AttemptScope, run_attempt
 from orchestrator._estimate_book import EstimateBook
 from orchestrator._finish import durable_by, finish_anyway
 from orchestrator._repair import MAX_SAMPLES_PER_BATCH, AllocationRepair
-from orchestrator._run_views import AncestorView, SetView, jsonable, state_summary
+from orchestrator._run_views import AncestorView, SetView, jsonable, redacted_inputs, state_summary
 from orchestrator.agent import PromptPreview, template_values
 from orchestrator.catalog import Catalog, ModelSpec
 from orchestrator.errors import (
@@ -267,7 +267,7 @@ class Executor:
             seed=self.seed,
             simulated=any(self.catalog.get(m).simulated for s in self._dag.models.values() for m in s),
             started_at=datetime.now(UTC),
-            inputs=jsonable(self.inputs),
+            inputs=jsonable(self.inputs) if self.record_content else redacted_inputs(self.inputs),
         )
         await self.recorder.run_started(record)
         handles: list[asyncio.TimerHandle] = []

@@ -121,7 +121,8 @@ async def arun(
         ledger: budget ledger; default: an in-process ledger for `budget_usd`.
         learned_estimates: estimates learned from recorded runs, preferred over priors.
         retry: how provider errors are retried.
-        record_content: store prompt and response text.
+        record_content: store prompt and response text, and the run's inputs; `False` records
+            each input as its size only (`{"redacted": true, "chars": N}`).
         sim_time_scale: speed of the simulated backend on a real clock (0.1 = ten times faster).
         run_id: the run's id (default: random).
         cancel: set it to end the run early: in-flight calls are cancelled and settled, the

@@ -31,15 +31,18 @@ _DECIMAL = "__decimal__"
 _DATETIME = "__datetime__"
 
 
-def default_spill_path(url: URL) -> Path | None:
+def default_spill_path(url: URL, database_id: str = "") -> Path | None:
     """Where a recorder on `url` spills: beside a SQLite file, in the user cache for a server.
 
-    `None` for in-memory SQLite (nothing outlives the process anyway).
+    For a server the file is named after the URL and `database_id` (PostgreSQL: the
+    database's OID, which survives restarts but not a drop and re-create, so rows kept for
+    one database are never written into another of the same name). `None` for in-memory
+    SQLite (nothing outlives the process anyway).
     """
     if url.get_backend_name() == "sqlite":
         path = sqlite_path(url)
         return None if path is None else path.with_name(path.name + ".spill.jsonl")
-    digest = hashlib.sha256(redact(url).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(f"{redact(url)}\x00{database_id}".encode()).hexdigest()[:16]
     return Path.home() / ".cache" / "budgetflow" / "spill" / f"{digest}.jsonl"
 
 

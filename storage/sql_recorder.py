@@ -216,10 +216,12 @@ class SqlRecorder:
             flush_interval_s=flush_interval_s,
             heartbeat_interval_s=heartbeat_interval_s,
             retry_window_s=retry_window_s,
-            spill_path=spill_path if spill_path is not None else default_spill_path(engine.url),
+            spill_path=spill_path,
         )
         try:
-            await asyncio.wrap_future(writer.submit(_prepare, engine, migrate))
+            database_id = await asyncio.wrap_future(writer.submit(_prepare, engine, migrate))
+            if spill_path is None:
+                recorder._spill_path = default_spill_path(engine.url, database_id)
             await asyncio.wrap_future(writer.submit(recorder._replay_spill))
         except BaseException:
             writer.submit(engine.dispose)
@@ -553,13 +555,21 @@ def _without_nul(value: Any) -> Any:
     return value
 
 
-def _prepare(engine: Engine, migrate: bool) -> None:
-    """Writer thread: migrate (or just check the connection)."""
+def _prepare(engine: Engine, migrate: bool) -> str:
+    """Writer thread: migrate (or just check the connection); return the database's identity.
+
+    The identity names the spill file (PostgreSQL: the database's OID; SQLite: none, the
+    spill file lies beside the database file).
+    """
     if migrate:
         upgrade(engine)
-        return
     try:
-        with engine.connect():
-            pass
+        with engine.connect() as connection:
+            if engine.dialect.name != "postgresql":
+                return ""
+            oid = connection.execute(
+                sa.text("SELECT oid FROM pg_database WHERE datname = current_database()")
+            ).scalar_one()
+            return str(oid)
     except SQLAlchemyError as error:
         raise storage_error("connect to", engine, error) from error

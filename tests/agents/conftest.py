@@ -49,6 +49,7 @@ class ScriptedGateway:
         model: str | None = None,
         parent_call_id: str | None = None,
         temperature: float | None = None,
+        seed: int | None = None,
     ) -> ChatResponse:
         """Record the call and answer from the script."""
         reply = self.replies[min(len(self.calls), len(self.replies) - 1)]

@@ -321,17 +321,26 @@ async def test_all_database_work_runs_on_the_writer_thread(sqlite_url: str) -> N
     assert all(name.startswith("budgetflow-sql-writer") for name in threads), threads
 
 
-async def test_failed_write_raises_storage_error(db_url: str) -> None:
+async def test_failed_write_raises_storage_error(db_url: str, tmp_path: Path) -> None:
     story = make_story("run-bad")
-    async with await SqlRecorder.open(db_url) as recorder:
-        await recorder.run_started(story.started)
-        orphan = replace(story.calls[0], attempt_id="no-such-attempt")
-        with pytest.raises(StorageError, match="could not write to database"):
-            await recorder.call_finished(orphan)
-        # The recorder keeps working after a failed batch.
-        await recorder.attempt_started(story.attempts_started[0])
-        await recorder.call_finished(story.calls[0])
+    spill = tmp_path / "spill.jsonl"
+    recorder = await SqlRecorder.open(db_url, spill_path=spill)
+    await recorder.run_started(story.started)
+    orphan = replace(story.calls[0], attempt_id="no-such-attempt")
+    with pytest.raises(StorageError, match="could not write to database"):
+        await recorder.call_finished(orphan)
+    # The recorder keeps working after a failed batch.
+    await recorder.attempt_started(story.attempts_started[0])
+    await recorder.call_finished(story.calls[0])
+    # Closing says what it could not write and where it is kept.
+    with pytest.raises(StorageError, match=r"1 record\(s\) could not be written .* kept in"):
+        await recorder.aclose()
     assert len(get_run(db_url, "run-bad").calls) == 1
+    assert spill.exists()
+    # The next recorder tries again; the database still refuses the orphan, which moves aside.
+    async with await SqlRecorder.open(db_url, spill_path=spill):
+        pass
+    assert not spill.exists() and spill.with_name(spill.name + ".rejected").exists()
 
 
 _CRASHING_WRITER = """
