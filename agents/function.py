@@ -4,19 +4,18 @@
 async def merge(ctx: AttemptContext) -> dict[str, str]:
     return {"plan": ctx.texts["plan"], "patch": ctx.texts["patch"]}
 
-wf.subtask("merge", FunctionAgent(merge), after=[plan, patch], models=["small"])
+wf.subtask("merge", FunctionAgent(merge), after=[plan, patch])
 ```
 
-The function may call models through `ctx.chat` like any agent. Its return
+A function subtask lists no models: it runs once per batch, costs nothing, and
+`budgetflow run` and `runs show` show it as what it is, a function. Its return
 value is handed to children as the subtask's output; its text form is the
 value itself when it is a string, else `str(value)`. Returning an
 `AttemptOutput` sets both (and any simulated verdict) explicitly.
 
-A subtask still lists `models`, even when its function calls none: the planner
-assigns every attempt a model (the first cheap one listed is the natural
-choice; a function that makes no call costs nothing whatever it is given).
-`budgetflow run` shows such a subtask as `function` and `runs show` its attempts
-as `no model call`, not as attempts of that model.
+A function may also call models through `ctx.chat`, like any agent: then give
+the subtask `models=[...]` (the planner chooses among them, and each call is
+budgeted and recorded); without models, `ctx.chat` raises `ConfigError`.
 """
 
 from __future__ import annotations

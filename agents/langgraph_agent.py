@@ -48,6 +48,9 @@ GraphFactory = Callable[[BaseChatModel], Pregel[Any, Any, Any, Any]]
 class LangGraphAgent:
     """Run a compiled LangGraph graph as one attempt; its model calls go through the gateway."""
 
+    needs_model = True
+    """Its subtask must list the models its graph's chat model may run on."""
+
     def __init__(
         self,
         graph_factory: GraphFactory,

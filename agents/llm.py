@@ -28,6 +28,9 @@ __all__ = ["LLMAgent"]
 class LLMAgent:
     """Render a prompt, make one model call, return the reply text."""
 
+    needs_model = True
+    """Its subtask must list the models it may run on."""
+
     def __init__(
         self,
         prompt: str,

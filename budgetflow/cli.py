@@ -284,11 +284,12 @@ def _bench_planners(argv: list[str]) -> int:
 
 def _validate(args: argparse.Namespace, settings: Settings, out: Console) -> int:
     from budgetflow.loader import load_workflow_file, prepare
+    from orchestrator.catalog import NO_MODEL
 
     loaded = load_workflow_file(args.path)
     prepared = prepare(loaded, settings, inputs=dict(args.input), policy=args.policy)
     wf = loaded.workflow
-    models = sorted({m for s in wf.subtasks.values() for m in s.models})
+    models = sorted({m for s in wf.subtasks.values() for m in s.models} - {NO_MODEL})
     out.print(
         f"[green]ok[/] workflow `{escape(wf.name)}`: {plural(len(wf), 'subtask')},"
         f" {plural(len(models), 'model')} ({escape(', '.join(models))}),"

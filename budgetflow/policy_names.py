@@ -56,6 +56,7 @@ def check_policy(name: str, workflow: Workflow, catalog: Catalog) -> list[str]:
             `sequential_` form, or a model that is not in the catalog or that no
             subtask of the workflow lists.
     """
+    from orchestrator.catalog import NO_MODEL
     from policies.registry import make_policy, policy_names
 
     if not name.startswith(("fixed:", "sequential_")):
@@ -65,7 +66,7 @@ def check_policy(name: str, workflow: Workflow, catalog: Catalog) -> list[str]:
     model = getattr(make_policy(name), "model", None)  # parses the form (ConfigError if malformed)
     if not isinstance(model, str):
         return []
-    used = sorted({m for sub in workflow.subtasks.values() for m in sub.models})
+    used = sorted({m for sub in workflow.subtasks.values() for m in sub.models} - {NO_MODEL})
     if model not in catalog:
         raise ConfigError(
             f"policy `{name}` names model `{model}`, which is not in the catalog"
@@ -77,7 +78,9 @@ def check_policy(name: str, workflow: Workflow, catalog: Catalog) -> list[str]:
             f"policy `{name}` names model `{model}`, which no subtask of workflow `{workflow.name}`"
             f" lists{did_you_mean(model, used)}; its subtasks use {', '.join(f'`{m}`' for m in used)}"
         )
-    others = [s.name for s in workflow.subtasks.values() if model not in s.models]
+    others = [
+        s.name for s in workflow.subtasks.values() if model not in s.models and NO_MODEL not in s.models
+    ]
     if not others:
         return []
     shown = ", ".join(f"`{s}`" for s in others[:5]) + (

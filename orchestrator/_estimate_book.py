@@ -6,7 +6,7 @@ import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from orchestrator.catalog import Catalog, ModelSpec
+from orchestrator.catalog import NO_MODEL, Catalog, ModelSpec
 from orchestrator.estimates import AttemptEstimate, LogNormal
 from orchestrator.workflow import Workflow
 
@@ -16,8 +16,16 @@ DEFAULT_OUTPUT_TOKENS = LogNormal(mean=400.0, std=200.0)
 """Output tokens assumed when nothing is known."""
 
 
+_NO_MODEL_ESTIMATE = AttemptEstimate(
+    success_prob=1.0, output_tokens=LogNormal(mean=1.0), latency_s=LogNormal(mean=0.05), input_tokens=0
+)
+"""Plain code: passes unless its check says otherwise, costs nothing, takes little time."""
+
+
 @functools.lru_cache(maxsize=256)
 def _default_estimate(spec: ModelSpec) -> AttemptEstimate:
+    if spec.name == NO_MODEL:
+        return _NO_MODEL_ESTIMATE
     if spec.latency is not None:
         mean = spec.latency.ttft_s + DEFAULT_OUTPUT_TOKENS.mean / spec.latency.tokens_per_s
         latency = LogNormal(mean=mean, std=mean / 2)

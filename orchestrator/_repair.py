@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from orchestrator._estimate_book import EstimateBook
-from orchestrator.catalog import Catalog
+from orchestrator.catalog import NO_MODEL, Catalog
 from orchestrator.errors import UserError
 from orchestrator.estimates import default_max_tokens
 from orchestrator.ledger import nano_to_usd
@@ -68,7 +68,8 @@ class AllocationRepair:
                     f" which may only use {list(self._dag.models[name])}"
                 )
             cap = self.cap(name, a.model, a.max_tokens)
-            samples = min(a.samples, MAX_SAMPLES_PER_BATCH)
+            # Plain code (no model) runs once per batch: more samples would repeat it to no end.
+            samples = min(a.samples, 1 if a.model == NO_MODEL else MAX_SAMPLES_PER_BATCH)
             if a.max_tokens is not None and cap < a.max_tokens:
                 repairs[name] = f"max_tokens {a.max_tokens} -> {cap} (the subtask's ceiling)"
             if samples < a.samples:

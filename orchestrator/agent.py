@@ -128,7 +128,12 @@ class _Layered(Mapping[str, Any]):
 
 
 class Agent(Protocol):
-    """Makes one attempt at a subtask."""
+    """Makes one attempt at a subtask.
+
+    An agent that always calls a model sets the class attribute `needs_model = True`, so
+    that a subtask using it must list models; without it a subtask may list none (plain
+    code, see `orchestrator.catalog.NO_MODEL`).
+    """
 
     def template_variables(self) -> frozenset[str]:
         """Names this agent's templates read (validated against inputs and parents)."""

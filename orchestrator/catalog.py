@@ -24,10 +24,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from orchestrator.errors import ConfigError, did_you_mean
 
-__all__ = ["SIMULATED_PREFIX", "Catalog", "LatencyProfile", "ModelSpec", "PoolSpec"]
+__all__ = ["NO_MODEL", "SIMULATED_PREFIX", "Catalog", "LatencyProfile", "ModelSpec", "PoolSpec"]
 
 SIMULATED_PREFIX = "budgetflow-sim/"
 """litellm model strings starting with this are served by the simulated backend."""
+
+NO_MODEL = "no-model"
+"""The model of a subtask that lists none (its agent is plain code): free, and it cannot be called.
+
+Every catalog knows it (`Catalog.get`), none lists it (`Catalog.models`)."""
 
 _NANO_PER_USD = 1_000_000_000
 
@@ -180,6 +185,11 @@ class Catalog(BaseModel):
         """Build a catalog from model specs, checking names are unique and pools exist."""
         by_name: dict[str, ModelSpec] = {}
         for spec in models:
+            if spec.name == NO_MODEL:
+                raise ConfigError(
+                    f"model name `{NO_MODEL}` is reserved for subtasks that call no model; name the model"
+                    " otherwise"
+                )
             if spec.name in by_name:
                 raise ConfigError(f"model `{spec.name}` is declared twice; give each model one entry")
             by_name[spec.name] = spec
@@ -238,6 +248,8 @@ class Catalog(BaseModel):
 
     def get(self, name: str) -> ModelSpec:
         """The model named `name`; a `ConfigError` suggesting the closest name otherwise."""
+        if name == NO_MODEL:
+            return _NO_MODEL_SPEC
         try:
             return self.models[name]
         except KeyError:
@@ -247,7 +259,7 @@ class Catalog(BaseModel):
             ) from None
 
     def __contains__(self, name: object) -> bool:
-        return name in self.models
+        return name == NO_MODEL or name in self.models
 
     def resolve_prices(self) -> Catalog:
         """Fill missing prices from litellm's cost map; `ConfigError` for models it does not know.
@@ -384,3 +396,11 @@ def _kind(value: object) -> str:
 
 def _shown(value: object) -> str:
     return f"`{value}`" if isinstance(value, str) and value.isprintable() else repr(value)
+
+
+_NO_MODEL_SPEC = ModelSpec(
+    name=NO_MODEL,
+    litellm_model=f"budgetflow-none/{NO_MODEL}",
+    input_price_per_mtok=Decimal(0),
+    output_price_per_mtok=Decimal(0),
+)

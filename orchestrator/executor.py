@@ -59,7 +59,7 @@ from orchestrator._finish import durable_by, finish_anyway
 from orchestrator._repair import MAX_SAMPLES_PER_BATCH, AllocationRepair
 from orchestrator._run_views import AncestorView, SetView, jsonable, redacted_inputs, state_summary
 from orchestrator.agent import PromptPreview, template_values
-from orchestrator.catalog import Catalog, ModelSpec
+from orchestrator.catalog import NO_MODEL, Catalog, ModelSpec
 from orchestrator.errors import (
     BudgetflowError,
     ProviderError,
@@ -211,7 +211,7 @@ class Executor:
                 input_usd_per_token=spec.input_nano_per_token() / 1e9,
                 output_usd_per_token=spec.output_nano_per_token() / 1e9,
             )
-            for name, spec in catalog.models.items()
+            for name, spec in (*catalog.models.items(), (NO_MODEL, catalog.get(NO_MODEL)))
         }
         self._t0 = 0.0
         self._deadline_at: float | None = None

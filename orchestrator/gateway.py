@@ -23,9 +23,10 @@ import uuid
 from dataclasses import dataclass
 
 from orchestrator._finish import durable_by, finish_anyway
-from orchestrator.catalog import Catalog, ModelSpec
+from orchestrator.catalog import NO_MODEL, Catalog, ModelSpec
 from orchestrator.errors import (
     BudgetExhausted,
+    ConfigError,
     DeadlineExceeded,
     ProviderError,
     ReplicaUnavailable,
@@ -115,6 +116,11 @@ class AttemptGateway:
     ) -> ChatResponse:
         """Make one budgeted, recorded call, with retries (a seed is sent only when given)."""
         spec = self._model if model is None else self._s.catalog.get(model)
+        if spec.name == NO_MODEL:
+            raise ConfigError(
+                f"subtask `{self._subtask}` lists no models, so its agent cannot call one; give the"
+                ' subtask the models it may use, e.g. models=["small"], or pass `model=` to the call'
+            )
         cap = self._max_tokens if max_tokens is None else min(max_tokens, self._max_tokens)
         parent = parent_call_id or self._span_id
         loop = asyncio.get_running_loop()

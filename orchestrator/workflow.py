@@ -26,7 +26,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from orchestrator.agent import Agent, Check
-from orchestrator.catalog import Catalog
+from orchestrator.catalog import NO_MODEL, Catalog
 from orchestrator.errors import ConfigError, WorkflowError, did_you_mean
 from orchestrator.estimates import AttemptEstimate
 from orchestrator.plan import DagView
@@ -73,7 +73,8 @@ class Subtask:
     after: tuple[str, ...]
     """Names of the subtasks whose outputs this one needs."""
     models: tuple[str, ...]
-    """Catalog models this subtask may run on, cheapest first by convention."""
+    """Catalog models this subtask may run on, cheapest first by convention (`(NO_MODEL,)` for a
+    subtask that listed none: its agent is plain code and may not call a model)."""
     check: Check | None = None
     """Judges each attempt; `None` accepts every attempt that returns."""
     estimates: Mapping[str, AttemptEstimate] = field(default_factory=dict)
@@ -220,7 +221,7 @@ class Workflow:
         name: str,
         agent: Agent,
         *,
-        models: Sequence[str],
+        models: Sequence[str] = (),
         after: Iterable[SubtaskRef[Any] | str] = (),
         check: Check | None = None,
         estimates: Mapping[str, AttemptEstimate] | None = None,
@@ -240,7 +241,7 @@ class Workflow:
                 " unique name"
             )
         _check_agent(name, agent)
-        model_list = _model_list(name, models)
+        model_list = _model_list(name, models, agent)
         if check is not None and not callable(check):
             raise WorkflowError(
                 f"subtask `{name}`: `check` must be a check such as `checks.regex(...)`, got"
@@ -479,7 +480,7 @@ def _check_agent(subtask: str, agent: object) -> None:
         )
 
 
-def _model_list(subtask: str, models: object) -> tuple[str, ...]:
+def _model_list(subtask: str, models: object, agent: object) -> tuple[str, ...]:
     if isinstance(models, str):
         raise WorkflowError(
             f"subtask `{subtask}`: `models` must be a list of model names, not the string"
@@ -491,9 +492,16 @@ def _model_list(subtask: str, models: object) -> tuple[str, ...]:
         )
     model_list = tuple(models)
     if not model_list:
+        if getattr(agent, "needs_model", False):
+            raise WorkflowError(
+                f"subtask `{subtask}`: its agent calls a model, but `models` is empty; give at least"
+                ' one catalog model, e.g. models=["small"]'
+            )
+        return (NO_MODEL,)  # plain code: runs once per batch, free, and may not call a model
+    if NO_MODEL in model_list:
         raise WorkflowError(
-            f"subtask `{subtask}` has an empty model list; give at least one catalog model,"
-            ' e.g. models=["small"]'
+            f"subtask `{subtask}`: `{NO_MODEL}` is what a subtask without models runs on; leave"
+            " `models` out instead of naming it"
         )
     bad = [m for m in model_list if not isinstance(m, str) or not m]
     if bad:

@@ -408,3 +408,40 @@ async def test_cancelling_a_run_records_it_as_cancelled(sim_catalog: Catalog) ->
     llm = [c for c in recorder.calls if c.kind is CallKind.LLM]
     assert len(llm) == 3 and all(c.status is CallStatus.CANCELLED for c in llm)
     assert recorder.subtasks["slow"].status.value == "cancelled"
+
+
+async def _join(ctx: AttemptContext) -> str:
+    return ctx.texts["a"] + "|" + ctx.texts["b"]
+
+
+def test_a_function_subtask_needs_no_model_runs_once_and_costs_nothing(sim_catalog: Catalog) -> None:
+    wf = Workflow("fn", inputs=["topic"])
+    a = step(wf, "a", estimate(1.0), prompt="A {topic}")
+    b = step(wf, "b", estimate(1.0), prompt="B {topic}")
+    wf.subtask("join", FunctionAgent(_join), after=[a, b])
+    result = simulate(
+        wf, catalog=sim_catalog, inputs={"topic": "t"}, budget_usd=1, deadline_s=60, policy="mcpp", seed=0
+    )
+    assert result.outcome is Outcome.COMPLETED, result.run.reason
+    joins = [x for x in result.attempts if x.subtask == "join"]
+    assert len(joins) == 1 and joins[0].spent_usd == 0
+    assert result.outputs["join"].startswith("[simulated small output for `a`")
+    assert [c for c in result.calls if c.subtask == "join" and c.kind is CallKind.LLM] == []
+
+
+async def _calls_anyway(ctx: AttemptContext) -> str:
+    reply = await ctx.chat([{"role": "user", "content": "hi"}])
+    return reply.text
+
+
+def test_a_function_subtask_without_models_may_not_call_one(sim_catalog: Catalog) -> None:
+    wf = Workflow("fn")
+    wf.subtask("f", FunctionAgent(_calls_anyway))
+    result = simulate(wf, catalog=sim_catalog, budget_usd=1, deadline_s=60, policy="always_cheapest")
+    assert result.outcome is Outcome.FAILED
+    assert "lists no models, so its agent cannot call one" in (result.run.reason or "")
+
+
+def test_an_llm_agent_must_list_models() -> None:
+    with pytest.raises(WorkflowError, match="its agent calls a model, but `models` is empty"):
+        Workflow("w").subtask("a", LLMAgent(prompt="x"))

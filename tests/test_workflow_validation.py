@@ -27,7 +27,7 @@ def test_duplicate_name_is_rejected_at_once() -> None:
 
 def test_empty_model_list_says_what_to_give() -> None:
     wf = Workflow("w")
-    with pytest.raises(WorkflowError, match=r"empty model list; give at least one catalog model"):
+    with pytest.raises(WorkflowError, match=r"`models` is empty; give at least one catalog model"):
         wf.subtask("plan", LLMAgent(prompt="x"), models=[])
 
 
