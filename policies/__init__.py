@@ -1,4 +1,4 @@
-"""Policies: MCPP, the baselines, the policy registry and the DAG-pool importer.
+"""Policies: MCPP, the baselines, the feasibility rule, the policy registry and DAG pools.
 
 A policy only decides (`decide(PlanState) -> Allocation`); it never calls a model.
 """
@@ -14,11 +14,14 @@ from policies.dag_pool import (
     read_pool,
     write_pool,
 )
+from policies.feasibility import MAX_SAMPLES, default_cap, repair, samples_that_fit
 from policies.mcpp import MCPP, MCPPConfig
 from policies.pacing import DualMirrorDescent, ThresholdRouter
 from policies.registry import make_policy, policy_names, register
+from policies.synthetic import layered_limits, layered_problem
 
 __all__ = [
+    "MAX_SAMPLES",
     "MCPP",
     "AlwaysCheapest",
     "AlwaysStrongest",
@@ -30,11 +33,16 @@ __all__ = [
     "PoolSample",
     "StaticSplit",
     "ThresholdRouter",
+    "default_cap",
+    "layered_limits",
+    "layered_problem",
     "make_policy",
     "parse_pool_line",
     "policy_names",
     "pool_workflow",
     "read_pool",
     "register",
+    "repair",
+    "samples_that_fit",
     "write_pool",
 ]

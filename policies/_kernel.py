@@ -208,6 +208,9 @@ def run_many(
     r_id: NDArray[np.int64],
     seed: np.uint64,
     kmax: int,
+    max_samples: int,
+    work_limit: int,
+    out_work: NDArray[np.int64],
     out_outcome: NDArray[np.int8],
     out_spent: NDArray[np.float64],
     out_span: NDArray[np.float64],
@@ -220,6 +223,11 @@ def run_many(
     may complete (the time left, inf: none; less for a subtask that must leave time for
     work after it). The rollout ends `deadline_exceeded` once the clock passes the
     deadline of a subtask that has not completed.
+
+    Bounded work: a rollout that has drawn more than `max_samples` samples (0: no cap)
+    ends `failed`; and with `work_limit >= 0`, the call stops as soon as its work (samples
+    drawn plus `n` per event) exceeds it, leaving the rollout it was playing and the later
+    ones unplayed. `out_work` receives (work done, rollouts played).
     """
     n = status0.shape[0]
     same_deadline = True
@@ -244,6 +252,9 @@ def run_many(
     s_alive = np.zeros((n, kmax), np.bool_)
     ev = np.zeros((n, kmax), np.int64)
     n_flight = fl_sub.shape[0]
+    work = 0
+    played = 0
+    out_of_work = False
     for r in range(r_id.shape[0]):
         c = r_first[r]
         q = r_cont[r]
@@ -277,11 +288,18 @@ def run_many(
                 t_success, t_tokens, t_latency, s_tok, s_lat, s_end, s_alive, ev, ev_n, ev_ptr, b_win,
             )  # fmt: skip
             n_run += 1
+        drawn = 0
+        for f in range(n_flight):
+            drawn += fl_k[f]
         first = True
         outcome = COMPLETED
         while True:
             if n_done == n:
                 outcome = COMPLETED
+                break
+            work += n
+            if work_limit >= 0 and work > work_limit:
+                out_of_work = True
                 break
             # ---- a decision whenever a subtask is ready (the executor asks after every event) ----
             asked = n_ready > 0
@@ -316,6 +334,8 @@ def run_many(
                     t_success, t_tokens, t_latency, s_tok, s_lat, s_end, s_alive, ev, ev_n, ev_ptr, b_win,
                 )  # fmt: skip
                 attempts[i] += go
+                drawn += go
+                work += go
                 status[i] = _BUSY
                 n_run += 1
                 n_ready -= 1
@@ -324,6 +344,9 @@ def run_many(
                 if n_run == 0:
                     outcome = BUDGET_EXHAUSTED if refused else FAILED
                     break
+            if max_samples > 0 and drawn > max_samples:
+                outcome = FAILED  # a plan that needs this many samples is no plan
+                break
             # ---- the next sample end, or the deadline ----
             bi = -1
             best = math.inf
@@ -331,6 +354,9 @@ def run_many(
                 if next_t[i] < best:
                     best = next_t[i]
                     bi = i
+            if bi < 0 and limit == math.inf:  # nothing runs or can start: an inconsistent start
+                outcome = FAILED
+                break
             if best > limit:
                 for i in range(n):
                     if status[i] == _BUSY:
@@ -384,10 +410,15 @@ def run_many(
             else:
                 status[i] = _READY
                 n_ready += 1
+        if out_of_work:
+            break
         out_outcome[r] = outcome
         out_span[r] = t
         out_spent[r] = spent
         out_done[r] = n_done / n
+        played += 1
+    out_work[0] = work
+    out_work[1] = played
 
 
 def warm_up() -> None:
@@ -405,6 +436,6 @@ def warm_up() -> None:
         1.0, 0.0, np.full(1, math.inf),
         np.zeros((1, 1), dtype=i64), np.ones((1, 1), dtype=i64), np.full((1, 1), 16, dtype=i64),
         np.zeros(1, dtype=i64), one, np.zeros(1, dtype=i64), np.zeros(1, dtype=i64), np.zeros(1, dtype=i64),
-        np.uint64(0), 1,
+        np.uint64(0), 1, 0, -1, np.zeros(2, dtype=i64),
         np.zeros(1, dtype=np.int8), np.zeros(1), np.zeros(1), np.zeros(1),
     )  # fmt: skip

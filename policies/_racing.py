@@ -7,11 +7,12 @@ after the first round, then halves by rounds of fresh rollout ids shared by all
 survivors (common random numbers); see `policies.mcpp`.
 
 Both respect a `Clock`: a kernel call is made only when its predicted time fits what
-is left of the decision's time budget. Racing then stops adding rounds and the last
-survivors are eligible; when not even the screen and first round fit, there is no
-answer (`None`) and MCPP falls back to a heuristic. The prediction is the number of
-(rollout x subtask) steps of the call times the seconds per step measured on the
-calls so far (the policy carries the measure from one decision to the next).
+is left of the decision's time budget, and the kernel itself stops when its work
+exceeds what the time left allows (one rollout can cost far more than predicted).
+Racing then stops adding rounds and the last survivors are eligible; when not even
+the screen and first round fit, there is no answer (`None`) and MCPP falls back to a
+heuristic. Predictions are rollouts x measured work per rollout x measured seconds
+per unit of work (the policy carries the last one from one decision to the next).
 """
 
 from __future__ import annotations
@@ -58,21 +59,35 @@ class Choices:
 
 @dataclass
 class Clock:
-    """The time a decision may still spend on rollouts."""
+    """The time a decision may still spend on rollouts, and how fast rollouts go."""
 
     stop_at: float | None
     """`time.perf_counter()` value by which the rollouts must be done; `None`: no limit."""
-    seconds_per_step: float
-    """Measured seconds per (rollout x subtask) step of the kernel."""
+    seconds_per_work: float
+    """Measured seconds per unit of kernel work (`RolloutResult.work`)."""
+    work_per_rollout: float
+    """Measured work of one rollout of this decision's problem."""
 
-    def fits(self, steps: int) -> bool:
-        """Whether `steps` more steps are predicted to end before `stop_at`."""
-        return self.stop_at is None or time.perf_counter() + steps * self.seconds_per_step <= self.stop_at
+    def left(self) -> float:
+        """Seconds left (inf without a limit)."""
+        return math.inf if self.stop_at is None else self.stop_at - time.perf_counter()
 
-    def record(self, steps: int, seconds: float) -> None:
-        """Update the measure with a call that took `seconds` for `steps` steps."""
-        if steps > 0:
-            self.seconds_per_step = 0.5 * self.seconds_per_step + 0.5 * seconds / steps
+    def fits(self, rollouts: int) -> bool:
+        """Whether `rollouts` more rollouts are predicted to end in time."""
+        return rollouts * self.work_per_rollout * self.seconds_per_work <= self.left()
+
+    def work_limit(self) -> int | None:
+        """The work a kernel call may do before it must stop (`None`: no limit)."""
+        if self.stop_at is None:
+            return None
+        return max(0, int(self.left() / max(self.seconds_per_work, 1e-12)))
+
+    def record(self, work: int, rollouts: int, seconds: float) -> None:
+        """Update the measures with a call that did `work` for `rollouts` rollouts in `seconds`."""
+        if work > 0:
+            self.seconds_per_work = 0.5 * self.seconds_per_work + 0.5 * seconds / work
+        if rollouts > 0:
+            self.work_per_rollout = work / rollouts
 
 
 @dataclass(kw_only=True)
@@ -85,7 +100,9 @@ class Evaluator:
     conts: tuple[I64, I64]
     seed: int
     cfg: _Config
-    clock: Clock = field(default_factory=lambda: Clock(stop_at=None, seconds_per_step=0.0))
+    clock: Clock = field(
+        default_factory=lambda: Clock(stop_at=None, seconds_per_work=0.0, work_per_rollout=0.0)
+    )
     used: int = 0
     completion: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
 
@@ -96,12 +113,12 @@ class Evaluator:
         self.count = np.zeros(self.n_pairs)
         self.completion = np.zeros(self.n_pairs)
 
-    def steps(self, pairs: int, ids: int) -> int:
-        """Kernel steps of `ids` rollouts of `pairs` pairs."""
-        return pairs * ids * max(1, self.prob.n)
+    def run(self, pairs: I64, ids: I64) -> bool:
+        """Add `len(ids)` rollouts (the same ids for every pair) to each pair; False if time ran out.
 
-    def run(self, pairs: I64, ids: I64) -> None:
-        """Add `len(ids)` rollouts (the same ids for every pair) to each pair."""
+        Out of time, the kernel stops where it is: the rollouts it played count, in
+        pair order (so the first pairs may have more than the last ones).
+        """
         q = len(self.conts[0])
         pr = np.repeat(pairs, len(ids))
         plan = RolloutPlan(
@@ -115,16 +132,19 @@ class Evaluator:
             cont=pr % q,
         )
         t = time.perf_counter()
-        res = run_rollouts(self.prob, self.start, plan, seed=self.seed)
-        self.clock.record(self.steps(len(pairs), len(ids)), time.perf_counter() - t)
-        done = res.completed.astype(np.float64)
+        res = run_rollouts(self.prob, self.start, plan, seed=self.seed, work_limit=self.clock.work_limit())
+        self.clock.record(res.work, res.played, time.perf_counter() - t)
+        played = res.played
+        pr = pr[:played]
+        done = res.completed[:played].astype(np.float64)
         # ties broken towards progress and thrift; completion dominates
-        proxy = done + 0.01 * res.done_fraction * (1 - done) - 1e-6 * res.spent
+        proxy = done + 0.01 * res.done_fraction[:played] * (1 - done) - 1e-6 * res.spent[:played]
         self.score += np.bincount(pr, weights=proxy, minlength=self.n_pairs)
         self.wins += np.bincount(pr, weights=done, minlength=self.n_pairs)
         self.count += np.bincount(pr, minlength=self.n_pairs)
-        self.used += len(pr)
+        self.used += played
         self.completion = np.where(self.count > 0, self.wins / np.maximum(self.count, 1), 0.0)
+        return played == len(plan.rollout_id)
 
     def full(self) -> NDArray[np.bool_] | None:
         """Every pair, M rollouts each (blocks of 8 under a time budget); evaluated pairs are eligible."""
@@ -134,10 +154,9 @@ class Evaluator:
             return np.ones(self.n_pairs, dtype=np.bool_)
         for lo in range(0, self.cfg.rollouts, 8):
             ids = np.arange(lo, min(lo + 8, self.cfg.rollouts), dtype=np.int64)
-            if not self.clock.fits(self.steps(len(pairs), len(ids))):
+            if not self.clock.fits(len(pairs) * len(ids)) or not self.run(pairs, ids):
                 break
-            self.run(pairs, ids)
-        return self.count > 0 if self.used else None
+        return self.count > 0 if (self.count > 0).all() else None
 
     def race(self, n_uniform: int, rng: np.random.Generator) -> NDArray[np.bool_] | None:
         """Screen continuations, then successive halving; the last survivors are eligible."""
@@ -159,12 +178,11 @@ class Evaluator:
                     diag.append(c * q + qq)
                     break
         first_round = min(n_cand, cfg.racing_candidates) * min(q, cfg.racing_continuations)
-        if not self.clock.fits(
-            self.steps(len(diag), screen_n) + self.steps(first_round, cfg.racing_rounds[0])
-        ):
+        if not self.clock.fits(len(diag) * screen_n + first_round * cfg.racing_rounds[0]):
+            return None
+        if diag and not self.run(np.array(diag, dtype=np.int64), ids):
             return None
         if diag:
-            self.run(np.array(diag, dtype=np.int64), ids)
             cont_score = np.full(q, -1.0)
             for p in diag:
                 cont_score[p % q] = max(cont_score[p % q], self.score[p] / self.count[p])
@@ -184,9 +202,12 @@ class Evaluator:
         for r, block in enumerate(cfg.racing_rounds):
             ids = np.arange(next_id, next_id + block, dtype=np.int64)
             next_id += block
-            if r > 0 and not self.clock.fits(self.steps(len(alive), block)):
+            if r > 0 and not self.clock.fits(len(alive) * block):
                 break  # out of time: the survivors so far are eligible
-            self.run(alive, ids)
+            if not self.run(alive, ids):
+                if r == 0:
+                    return None  # not even the first round
+                break
             if r == 0 and cfg.racing_widen > 0:
                 alive = self._widen(alive, q, ids)
             if r == len(cfg.racing_rounds) - 1 or len(alive) <= 1:
@@ -205,8 +226,6 @@ class Evaluator:
         best = ranked[np.sort(first)][: self.cfg.racing_widen]
         wide = (best[:, None] * q + np.arange(q)[None, :]).ravel()
         new = wide[self.count[wide] == 0]
-        if len(new):
-            if not self.clock.fits(self.steps(len(new), len(ids))):
-                return alive  # out of time: no widening
-            self.run(new, ids)
+        if len(new) and (not self.clock.fits(len(new) * len(ids)) or not self.run(new, ids)):
+            return alive  # out of time: no widening
         return np.union1d(alive, wide).astype(np.int64)

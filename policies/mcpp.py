@@ -22,8 +22,25 @@ successive halving (8, 16, 40 and, for the finalists, 64 more rollouts), every
 round on the same fresh rollout ids for all survivors (common random numbers), so
 that a pair is dropped only against rivals that saw the same luck.
 
-The rollouts run in a compiled kernel; a process's first decision compiles it (or
-loads it from the disk cache) unless `policies.rollout.warm_up()` ran before.
+What it answers is exactly the launch its rollouts played: the chosen action's samples
+lowered to what the budget left can hold (`policies.feasibility.samples_that_fit`,
+subtasks in order; a subtask none of whose samples fit is deferred, as simulated), caps
+never above a subtask's ceiling (its rollouts cap calls there too), and the answer goes
+through `policies.feasibility.repair` like every policy's.
+
+Big DAGs: a decision plays at most `horizon` subtasks in its rollouts, the frontier
+and the next levels, and summarises the rest (`policies._horizon`); a DAG within the
+horizon is planned whole, exactly as before. The estimates are compiled once per run
+and again only where an entry changed (`policies.problem.CompiledDag`).
+
+Time: with `state.time_budget_s` set, racing adds a round only when its predicted time
+fits what is left (`policies._racing.Clock`) and answers with the best pair so far; when
+not even the first round fits, the answer is every ready subtask's cheap plan (one
+sample of its model with the least expected cost per success), repaired.
+
+The rollouts run in a compiled kernel that releases the GIL; a process's first decision
+compiles it (or loads it from the disk cache) unless `policies.rollout.warm_up()` ran
+before.
 """
 
 from __future__ import annotations
@@ -49,8 +66,8 @@ __all__ = ["MCPP", "MCPPConfig", "action_values"]
 
 I64 = NDArray[np.int64]
 
-_FIRST_GUESS_S_PER_STEP = 2e-7
-"""Seconds per (rollout x subtask) kernel step assumed before any call was measured (a slow machine)."""
+_FIRST_GUESS_S_PER_WORK = 1e-8
+"""Seconds per unit of kernel work assumed before any call was measured (a slow machine: ~5e-9 measured)."""
 _ANSWER_SHARE = 0.1
 """Share of a decision's time budget kept for building the answer after the last rollouts."""
 
@@ -122,7 +139,7 @@ class MCPP:
     name: str = "mcpp"
     """Policy name."""
     _book: CompiledDag | None = field(default=None, init=False, repr=False)
-    _seconds_per_step: float = field(default=_FIRST_GUESS_S_PER_STEP, init=False, repr=False)
+    _seconds_per_work: float = field(default=_FIRST_GUESS_S_PER_WORK, init=False, repr=False)
 
     def _compiled(self, state: PlanState) -> CompiledDag:
         if self._book is None or self._book.dag is not state.dag:
@@ -142,6 +159,10 @@ class MCPP:
         shape = {"planned": view.problem.n, "tail": view.tail, "budget_share": round(view.budget_share, 4)}
         if not view.ready:  # the horizon is full of running batches
             return _cheap_answer(state, book, {**shape, "fallback": "horizon_full"})
+        budget = state.time_budget_s
+        stop_at = None if budget is None else t0 + budget * (1 - _ANSWER_SHARE)
+        if stop_at is not None and time.perf_counter() >= stop_at:  # spent on compiling already
+            return _cheap_answer(state, book, {**shape, "fallback": "time_budget"})
         prob, start = view.problem, view.start
         seed = hash((cfg.seed, state.decision_index, round(state.elapsed_s, 6))) & 0x7FFFFFFF
         rng = np.random.default_rng(seed)
@@ -150,14 +171,13 @@ class MCPP:
         n_raw = len(cand.model)
         cand, n_uniform = _merge(prob, start, ready, cand, n_uniform)
         conts = _continuations(prob, cfg)
-        budget = state.time_budget_s
+        # a rollout's work: about one scan of the subtasks per event, a few events per subtask
         clock = Clock(
-            stop_at=None if budget is None else t0 + budget * (1 - _ANSWER_SHARE),
-            seconds_per_step=self._seconds_per_step,
+            stop_at=stop_at, seconds_per_work=self._seconds_per_work, work_per_rollout=2.0 * prob.n**2 + 16
         )
         evaluator = Evaluator(prob=prob, start=start, cand=cand, conts=conts, seed=seed, cfg=cfg, clock=clock)
         eligible = evaluator.race(n_uniform, rng) if cfg.racing else evaluator.full()
-        self._seconds_per_step = clock.seconds_per_step
+        self._seconds_per_work = clock.seconds_per_work
         if eligible is None:  # not even the first round fits in the time budget
             return _cheap_answer(state, book, {**shape, "fallback": "time_budget", "candidates": n_raw})
         counts = evaluator.count

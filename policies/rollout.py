@@ -17,7 +17,8 @@ use and cached on disk):
   first passing sample completes the subtask; running siblings are cancelled and
   settled pro rata (`floor(tokens x elapsed / latency)`); if all fail, the subtask
   is ready again when the last one ends;
-- at the deadline everything running is cancelled pro rata: `deadline_exceeded`;
+- at the deadline everything running is cancelled pro rata: `deadline_exceeded` (a
+  subproblem may give a subtask an earlier deadline of its own: `RolloutStart.subtask_deadline`);
   a decision that starts nothing with nothing running ends the rollout
   `budget_exhausted` (holds refused) or `failed` (all deferred).
 
@@ -47,6 +48,7 @@ __all__ = [
     "COMPLETED",
     "DEADLINE_EXCEEDED",
     "FAILED",
+    "MAX_SAMPLES_PER_SUBTASK",
     "RolloutPlan",
     "RolloutProblem",
     "RolloutResult",
@@ -59,6 +61,12 @@ __all__ = [
 ]
 
 RUNNING, COMPLETED, BUDGET_EXHAUSTED, DEADLINE_EXCEEDED, FAILED = 0, 1, 2, 3, 4
+MAX_SAMPLES_PER_SUBTASK = 1024
+"""A rollout that draws more samples than this per subtask ends `failed`.
+
+A plan that needs so many is no plan (a subtask that never passes, retried on a large
+budget and a far deadline, would otherwise make one rollout draw millions of samples);
+the cap bounds every decision's work. No rollout of the pool benchmarks comes near it."""
 _WAIT, _READY, _BUSY, _DONE = 0, 1, 2, 3
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
@@ -195,6 +203,10 @@ class RolloutResult:
     """(R,) time from the start until the end."""
     done_fraction: F64
     """(R,) fraction of subtasks complete at the end."""
+    played: int
+    """Rollouts played: all of them, or the first `played` when a work limit stopped the call."""
+    work: int
+    """Work done (samples drawn plus the subtask count per event), the unit of `work_limit`."""
 
     @property
     def completed(self) -> B:
@@ -203,8 +215,15 @@ class RolloutResult:
         return out
 
 
-def run_rollouts(prob: RolloutProblem, start: RolloutStart, plan: RolloutPlan, *, seed: int) -> RolloutResult:
-    """Play every rollout of `plan` to its end under the executor's rules (compiled; see the module doc)."""
+def run_rollouts(
+    prob: RolloutProblem, start: RolloutStart, plan: RolloutPlan, *, seed: int, work_limit: int | None = None
+) -> RolloutResult:
+    """Play every rollout of `plan` to its end under the executor's rules (compiled; see the module doc).
+
+    A rollout that draws more than `MAX_SAMPLES_PER_SUBTASK` samples per subtask of the
+    problem ends `failed`. With `work_limit`, the call stops once its work exceeds it;
+    only the first `played` rollouts of the result are meaningful.
+    """
     from policies import _kernel  # numba: imported and compiled on first use only
 
     r_all = len(plan.rollout_id)
@@ -219,6 +238,7 @@ def run_rollouts(prob: RolloutProblem, start: RolloutStart, plan: RolloutPlan, *
     )
     outcome = np.zeros(r_all, dtype=np.int8)
     spent, span, done = np.zeros(r_all), np.zeros(r_all), np.zeros(r_all)
+    work = np.zeros(2, dtype=np.int64)
     flight = np.array([f[:3] for f in start.in_flight], dtype=np.int64).reshape(-1, 3)
     _kernel.run_many(
         prob.child_ptr,
@@ -260,12 +280,22 @@ def run_rollouts(prob: RolloutProblem, start: RolloutStart, plan: RolloutPlan, *
         np.ascontiguousarray(plan.rollout_id, dtype=np.int64),
         np.uint64(seed & 0xFFFFFFFFFFFFFFFF),
         kmax,
+        MAX_SAMPLES_PER_SUBTASK * prob.n,
+        -1 if work_limit is None else max(0, work_limit),
+        work,
         outcome,
         spent,
         span,
         done,
     )
-    return RolloutResult(outcome=outcome, spent=spent, makespan=span, done_fraction=done)
+    return RolloutResult(
+        outcome=outcome,
+        spent=spent,
+        makespan=span,
+        done_fraction=done,
+        played=int(work[1]),
+        work=int(work[0]),
+    )
 
 
 def warm_up() -> None:

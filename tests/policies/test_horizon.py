@@ -18,7 +18,7 @@ from policies.baselines import FixedModel
 from policies.bench import StateCapture
 from policies.problem import CompiledDag, compile_problem
 from policies.synthetic import layered_limits, layered_problem
-from tests.policies.conftest import assert_feasible, initial_state
+from tests.policies.conftest import WorkflowFactory, assert_feasible, initial_state, samples
 
 
 @functools.cache
@@ -169,3 +169,20 @@ def test_initial_state_helper_and_synthetic_problems_are_deterministic() -> None
     assert a == b and layered_problem(50, seed=4) != a
     wf, cat = pool_workflow(a)
     assert len(initial_state(wf, cat, 1.0, None).ready) >= 1
+
+
+def test_the_time_budget_holds_when_rollouts_are_long(chain: WorkflowFactory) -> None:
+    # nothing ever passes, the budget is huge and there is no deadline: every rollout retries
+    # until its sample cap, so rollouts cost ~100x what a first guess says; the kernel stops on time
+    wf, cat = chain(
+        {"small": samples(0.0, 300, 3.0), "large": samples(0.0, 600, 6.0)},
+        {"small": "0.4", "large": "10"},
+        n=4,
+    )
+    state = dataclasses.replace(initial_state(wf, cat, 1000.0, None), time_budget_s=0.05)
+    policy = MCPP()
+    policy.decide(dataclasses.replace(state, time_budget_s=1e-4))  # compiles the estimates
+    t = time.perf_counter()
+    alloc = policy.decide(state)
+    assert time.perf_counter() - t < 0.3
+    assert_feasible(state, alloc)

@@ -17,6 +17,9 @@ from policies.baselines import FixedModel
 from policies.rollout import (
     BUDGET_EXHAUSTED,
     COMPLETED,
+    DEADLINE_EXCEEDED,
+    FAILED,
+    MAX_SAMPLES_PER_SUBTASK,
     RolloutPlan,
     compile_problem,
     run_rollouts,
@@ -145,3 +148,43 @@ def test_in_flight_samples_are_redrawn_given_still_running(chain: WorkflowFactor
 def test_import_policies_does_not_import_numba() -> None:
     code = "import sys, policies; sys.exit('numba' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_a_subtask_deadline_ends_rollouts_that_finish_it_late(chain: WorkflowFactory) -> None:
+    # a chain of two 2.4-3.5 s attempts that always pass: done by ~7 s; s0 alone must be done by 2 s
+    wf, cat = chain({"small": samples(1.0, 300, 3.0)}, {"small": "0.4"}, n=2)
+    state = initial_state(wf, cat, 1.0, 60.0)
+    prob = compile_problem(state)
+    start = start_from_state(prob, state)
+    plan = _fixed_plan(prob.models, "small", 1, prob.n, 200, prob.default_mt[:, 0])
+    free = run_rollouts(prob, start, plan, seed=2)
+    assert free.completed.all()
+    tight = dataclasses.replace(start, subtask_deadline=np.array([2.0, 60.0]))
+    late = run_rollouts(prob, tight, plan, seed=2)
+    assert (late.outcome == DEADLINE_EXCEEDED).all() and np.allclose(late.makespan, 2.0)
+    roomy = dataclasses.replace(start, subtask_deadline=np.array([4.0, 60.0]))
+    assert run_rollouts(prob, roomy, plan, seed=2).completed.all()
+
+
+def test_a_subtask_that_never_passes_cannot_make_a_rollout_endless(chain: WorkflowFactory) -> None:
+    # never passes, a $1,000 budget, no deadline: retried until the per-rollout sample cap
+    wf, cat = chain({"small": samples(0.0, 300, 3.0)}, {"small": "0.4"}, n=1)
+    state = initial_state(wf, cat, 1000.0, None)
+    prob = compile_problem(state)
+    plan = _fixed_plan(prob.models, "small", 64, prob.n, 20, prob.default_mt[:, 0])
+    res = run_rollouts(prob, start_from_state(prob, state), plan, seed=0)
+    assert (res.outcome == FAILED).all() and res.played == 20
+    assert res.spent.max() <= (MAX_SAMPLES_PER_SUBTASK + 64) * 490 * 0.4e-6
+
+
+def test_a_work_limit_stops_the_call_and_says_how_far_it_got(chain: WorkflowFactory) -> None:
+    est = {"small": samples(0.5, 300, 3.0), "large": samples(0.9, 600, 6.0)}
+    wf, cat = chain(est, {"small": "0.4", "large": "10"}, n=4)
+    state = initial_state(wf, cat, 1.0, 30.0)
+    prob = compile_problem(state)
+    start = start_from_state(prob, state)
+    plan = _fixed_plan(prob.models, "small", 4, prob.n, 1000, prob.default_mt[:, 0])
+    whole = run_rollouts(prob, start, plan, seed=3)
+    cut = run_rollouts(prob, start, plan, seed=3, work_limit=whole.work // 3)
+    assert whole.played == 1000 and 0 < cut.played < 1000 and cut.work <= whole.work // 3 + 4 * prob.n + 64
+    assert np.array_equal(cut.outcome[: cut.played], whole.outcome[: cut.played])
