@@ -112,7 +112,7 @@ class MCPPConfig:
     """Whether an action may use a tighter max_tokens than the default (smaller holds).
 
     On by default: 0.587 with, 0.573 without on pool_dev (6 trials)."""
-    horizon: int | None = 32
+    horizon: int | None = 24
     """Most subtasks a decision plays in its rollouts (`policies._horizon`).
 
     A DAG of at most this many subtasks is planned whole, exactly as without a horizon;
