@@ -3,7 +3,11 @@
 ```text
 python benchmarks/bench_mcpp_scale.py                                  # 100, 500, 2,000 subtasks
 python benchmarks/bench_mcpp_scale.py --sizes 100,500,2000,5000 --states 150
+python benchmarks/bench_mcpp_scale.py --write-pool layered200.jsonl --pool-subtasks 200 --pool-dags 10
 ```
+
+(The last writes seeded layered DAGs as a DAG pool, for completion runs with
+`benchmarks/bench_planners.py --pool layered200.jsonl`, and times nothing.)
 
 For every size, a seeded layered random DAG (`policies.synthetic.layered_problem`:
 layers of 1-15 subtasks, 1-3 parents each, 2 of 4 models per subtask, 12 recorded
@@ -38,7 +42,7 @@ import numpy as np
 
 from orchestrator.plan import PlanState, Policy
 from policies.bench import StateCapture
-from policies.dag_pool import pool_workflow
+from policies.dag_pool import pool_workflow, write_pool
 from policies.mcpp import MCPP, MCPPConfig
 from policies.registry import make_policy
 from policies.synthetic import layered_limits, layered_problem
@@ -64,6 +68,9 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--whole-states", type=int, default=8, help="states for `mcpp_whole` (0: skip it)")
     parser.add_argument("--whole-max", type=int, default=500, help="largest size `mcpp_whole` is timed on")
     parser.add_argument("--out", default="benchmarks/results/mcpp_scale.json", help="JSON output")
+    parser.add_argument("--write-pool", default=None, help="only write layered DAGs as a pool JSONL here")
+    parser.add_argument("--pool-subtasks", type=int, default=200, help="subtasks per DAG of --write-pool")
+    parser.add_argument("--pool-dags", type=int, default=10, help="DAGs of --write-pool (seeds 0, 1, ...)")
     return parser.parse_args(list(argv))
 
 
@@ -158,6 +165,12 @@ def _size(n: int, args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: Sequence[str]) -> int:
     """Run the benchmark, print the tables, write the JSON; 0 on success."""
     args = _parse(argv)
+    if args.write_pool:
+        write_pool(
+            args.write_pool, (layered_problem(args.pool_subtasks, seed=s) for s in range(args.pool_dags))
+        )
+        print(f"wrote {args.pool_dags} DAGs of {args.pool_subtasks} subtasks to {args.write_pool}")
+        return 0
     from policies.rollout import warm_up
 
     warm_up()  # compile (or load) the kernel before anything is timed

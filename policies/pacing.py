@@ -53,7 +53,7 @@ class DualMirrorDescent:
     but the ledger holds max_tokens at full price, several times the expected cost on
     a long-tailed model: choosing by expected cost alone once picked a strong model
     whose single hold exceeded the budget left while smaller options fitted, and the
-    run ended `budget_exhausted` with 20.5% of its budget spent.
+    run ended `budget_exhausted` with most of its budget unspent.
     """
 
     k_levels: tuple[int, ...] = (1, 2, 4, 8, 16)
