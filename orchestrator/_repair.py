@@ -148,6 +148,8 @@ class AllocationRepair:
         key = (subtask, model)
         cap = self._caps.get(key)
         if cap is None:
-            cap = default_max_tokens(self._estimates().get(subtask, model))
+            cap = default_max_tokens(
+                self._estimates().get(subtask, model), ceiling=self._ceilings.get(subtask)
+            )
             self._caps[key] = cap
         return cap

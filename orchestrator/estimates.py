@@ -176,9 +176,14 @@ def truncate(draws: AttemptDraws, max_tokens: int | None) -> AttemptDraws:
     )
 
 
-def default_max_tokens(estimate: AttemptEstimate, *, headroom: float = 1.25) -> int:
+def default_max_tokens(
+    estimate: AttemptEstimate, *, ceiling: int | None = None, headroom: float = 1.25
+) -> int:
     """The max_tokens cap used when nobody chose one: 1.25 x the 99th percentile of output tokens.
 
-    High enough that truncation is rare, low enough that reservations stay honest.
+    High enough that truncation is rare, low enough that reservations stay honest; never
+    above the subtask's `ceiling` (its own `max_tokens`). The executor and every policy
+    use this one rule.
     """
-    return max(16, int(np.ceil(estimate.output_token_quantile(0.99) * headroom)))
+    cap = max(16, int(np.ceil(estimate.output_token_quantile(0.99) * headroom)))
+    return cap if ceiling is None else min(cap, ceiling)

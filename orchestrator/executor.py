@@ -83,7 +83,14 @@ from orchestrator.records import (
 )
 from orchestrator.workflow import Ancestry, RunLimits, Workflow
 
-__all__ = ["DECISION_TIME_SHARE", "MAX_DECISION_S", "MAX_SAMPLES_PER_BATCH", "Executor"]
+__all__ = [
+    "DECISION_TIME_SHARE",
+    "FIRST_DECISION_S",
+    "FIRST_DECISION_TIME_SHARE",
+    "MAX_DECISION_S",
+    "MAX_SAMPLES_PER_BATCH",
+    "Executor",
+]
 
 _PREVIEW = 200
 
@@ -91,6 +98,10 @@ MAX_DECISION_S = 1.0
 """Longest time budget of one decision of a searching policy."""
 DECISION_TIME_SHARE = 0.02
 """A decision may take at most this share of the time left before the deadline."""
+FIRST_DECISION_S = 2.0
+"""Longest time budget of a run's first decision (a searching policy compiles the run then)."""
+FIRST_DECISION_TIME_SHARE = 0.05
+"""The first decision may take at most this share of the time left."""
 DEADLINE_CHECKPOINTS = (0.5, 0.75, 0.9)
 """Fractions of the deadline at which the policy is asked again ("deadline approaching"),
 so that a subtask it deferred is reconsidered even when nothing else happens."""
@@ -417,9 +428,10 @@ class Executor:
 
     async def _decide_and_launch(self, ready: list[str]) -> str | None:
         """Ask the policy, repair its answer, launch; return why holds were refused, if they were."""
-        state = await self._plan_state(ready)
+        offloaded = self._offloaded()
+        state = await self._plan_state(ready, snapshot=offloaded)
         t = time.perf_counter()
-        asked = await self._decide(state)
+        asked = await self._decide(state, offloaded=offloaded)
         decide_ms = (time.perf_counter() - t) * 1000
         allocation, repairs = self._repair.checked(asked, ready)
         available = (await self.ledger.snapshot()).available_nano
@@ -458,9 +470,14 @@ class Executor:
             f" {'; '.join(refused)}; raise the budget, shorten the prompt or lower max_tokens"
         )
 
-    async def _decide(self, state: PlanState) -> Allocation:
+    def _offloaded(self) -> bool:
+        """Whether the policy decides on a worker thread (a search, on a real clock)."""
         loop = asyncio.get_running_loop()
-        if not getattr(self.policy, "offload", False) or getattr(loop, "virtual_time", False):
+        return bool(getattr(self.policy, "offload", False)) and not getattr(loop, "virtual_time", False)
+
+    async def _decide(self, state: PlanState, *, offloaded: bool) -> Allocation:
+        loop = asyncio.get_running_loop()
+        if not offloaded:
             return self.policy.decide(state)
         if self._policy_thread is None:
             self._policy_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="budgetflow-policy")
@@ -470,6 +487,9 @@ class Executor:
         try:
             return await asyncio.wait_for(asyncio.shield(future), max(0.0, self._deadline_at - loop.time()))
         except TimeoutError:
+            # The decision finishes on its thread, unread; its outcome is retrieved so that
+            # nothing is logged about it.
+            future.add_done_callback(lambda done: done.cancelled() or done.exception())
             raise _DeadlineDuringDecision from None
 
     async def _launch(self, name: str, assignment: Assignment) -> bool:
@@ -727,7 +747,9 @@ class Executor:
         if changed:
             self.estimates = EstimateBook(table)
 
-    async def _plan_state(self, ready: list[str]) -> PlanState:
+    async def _plan_state(self, ready: list[str], *, snapshot: bool = False) -> PlanState:
+        """What the policy sees; with `snapshot`, copies (the policy reads them on another thread,
+        and past a deadline the run may end while it still does)."""
         snap = await self.ledger.snapshot()
         now = self._now()
         in_flight = tuple(
@@ -744,7 +766,7 @@ class Executor:
         remaining = None if self.limits.deadline_s is None else self.limits.deadline_s - now
         return PlanState(
             dag=self._dag,
-            completed=SetView(self._completed),
+            completed=frozenset(self._completed) if snapshot else SetView(self._completed),
             ready=tuple(ready),
             in_flight=in_flight,
             budget_usd=float(self.limits.budget_usd),
@@ -754,12 +776,10 @@ class Executor:
             elapsed_s=now,
             estimates=self.estimates.table,
             prices=self._prices,
-            attempts=MappingProxyType(self._attempt_counts),
+            attempts=dict(self._attempt_counts) if snapshot else MappingProxyType(self._attempt_counts),
             decision_index=self._decisions,
             max_tokens_ceiling=self._ceilings,
-            time_budget_s=MAX_DECISION_S
-            if remaining is None
-            else max(0.0, min(MAX_DECISION_S, DECISION_TIME_SHARE * remaining)),
+            time_budget_s=_decision_budget(remaining, first=self._decisions == 0),
         )
 
     async def _subtask_changed(self, sub: _SubtaskRun) -> None:
@@ -776,6 +796,15 @@ class Executor:
                 spent_usd=nano_to_usd(sub.spent_nano),
             )
         )
+
+
+def _decision_budget(remaining_s: float | None, *, first: bool) -> float:
+    """A decision's time budget: a share of the time left, capped; the first gets more (a
+    searching policy compiles its model of the run then)."""
+    share, cap = (
+        (FIRST_DECISION_TIME_SHARE, FIRST_DECISION_S) if first else (DECISION_TIME_SHARE, MAX_DECISION_S)
+    )
+    return cap if remaining_s is None else max(0.0, min(cap, share * remaining_s))
 
 
 def _describe(exc: BaseException) -> str:

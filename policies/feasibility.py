@@ -81,8 +81,8 @@ def default_cap(state: PlanState, subtask: str, model: str) -> int:
     The estimate's default cap (`default_max_tokens`: 1.25 x its 99th percentile of output
     tokens), lowered to the subtask's ceiling.
     """
-    return under_ceiling(
-        default_max_tokens(state.estimates[(subtask, model)]), state.max_tokens_ceiling.get(subtask)
+    return default_max_tokens(
+        state.estimates[(subtask, model)], ceiling=state.max_tokens_ceiling.get(subtask)
     )
 
 

@@ -49,7 +49,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -133,6 +133,9 @@ class MCPPConfig:
 @dataclass(kw_only=True)
 class MCPP:
     """The MCPP policy (see the module docstring)."""
+
+    offload: ClassVar[bool] = True
+    """Its decisions search: the executor runs them on a worker thread with a time budget."""
 
     config: MCPPConfig = field(default_factory=MCPPConfig)
     """Settings."""

@@ -202,3 +202,29 @@ async def test_a_reply_that_arrives_after_the_deadline_is_not_used() -> None:
     assert call.cost_usd > 0
     assert result.outcome is Outcome.DEADLINE_EXCEEDED
     await asyncio.sleep(0)
+
+
+async def test_mcpp_on_two_thousand_subtasks_ends_by_its_deadline() -> None:
+    """A 2,000-subtask DAG on the real clock: decisions stay off the loop and short."""
+    from policies.dag_pool import pool_workflow
+    from policies.synthetic import layered_limits, layered_problem
+
+    problem = layered_problem(2000, seed=0)
+    workflow, catalog = pool_workflow(problem)
+    budget, _ = layered_limits(problem, budget_factor=2.0, deadline_factor=1.5)
+    client = SimulatedClient(SimulatedBackend(EstimateBook.build(workflow, catalog).table, time_scale=0.05))
+    result = await arun(
+        workflow, catalog=catalog, budget_usd=budget, deadline_s=6.0, policy="mcpp", client=client, seed=0
+    )
+    returned = (datetime.now(UTC) - result.run.started_at).total_seconds()
+    assert result.outcome in (Outcome.DEADLINE_EXCEEDED, Outcome.COMPLETED, Outcome.BUDGET_EXHAUSTED)
+    assert len(result.decisions) > 10
+    decide_ms = sorted(d.decide_ms for d in result.decisions)
+    assert decide_ms[len(decide_ms) // 2] < 250, decide_ms[len(decide_ms) // 2]  # a loose bound: CI is noisy
+    check_promises(
+        result.run,
+        subtasks=result.subtasks,
+        attempts=result.attempts,
+        calls=result.calls,
+        returned_after_s=returned,
+    )
