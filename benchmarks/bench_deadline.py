@@ -217,6 +217,7 @@ def _summary(label: str, overshoots: list[float]) -> dict[str, Any]:
         "overshoot_ms_p99": pct(0.99),
         "overshoot_ms_max": ms[-1],
         "within_1s": sum(1 for m in ms if m <= 1000) / len(ms),
+        "overshoots_ms_in_run_order": [round(o * 1000, 1) for o in overshoots],
     }
 
 
