@@ -23,7 +23,7 @@ from orchestrator import (
 )
 from orchestrator.litellm_client import LiteLLMClient
 from orchestrator.pool import PooledLiteLLMCaller
-from tests.promises.invariants import check_promises
+from tests.promises.invariants import check_result
 
 pytestmark = [
     pytest.mark.vllm,
@@ -70,13 +70,7 @@ async def test_the_deadline_cuts_generation_on_the_pool(
     llm = [c for c in result.calls if c.kind is CallKind.LLM]
     assert len(llm) == 2 and all(c.status is CallStatus.CANCELLED for c in llm)
     assert all(c.replica in vllm_pool.replicas for c in llm)
-    check_promises(
-        result.run,
-        subtasks=result.subtasks,
-        attempts=result.attempts,
-        calls=result.calls,
-        returned_after_s=returned,
-    )
+    check_result(result, returned_after_s=returned)
 
 
 async def test_samples_that_all_pass_on_the_pool_leave_one_winner(
@@ -97,4 +91,4 @@ async def test_samples_that_all_pass_on_the_pool_leave_one_winner(
     assert set(statuses) <= {AttemptStatus.PASSED, AttemptStatus.PASSED_LATE, AttemptStatus.CANCELLED}
     llm = [c for c in result.calls if c.kind is CallKind.LLM]
     assert all(c.response_id is not None for c in llm if c.status is CallStatus.OK)
-    check_promises(result.run, subtasks=result.subtasks, attempts=result.attempts, calls=result.calls)
+    check_result(result)

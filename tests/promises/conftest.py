@@ -9,7 +9,8 @@ from decimal import Decimal
 
 import pytest
 
-from orchestrator import Catalog, ModelSpec
+from agents import LLMAgent
+from orchestrator import Catalog, ModelSpec, Workflow
 from tests.promises.billing_provider import BillingProvider, billing_provider
 from tests.storage.conftest import free_port
 
@@ -59,6 +60,17 @@ async def wait_for_requests(provider: BillingProvider, n: int, *, timeout_s: flo
         await asyncio.sleep(0.05)
 
 
+def chain_workflow(n: int, model: str = "gpt") -> Workflow:
+    """`n` subtasks in a line, each an `LLMAgent` call on `model` that reads its parent."""
+    wf = Workflow("chain", inputs=["topic"])
+    previous = None
+    for i in range(n):
+        prompt = f"Step {i} of {{topic}}" if previous is None else f"Step {i} after {{{previous}}}"
+        wf.subtask(f"s{i}", LLMAgent(prompt=prompt), models=[model], after=[previous] if previous else [])
+        previous = f"s{i}"
+    return wf
+
+
 @pytest.fixture
 def provider_catalog(provider: BillingProvider) -> Catalog:
     """A cheap and a strong OpenAI model, both served by the billing provider."""
@@ -80,6 +92,7 @@ from tests.storage.conftest import (  # noqa: E402
 )
 
 __all__ = [
+    "chain_workflow",
     "postgres_server",
     "postgres_url",
     "provider_model",

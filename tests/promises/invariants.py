@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Sequence
 from decimal import Decimal
 
-from orchestrator import AttemptRecord, AttemptStatus, CallKind, CallRecord, CallStatus, RunRecord
+from orchestrator import AttemptRecord, AttemptStatus, CallKind, CallRecord, CallStatus, RunRecord, RunResult
 from orchestrator.records import SubtaskRecord, SubtaskStatus
 from tests.promises.billing_provider import Entry
 
@@ -78,3 +78,17 @@ def check_promises(
             if entry.delivered and call is not None and call.status is not CallStatus.ERROR:
                 assert call.input_tokens == entry.prompt_tokens, (call, entry)
                 assert call.output_tokens == entry.completion_tokens, (call, entry)
+
+
+def check_result(
+    result: RunResult, *, returned_after_s: float | None = None, provider_log: Sequence[Entry] | None = None
+) -> None:
+    """`check_promises` on what `arun` returned."""
+    check_promises(
+        result.run,
+        subtasks=result.subtasks,
+        attempts=result.attempts,
+        calls=result.calls,
+        returned_after_s=returned_after_s,
+        provider_log=provider_log,
+    )

@@ -11,13 +11,12 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from agents import LLMAgent
-from orchestrator import Catalog, Outcome, RunResult, Workflow, arun
+from orchestrator import Catalog, Outcome, RunResult, arun
 from orchestrator.ledger import usd_to_nano
 from orchestrator.memory_recorder import MemoryRecorder
 from storage import RedisLedger
 from tests.promises.billing_provider import BillingProvider
-from tests.promises.conftest import provider_model, wait_for_requests
+from tests.promises.conftest import chain_workflow, provider_model, wait_for_requests
 from tests.promises.invariants import check_promises
 from tests.servers import OwnRedis
 
@@ -25,16 +24,6 @@ pytestmark = [pytest.mark.isolated, pytest.mark.redis]
 
 STACK_CONF = str(Path(__file__).resolve().parents[2] / "deploy" / "redis.conf")
 NO_PERSISTENCE = ("--save", "", "--appendonly", "no")
-
-
-def _chain(n: int) -> Workflow:
-    wf = Workflow("chain", inputs=["topic"])
-    previous = None
-    for i in range(n):
-        prompt = f"Step {i} of {{topic}}" if previous is None else f"Step {i} after {{{previous}}}"
-        wf.subtask(f"s{i}", LLMAgent(prompt=prompt), models=["gpt"], after=[previous] if previous else [])
-        previous = f"s{i}"
-    return wf
 
 
 async def _run_through_a_restart(
@@ -50,7 +39,7 @@ async def _run_through_a_restart(
     fault = asyncio.create_task(restart())
     try:
         result = await arun(
-            _chain(6),
+            chain_workflow(6),
             catalog=Catalog.of(provider_model(provider)),
             budget_usd="1",
             deadline_s=60,

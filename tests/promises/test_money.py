@@ -28,7 +28,7 @@ from orchestrator.tokens import SIMULATED_ENCODING, tiktoken_count
 from storage import SqlRecorder, get_run
 from tests.promises.billing_provider import BillingProvider
 from tests.promises.conftest import provider_model
-from tests.promises.invariants import check_promises
+from tests.promises.invariants import check_promises, check_result
 
 # litellm keeps process-wide state across event loops: `make test` runs these in their own process.
 pytestmark = pytest.mark.isolated
@@ -63,9 +63,7 @@ async def test_a_prompt_bigger_than_the_budget_is_refused_before_the_call(
     assert result.outcome is Outcome.BUDGET_EXHAUSTED, result.run.reason
     assert "nothing more fits in the $0.600000 left of the budget: `summary`" in (result.run.reason or "")
     assert provider.log() == [], f"{label}: the provider was called although the prompt cannot be paid for"
-    check_promises(
-        result.run, subtasks=result.subtasks, attempts=result.attempts, calls=result.calls, provider_log=[]
-    )
+    check_result(result, provider_log=[])
 
 
 async def test_a_prompt_that_fits_is_held_at_its_exact_size(provider: BillingProvider) -> None:
@@ -86,9 +84,7 @@ async def test_a_prompt_that_fits_is_held_at_its_exact_size(provider: BillingPro
     assert call.input_tokens == entry.prompt_tokens  # counted before = billed after
     assert call.reserved_usd >= call.cost_usd
     assert result.spent_usd == call.cost_usd <= Decimal("0.60")
-    check_promises(
-        result.run, subtasks=result.subtasks, attempts=result.attempts, calls=result.calls, provider_log=log
-    )
+    check_result(result, provider_log=log)
 
 
 async def test_an_overbilling_provider_is_recorded_as_overrun(provider: BillingProvider) -> None:
@@ -109,11 +105,8 @@ async def test_an_overbilling_provider_is_recorded_as_overrun(provider: BillingP
     assert billed == result.spent_usd + result.run.overrun_usd
     assert result.spent_usd <= Decimal("0.05") < billed
     assert "overrun" in (result.run.reason or "")
-    check_promises(
-        result.run,
-        subtasks=result.subtasks,
-        attempts=result.attempts,
-        calls=result.calls,
+    check_result(
+        result,
         provider_log=provider.log(),
     )
 

@@ -26,7 +26,7 @@ from orchestrator.memory_recorder import MemoryRecorder
 from tests.conftest import WorkflowFactory, estimate
 from tests.promises.billing_provider import BillingProvider
 from tests.promises.conftest import provider_model, wait_for_requests
-from tests.promises.invariants import check_promises
+from tests.promises.invariants import check_result
 
 
 @pytest.mark.parametrize("policy", ["mcpp", "fixed:small:4", "split_uniform", "dual_mirror_descent"])
@@ -46,7 +46,7 @@ def test_simulated_runs_keep_every_promise(
             seed=seed,
         )
         outcomes.add(result.outcome)
-        check_promises(result.run, subtasks=result.subtasks, attempts=result.attempts, calls=result.calls)
+        check_result(result)
     assert Outcome.COMPLETED in outcomes
 
 
@@ -64,11 +64,8 @@ async def test_siblings_finishing_with_the_winner_are_final(provider: BillingPro
     statuses = sorted(a.status.value for a in result.attempts)
     assert statuses.count("passed") == 1
     assert set(statuses) <= {"passed", "passed_late", "cancelled"}
-    check_promises(
-        result.run,
-        subtasks=result.subtasks,
-        attempts=result.attempts,
-        calls=result.calls,
+    check_result(
+        result,
         provider_log=provider.log(),
     )
 
@@ -152,7 +149,7 @@ def test_allocations_are_bounded_and_repaired(sim_catalog: Catalog) -> None:
     assert started == 7, first.allocation
     assert "repaired" in first.info
     assert all(a.max_tokens == 150 for a in result.attempts)
-    check_promises(result.run, subtasks=result.subtasks, attempts=result.attempts, calls=result.calls)
+    check_result(result)
 
 
 @pytest.mark.isolated
@@ -184,11 +181,8 @@ async def test_a_cancelled_run_settles_and_finalises_everything(provider: Billin
     assert result.outcome is Outcome.CANCELLED
     assert (await ledger.snapshot()).reserved_nano == 0
     assert {a.status for a in result.attempts} == {AttemptStatus.CANCELLED}
-    check_promises(
-        result.run,
-        subtasks=result.subtasks,
-        attempts=result.attempts,
-        calls=result.calls,
+    check_result(
+        result,
         provider_log=provider.log(),
     )
 

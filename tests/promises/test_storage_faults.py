@@ -13,12 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from agents import LLMAgent
-from orchestrator import Catalog, Outcome, Workflow, arun
+from orchestrator import Catalog, Outcome, arun
 from orchestrator.records import CallKind
 from storage import SqlRecorder, get_run
 from tests.promises.billing_provider import BillingProvider
-from tests.promises.conftest import provider_model, wait_for_requests
+from tests.promises.conftest import chain_workflow, provider_model, wait_for_requests
 from tests.promises.invariants import check_promises
 from tests.servers import PostgresProcess
 from tests.storage.conftest import PG_BIN
@@ -40,16 +39,6 @@ def own_postgres() -> Iterator[PostgresProcess]:
         server.close()
 
 
-def _chain(n: int) -> Workflow:
-    wf = Workflow("chain", inputs=["topic"])
-    previous = None
-    for i in range(n):
-        prompt = f"Step {i} of {{topic}}" if previous is None else f"Step {i} after {{{previous}}}"
-        wf.subtask(f"s{i}", LLMAgent(prompt=prompt), models=["gpt"], after=[previous] if previous else [])
-        previous = f"s{i}"
-    return wf
-
-
 async def test_a_postgres_restart_mid_run_is_ridden_out(
     provider: BillingProvider, own_postgres: PostgresProcess, tmp_path: Path
 ) -> None:
@@ -66,7 +55,7 @@ async def test_a_postgres_restart_mid_run_is_ridden_out(
     fault = asyncio.create_task(restart())
     try:
         result = await arun(
-            _chain(8),
+            chain_workflow(8),
             catalog=catalog,
             budget_usd="1",
             deadline_s=60,
@@ -105,7 +94,7 @@ async def test_a_lost_database_ends_the_run_promptly_and_keeps_its_records(
     fault = asyncio.create_task(lose())
     try:
         result = await arun(
-            _chain(8),
+            chain_workflow(8),
             catalog=catalog,
             budget_usd="1",
             deadline_s=8,
@@ -140,7 +129,7 @@ async def test_nul_characters_are_recorded_on_postgres(
     catalog = Catalog.of(provider_model(provider))
     async with await SqlRecorder.open(own_postgres.url) as recorder:
         result = await arun(
-            _chain(1),
+            chain_workflow(1),
             catalog=catalog,
             budget_usd="1",
             deadline_s=30,

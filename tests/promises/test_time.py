@@ -32,7 +32,7 @@ from storage import get_run, list_runs
 from tests.conftest import estimate
 from tests.promises.billing_provider import BillingProvider
 from tests.promises.conftest import provider_model
-from tests.promises.invariants import DEADLINE_SLACK_S, check_promises
+from tests.promises.invariants import DEADLINE_SLACK_S, check_promises, check_result
 
 pytestmark = pytest.mark.isolated
 
@@ -74,13 +74,7 @@ async def test_a_decision_longer_than_the_deadline_does_not_delay_the_end() -> N
     returned = (datetime.now(UTC) - result.run.started_at).total_seconds()
     assert result.outcome is Outcome.DEADLINE_EXCEEDED
     assert returned <= 1.0 + DEADLINE_SLACK_S, returned
-    check_promises(
-        result.run,
-        subtasks=result.subtasks,
-        attempts=result.attempts,
-        calls=result.calls,
-        returned_after_s=returned,
-    )
+    check_result(result, returned_after_s=returned)
 
 
 async def test_calls_streaming_at_the_deadline_are_cut_and_settled(provider: BillingProvider) -> None:
@@ -100,14 +94,7 @@ async def test_calls_streaming_at_the_deadline_are_cut_and_settled(provider: Bil
     ]
     log = provider.log()
     assert len(log) == 2 and not any(e.delivered for e in log)
-    check_promises(
-        result.run,
-        subtasks=result.subtasks,
-        attempts=result.attempts,
-        calls=result.calls,
-        returned_after_s=returned,
-        provider_log=log,
-    )
+    check_result(result, returned_after_s=returned, provider_log=log)
 
 
 def _workflow_file(tmp_path: Path, provider: BillingProvider) -> Path:
@@ -221,10 +208,4 @@ async def test_mcpp_on_two_thousand_subtasks_ends_by_its_deadline() -> None:
     assert len(result.decisions) > 10
     decide_ms = sorted(d.decide_ms for d in result.decisions)
     assert decide_ms[len(decide_ms) // 2] < 250, decide_ms[len(decide_ms) // 2]  # a loose bound: CI is noisy
-    check_promises(
-        result.run,
-        subtasks=result.subtasks,
-        attempts=result.attempts,
-        calls=result.calls,
-        returned_after_s=returned,
-    )
+    check_result(result, returned_after_s=returned)
