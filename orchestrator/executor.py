@@ -213,6 +213,8 @@ class Executor:
             estimates=lambda: self.estimates,
         )
         self._prompt_tokens: dict[tuple[str, str], int] = {}
+        self._previews: dict[type, bool] = {}
+        """Per agent class, whether it can preview its prompt (a protocol check is slow)."""
         self._attempts: dict[str, _Attempt] = {}
         self._ids = itertools.count()
         self._events: asyncio.Queue[AttemptEnded | object] = asyncio.Queue()
@@ -721,8 +723,9 @@ class Executor:
         changed = False
         for name in names:
             agent = self._defs[name].agent
-            if not isinstance(agent, PromptPreview):
+            if not self._previews.setdefault(type(agent), isinstance(agent, PromptPreview)):
                 continue
+            assert isinstance(agent, PromptPreview)
             texts = AncestorView(self._text_of, self._ancestry, name)
             try:
                 messages = agent.preview_messages(template_values(texts, self.inputs), subtask=name)
