@@ -44,7 +44,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from agents import LLMAgent  # noqa: E402
-from orchestrator import AttemptEstimate, Catalog, LogNormal, ModelSpec, RunResult, Workflow, arun  # noqa: E402
+from budgetflow import arun  # noqa: E402
+from orchestrator import AttemptEstimate, Catalog, LogNormal, ModelSpec, RunResult, Workflow  # noqa: E402
 from orchestrator.simulated import SimulatedBackend, SimulatedClient  # noqa: E402
 from policies.baselines import FixedModel  # noqa: E402
 

@@ -57,11 +57,11 @@ from rich.table import Table
 
 from agents import LLMAgent
 from benchmarks._instant_client import InstantClient, instant_catalog, instant_request
+from budgetflow import arun
 from orchestrator._repair import MAX_SAMPLES_PER_BATCH
 from orchestrator.catalog import Catalog
 from orchestrator.model_client import CallProgress, ChatRequest
 from orchestrator.records import Outcome
-from orchestrator.run import arun
 from orchestrator.workflow import Workflow
 from policies.baselines import AlwaysCheapest
 

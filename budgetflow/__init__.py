@@ -19,6 +19,7 @@ import importlib.metadata as _metadata
 import typing as _typing
 
 from agents import FunctionAgent, LLMAgent, checks
+from budgetflow.api import arun, astream, run, simulate
 from budgetflow.cli import main
 from budgetflow.settings import Settings, load_settings
 from orchestrator.agent import AttemptContext, AttemptOutput, CheckResult
@@ -36,9 +37,21 @@ from orchestrator.errors import (
     WorkflowError,
 )
 from orchestrator.estimates import AttemptEstimate, EmpiricalSample, LogNormal
+from orchestrator.events import (
+    AttemptFinished,
+    AttemptStarted,
+    BudgetThresholdCrossed,
+    CallFinished,
+    DecisionMade,
+    Event,
+    LedgerView,
+    Observer,
+    RunFinished,
+    RunStarted,
+    SubtaskChanged,
+)
 from orchestrator.records import Outcome
-from orchestrator.run import RunResult, arun, run
-from orchestrator.simulation import simulate
+from orchestrator.run import RunResult
 from orchestrator.workflow import SubtaskRef, Workflow
 
 if _typing.TYPE_CHECKING:
@@ -76,8 +89,21 @@ __all__ = [  # noqa: RUF022
     "Outcome",
     "RunResult",
     "arun",
+    "astream",
     "run",
     "simulate",
+    # watching a run
+    "AttemptFinished",
+    "AttemptStarted",
+    "BudgetThresholdCrossed",
+    "CallFinished",
+    "DecisionMade",
+    "Event",
+    "LedgerView",
+    "Observer",
+    "RunFinished",
+    "RunStarted",
+    "SubtaskChanged",
     # errors
     "BudgetExhausted",
     "BudgetflowError",

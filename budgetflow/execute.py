@@ -8,7 +8,6 @@ record the progress view kept.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import Callable, Mapping
 from decimal import Decimal
@@ -21,27 +20,14 @@ from rich.text import Text
 from agents.function import FunctionAgent
 from budgetflow._format import command, outcome_text, spend_text
 from budgetflow.progress import ProgressView
+from budgetflow.services import default_client, open_run_services, resolve_policy
 from budgetflow.settings import Settings
 from orchestrator.catalog import Catalog
-from orchestrator.fanout_recorder import FanoutRecorder
-from orchestrator.ledger import InProcessLedger, Ledger, usd_to_nano
 from orchestrator.records import Outcome, RunRecord
 from orchestrator.run import arun
 from orchestrator.workflow import Workflow
 
 __all__ = ["execute"]
-
-
-def _ensure_sqlite_dir(url: str) -> None:
-    """Create the SQLite file's directory (`.budgetflow/` by default) if it is missing."""
-    from storage._engine import parse_database_url, sqlite_path
-
-    path = sqlite_path(parse_database_url(url))
-    if path is not None:
-        # When this fails (a path component is a file, no permission), opening the
-        # database says which component and what to do.
-        with contextlib.suppress(OSError):
-            path.parent.mkdir(parents=True, exist_ok=True)
 
 
 async def execute(
@@ -66,8 +52,6 @@ async def execute(
         asyncio.CancelledError: the run was cancelled (by a signal); it was recorded as
             `cancelled` and its summary printed first.
     """
-    from storage import SqlRecorder
-
     if any(not m.priced for m in catalog.models.values()):
         catalog = catalog.resolve_prices()
     routed, simulated = route(catalog, settings)
@@ -76,65 +60,46 @@ async def execute(
             f"[bold yellow]SIMULATED[/] models {', '.join(simulated)}: no API key or vLLM URL was given,"
             " so the seeded simulated backend answers for them (same names and prices)."
         )
-    _ensure_sqlite_dir(settings.database_url)
-    sql = await SqlRecorder.open(settings.database_url, record_content=settings.record_content)
-    redis_client = None
+    run_id = uuid.uuid4().hex[:12]
     view: ProgressView | None = None
     try:
-        learned = {}
-        if learn:
-            from storage import learn_estimates
-
-            models = {name: spec.litellm_model for name, spec in routed.models.items()}
-            learned = await asyncio.to_thread(learn_estimates, sql.engine, workflow.name, models=models)
-            if learned:
-                console.print(
-                    f"planner estimates learned from recorded runs for {len(learned)} (subtask, model)"
-                    f" pairs ({sum(len(e.samples) for e in learned.values())} attempts); priors for the"
-                    " rest"
+        async with open_run_services(
+            settings, workflow=workflow, catalog=routed, budget_usd=budget_usd, run_id=run_id, learn=learn
+        ) as services:
+            for note in services.notes:
+                console.print(note, highlight=False)
+            view = ProgressView(
+                console,
+                subtasks=list(workflow.topological_order()),
+                budget_usd=budget_usd,
+                deadline_s=deadline_s,
+                simulated=simulated,
+                live=live,
+                stop_hint="Ctrl-C stops it and records it as cancelled",
+                functions=frozenset(
+                    n for n, s in workflow.subtasks.items() if isinstance(s.agent, FunctionAgent)
+                ),
+            )
+            client = default_client(workflow, routed, seed=seed, sim_time_scale=time_scale)
+            try:
+                result = await arun(
+                    workflow,
+                    catalog=routed,
+                    client=client,
+                    policy=resolve_policy(policy, seed),
+                    budget_usd=budget_usd,
+                    deadline_s=deadline_s,
+                    inputs=inputs,
+                    seed=seed,
+                    recorder=services.recorder,
+                    ledger=services.ledger,
+                    observers=[view],
+                    record_content=settings.record_content,
+                    learned_estimates=services.learned,
+                    run_id=run_id,
                 )
-        run_id = uuid.uuid4().hex[:12]
-        ledger: Ledger
-        if settings.redis_url:
-            # A budget shared by every process that works on this run.
-            from redis.asyncio import Redis
-
-            from storage import RedisLedger
-            from storage._engine import redact
-
-            redis_client = Redis.from_url(settings.redis_url)
-            ledger = await RedisLedger.create(redis_client, run_id, usd_to_nano(budget_usd))
-            console.print(f"ledger: Redis at {redact(settings.redis_url)} (shared across workers)")
-        else:
-            ledger = InProcessLedger(usd_to_nano(budget_usd))
-        view = ProgressView(
-            console,
-            subtasks=list(workflow.topological_order()),
-            ledger=ledger,
-            budget_usd=budget_usd,
-            deadline_s=deadline_s,
-            simulated=simulated,
-            live=live,
-            stop_hint="Ctrl-C stops it and records it as cancelled",
-            functions=frozenset(
-                n for n, s in workflow.subtasks.items() if isinstance(s.agent, FunctionAgent)
-            ),
-        )
-        result = await arun(
-            workflow,
-            catalog=routed,
-            budget_usd=budget_usd,
-            deadline_s=deadline_s,
-            inputs=inputs,
-            policy=policy,
-            seed=seed,
-            recorder=FanoutRecorder(sql, view),
-            ledger=ledger,
-            record_content=settings.record_content,
-            sim_time_scale=time_scale,
-            learned_estimates=learned,
-            run_id=run_id,
-        )
+            finally:
+                await client.aclose()
     except asyncio.CancelledError:
         if view is not None:
             await view.aclose()
@@ -146,9 +111,7 @@ async def execute(
     finally:
         if view is not None:
             await view.aclose()
-        await sql.aclose()
-        if redis_client is not None:
-            await redis_client.aclose()
+    assert view is not None
     _summary(view, deadline_s, console, settings)
     return result.run
 

@@ -1,4 +1,4 @@
-"""The live progress view of `budgetflow run`: a recorder that draws the run as it goes.
+"""The live progress view of `budgetflow run`: an observer that draws the run as it goes.
 
 It also keeps the run's tallies (attempts, model calls, decisions) and its final
 record, from which the CLI prints the closing summary, also when a signal
@@ -22,17 +22,18 @@ from rich.table import Table
 from rich.text import Text
 
 from budgetflow._format import OUTCOME_STYLE, money, plural, usd
-from orchestrator.ledger import InProcessLedger, Ledger, LedgerSnapshot, usd_to_nano
-from orchestrator.records import (
-    AttemptRecord,
-    AttemptStatus,
-    CallKind,
-    CallRecord,
-    DecisionRecord,
-    RunRecord,
-    SubtaskRecord,
-    SubtaskStatus,
+from orchestrator.events import (
+    AttemptFinished,
+    AttemptStarted,
+    CallFinished,
+    DecisionMade,
+    Event,
+    LedgerView,
+    RunFinished,
+    RunStarted,
+    SubtaskChanged,
 )
+from orchestrator.records import AttemptStatus, CallKind, RunRecord, SubtaskStatus
 
 __all__ = ["ProgressView"]
 
@@ -47,7 +48,6 @@ class ProgressView:
         console: Console,
         *,
         subtasks: list[str],
-        ledger: Ledger,
         budget_usd: Decimal,
         deadline_s: float | None,
         simulated: list[str],
@@ -60,7 +60,6 @@ class ProgressView:
         Args:
             console: where to draw.
             subtasks: subtask names in topological order.
-            ledger: the run's ledger, read for spent and reserved.
             budget_usd: the run's budget.
             deadline_s: the run's deadline, if any.
             simulated: names of the models the simulated backend serves.
@@ -76,14 +75,13 @@ class ProgressView:
         self._attempts = dict.fromkeys(subtasks, 0)
         self._running = dict.fromkeys(subtasks, 0)
         self._cost = {s: Decimal(0) for s in subtasks}
-        self._ledger = ledger
         self._budget = budget_usd
         self._deadline = deadline_s
         self._simulated = simulated
         self._stop_hint = stop_hint
         self._functions = set(functions)
         self._started: float | None = None
-        self._last_snapshot: LedgerSnapshot | None = None
+        self._money: LedgerView | None = None
         self.decisions = 0
         """Policy decisions so far."""
         self.model_calls = 0
@@ -100,20 +98,11 @@ class ProgressView:
             else None
         )
 
-    def _snapshot(self) -> LedgerSnapshot | None:
+    def _snapshot(self) -> LedgerView | None:
         if self.finished and self.run is not None:
-            # The run is over: nothing is reserved any more, whatever the ledger was last seen holding.
-            spent = usd_to_nano(self.run.spent_usd)
-            budget = usd_to_nano(self._budget)
-            return LedgerSnapshot(budget_nano=budget, spent_nano=spent, reserved_nano=0)
-        if isinstance(self._ledger, InProcessLedger):
-            return self._ledger.snapshot_now()
-        return self._last_snapshot
-
-    async def _poll(self) -> None:
-        # a shared (Redis) ledger is read asynchronously, once per event
-        if not isinstance(self._ledger, InProcessLedger) and not self.finished:
-            self._last_snapshot = await self._ledger.snapshot()
+            # The run is over: nothing is reserved any more, whatever was last seen held.
+            return LedgerView(budget_usd=self._budget, spent_usd=self.run.spent_usd, reserved_usd=Decimal(0))
+        return self._money
 
     def _elapsed(self) -> float:
         if self.finished and self.run is not None and self.run.makespan_s is not None:
@@ -128,8 +117,8 @@ class ProgressView:
         lines: list[Text | Table] = [self._title(width)]
         snap = self._snapshot()
         if snap is not None:
-            spent, reserved = snap.spent_nano / 1e9, snap.reserved_nano / 1e9
-            left = snap.available_nano / 1e9
+            spent, reserved = float(snap.spent_usd), float(snap.reserved_usd)
+            left = float(snap.left_usd)
             lines.append(
                 Text.assemble(
                     ("budget  ", "bold"),
@@ -234,7 +223,48 @@ class ProgressView:
         if self._live is not None:
             self._live.refresh()
 
-    async def run_started(self, run: RunRecord) -> None:
+    async def observe(self, event: Event) -> None:
+        """Update the view from one of the run's events and redraw."""
+        self._money = event.ledger
+        if isinstance(event, RunStarted):
+            self._run_started(event.run)
+        elif isinstance(event, DecisionMade):
+            self.decisions += 1
+            for name, chosen in event.decision.allocation.items():
+                if chosen.get("samples", 0):
+                    self._model[name] = f"{chosen['model']} x{chosen['samples']}"
+        elif isinstance(event, AttemptStarted):
+            self.attempts += 1
+            name = event.attempt.subtask
+            if name in self._attempts:
+                self._attempts[name] += 1
+                self._running[name] += 1
+        elif isinstance(event, CallFinished):
+            call = event.call
+            if call.kind is CallKind.LLM:
+                self.model_calls += 1
+                self._functions.discard(call.subtask or "")
+                if call.subtask in self._cost:
+                    self._cost[call.subtask] += call.cost_usd
+        elif isinstance(event, AttemptFinished):
+            attempt = event.attempt
+            if attempt.subtask in self._running:
+                self._running[attempt.subtask] = max(0, self._running[attempt.subtask] - 1)
+            if attempt.status is AttemptStatus.PASSED:
+                self._model[attempt.subtask] = attempt.model
+        elif isinstance(event, SubtaskChanged):
+            if event.subtask.subtask in self._status:
+                self._status[event.subtask.subtask] = event.subtask.status
+        elif isinstance(event, RunFinished):
+            self.run = event.run
+            self.finished = True
+            self._refresh()
+            if self._live is not None:
+                self._live.stop()
+            return
+        self._refresh()
+
+    def _run_started(self, run: RunRecord) -> None:
         """Start drawing (or, without the live view, say that the run started)."""
         self._started = time.monotonic()
         self.run = run
@@ -248,59 +278,6 @@ class ProgressView:
                 highlight=False,
                 markup=False,
             )
-        await self._poll()
-        self._refresh()
-
-    async def decision_made(self, decision: DecisionRecord) -> None:
-        """Count decisions; show chosen models."""
-        self.decisions += 1
-        for name, chosen in decision.allocation.items():
-            if chosen.get("samples", 0):
-                self._model[name] = f"{chosen['model']} x{chosen['samples']}"
-        await self._poll()
-        self._refresh()
-
-    async def attempt_started(self, attempt: AttemptRecord) -> None:
-        """An attempt is running."""
-        self.attempts += 1
-        if attempt.subtask in self._attempts:
-            self._attempts[attempt.subtask] += 1
-            self._running[attempt.subtask] += 1
-        await self._poll()
-        self._refresh()
-
-    async def call_finished(self, call: CallRecord) -> None:
-        """Count model calls and add their cost."""
-        if call.kind is CallKind.LLM:
-            self.model_calls += 1
-            self._functions.discard(call.subtask or "")
-            if call.subtask in self._cost:
-                self._cost[call.subtask] += call.cost_usd
-            self._refresh()
-
-    async def attempt_finished(self, attempt: AttemptRecord) -> None:
-        """An attempt ended."""
-        if attempt.subtask in self._running:
-            self._running[attempt.subtask] = max(0, self._running[attempt.subtask] - 1)
-        if attempt.status is AttemptStatus.PASSED:
-            self._model[attempt.subtask] = attempt.model
-        await self._poll()
-        self._refresh()
-
-    async def subtask_changed(self, subtask: SubtaskRecord) -> None:
-        """Show the subtask's state."""
-        if subtask.subtask in self._status:
-            self._status[subtask.subtask] = subtask.status
-        await self._poll()
-        self._refresh()
-
-    async def run_finished(self, run: RunRecord) -> None:
-        """Keep the final record; draw the last frame from it and stop."""
-        self.run = run
-        self.finished = True
-        self._refresh()
-        if self._live is not None:
-            self._live.stop()
 
     async def aclose(self) -> None:
         """Stop drawing if still live."""

@@ -30,6 +30,7 @@ from orchestrator.errors import (
     StorageError,
     UserError,
 )
+from orchestrator.events import CallFinished
 from orchestrator.gateway import AttemptGateway, _Shared
 from orchestrator.ledger import Reservation
 from orchestrator.records import AttemptRecord, AttemptStatus, CallKind, CallRecord, CallStatus
@@ -116,7 +117,6 @@ async def run_attempt(
     fatal: BudgetflowError | None = None
     cancelled = False
     try:
-        await shared.recorder.attempt_started(record)
         ctx = AttemptContext(
             run_id=shared.run_id,
             subtask=name,
@@ -211,6 +211,7 @@ async def _close(
             what=f"the span of attempt `{record.attempt_id}`",
             min_wait_s=0.0 if isinstance(fatal, StorageError) or shared.storage_failure else 0.5,
         )
+        shared.emit(CallFinished, call=span)
     except StorageError as exc:
         fatal = fatal or exc
         shared.storage_failure = shared.storage_failure or exc

@@ -46,7 +46,7 @@ import itertools
 import random
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -58,6 +58,7 @@ from orchestrator._estimate_book import EstimateBook
 from orchestrator._finish import durable_by, finish_anyway
 from orchestrator._repair import MAX_SAMPLES_PER_BATCH, AllocationRepair
 from orchestrator._run_views import AncestorView, SetView, jsonable, redacted_inputs, state_summary
+from orchestrator._tally import TallyLedger
 from orchestrator.agent import PromptPreview, template_values
 from orchestrator.catalog import NO_MODEL, Catalog, ModelSpec
 from orchestrator.errors import (
@@ -67,9 +68,23 @@ from orchestrator.errors import (
     UserError,
     WorkflowError,
 )
+from orchestrator.events import (
+    BUDGET_THRESHOLDS,
+    AttemptFinished,
+    AttemptStarted,
+    BudgetThresholdCrossed,
+    CallFinished,
+    DecisionMade,
+    Event,
+    Observer,
+    RunFinished,
+    RunStarted,
+    SubtaskChanged,
+)
 from orchestrator.gateway import RetryPolicy, _Shared
-from orchestrator.ledger import Ledger, Reservation, nano_to_usd
+from orchestrator.ledger import Ledger, Reservation, nano_to_usd, usd_to_nano
 from orchestrator.model_client import ModelClient
+from orchestrator.observers import ObserverHub
 from orchestrator.plan import Allocation, Assignment, InFlight, ModelPrice, PlanState, Policy
 from orchestrator.records import (
     AttemptRecord,
@@ -176,12 +191,14 @@ class Executor:
         retry: RetryPolicy | None = None,
         record_content: bool = True,
         cancel: asyncio.Event | None = None,
+        observers: Sequence[Observer] = (),
     ) -> None:
         self.workflow = workflow
         self.catalog = catalog
         self.client = client
         self.policy = policy
-        self.ledger = ledger
+        self._tally = TallyLedger(ledger, usd_to_nano(limits.budget_usd))
+        self.ledger: Ledger = self._tally
         self.recorder = recorder
         self.limits = limits
         self.inputs = dict(inputs)
@@ -230,6 +247,10 @@ class Executor:
         self._deadline_at: float | None = None
         self._fatal: BudgetflowError | None = None
         self._policy_thread: ThreadPoolExecutor | None = None
+        self.hub = ObserverHub(observers)
+        """Delivers the run's events to its observers."""
+        self._seq = itertools.count()
+        self._thresholds = list(BUDGET_THRESHOLDS)
 
     # ---- public -------------------------------------------------------------------------
 
@@ -259,6 +280,7 @@ class Executor:
             started_at=self._t0,
             record_content=self.record_content,
             rng=random.Random(self.seed),
+            emit=self._emit,
         )
         self._scope = AttemptScope(
             shared=self._shared,
@@ -283,6 +305,7 @@ class Executor:
             inputs=jsonable(self.inputs) if self.record_content else redacted_inputs(self.inputs),
         )
         await self.recorder.run_started(record)
+        self._emit(RunStarted, run=record, dag=self._dag)
         handles: list[asyncio.TimerHandle] = []
         if deadline_at is not None:
             handles.append(loop.call_at(deadline_at, self._events.put_nowait, _DEADLINE))
@@ -441,21 +464,21 @@ class Executor:
         info = dict(allocation.info)
         if repairs:
             info["repaired"] = repairs
-        await self.recorder.decision_made(
-            DecisionRecord(
-                run_id=self.run_id,
-                index=self._decisions,
-                at_s=self._now(),
-                policy=self.policy.name,
-                state=state_summary(state),
-                allocation={
-                    s: {"model": a.model, "samples": a.samples, "max_tokens": a.max_tokens}
-                    for s, a in allocation.assignments.items()
-                },
-                info=jsonable(info),
-                decide_ms=decide_ms,
-            )
+        decision = DecisionRecord(
+            run_id=self.run_id,
+            index=self._decisions,
+            at_s=self._now(),
+            policy=self.policy.name,
+            state=state_summary(state),
+            allocation={
+                s: {"model": a.model, "samples": a.samples, "max_tokens": a.max_tokens}
+                for s, a in allocation.assignments.items()
+            },
+            info=jsonable(info),
+            decide_ms=decide_ms,
         )
+        await self.recorder.decision_made(decision)
+        self._emit(DecisionMade, decision=decision)
         self._decisions += 1
         refused = list(refusals)
         for name in ready:
@@ -542,6 +565,8 @@ class Executor:
 
     async def _attempt(self, att: _Attempt) -> AttemptEnded:
         """Run one attempt; post its ending unless it was cancelled (then its canceller takes it)."""
+        await self.recorder.attempt_started(att.record)
+        self._emit(AttemptStarted, attempt=att.record)
         ended, cancelled = await run_attempt(
             self._scope, att.record, model=att.batch.model, max_tokens=att.batch.max_tokens, hold=att.hold
         )
@@ -560,18 +585,18 @@ class Executor:
         if event.fatal is not None and self._fatal is None:
             self._fatal = event.fatal
         verdict = event.verdict
-        await self.recorder.attempt_finished(
-            replace(
-                att.record,
-                status=status,
-                ended_s=event.ended_s,
-                check_passed=None if verdict is None else verdict.passed,
-                check_detail=event.detail,
-                check_simulated=event.output is not None and event.output.simulated_success is not None,
-                output_preview=None if event.output is None else event.output.text[:_PREVIEW],
-                spent_usd=nano_to_usd(event.spent_nano),
-            )
+        final = replace(
+            att.record,
+            status=status,
+            ended_s=event.ended_s,
+            check_passed=None if verdict is None else verdict.passed,
+            check_detail=event.detail,
+            check_simulated=event.output is not None and event.output.simulated_success is not None,
+            output_preview=None if event.output is None else event.output.text[:_PREVIEW],
+            spent_usd=nano_to_usd(event.spent_nano),
         )
+        await self.recorder.attempt_finished(final)
+        self._emit(AttemptFinished, attempt=final)
 
     # ---- ending ------------------------------------------------------------------------------
 
@@ -600,6 +625,7 @@ class Executor:
             # Cancelled before it ran: nothing was called, give its hold back.
             await self.ledger.settle(att.hold, 0)
             await self.recorder.attempt_started(att.record)
+            self._emit(AttemptStarted, attempt=att.record)
             ending = AttemptEnded(
                 attempt_id=att.record.attempt_id,
                 status=AttemptStatus.CANCELLED,
@@ -679,6 +705,7 @@ class Executor:
                 outcome=Outcome.FAILED,
                 reason=f"{final.reason + '; ' if final.reason else ''}{_describe(storage_failure)}",
             )
+        self._emit(RunFinished, run=final)
         return final
 
     async def _watch_cancel(self, cancel: asyncio.Event) -> None:
@@ -786,19 +813,43 @@ class Executor:
         )
 
     async def _subtask_changed(self, sub: _SubtaskRun) -> None:
-        await self.recorder.subtask_changed(
-            SubtaskRecord(
-                run_id=self.run_id,
-                subtask=sub.name,
-                status=sub.status,
-                attempts=sub.attempts,
-                winner_attempt_id=sub.winner,
-                output_preview=sub.text[:_PREVIEW] if sub.winner else None,
-                started_s=sub.started_s,
-                ended_s=sub.ended_s,
-                spent_usd=nano_to_usd(sub.spent_nano),
+        record = SubtaskRecord(
+            run_id=self.run_id,
+            subtask=sub.name,
+            status=sub.status,
+            attempts=sub.attempts,
+            winner_attempt_id=sub.winner,
+            output_preview=sub.text[:_PREVIEW] if sub.winner else None,
+            output=jsonable(sub.output) if sub.winner else None,
+            started_s=sub.started_s,
+            ended_s=sub.ended_s,
+            spent_usd=nano_to_usd(sub.spent_nano),
+        )
+        await self.recorder.subtask_changed(record)
+        self._emit(SubtaskChanged, subtask=record, output=sub.output if sub.winner else None)
+
+    def _emit(self, kind: type[Event], **fields: Any) -> None:
+        """The one way the run tells its observers what happened (nothing is built if none listen)."""
+        if not self.hub:
+            return
+        self.hub.publish(
+            kind(
+                run_id=self.run_id, seq=next(self._seq), at_s=self._now(), ledger=self._tally.view(), **fields
             )
         )
+        if kind is CallFinished:
+            spent = self._tally.spent_nano
+            while self._thresholds and spent >= self._thresholds[0] * self._tally.budget_nano:
+                threshold = self._thresholds.pop(0)
+                self.hub.publish(
+                    BudgetThresholdCrossed(
+                        run_id=self.run_id,
+                        seq=next(self._seq),
+                        at_s=self._now(),
+                        ledger=self._tally.view(),
+                        threshold=threshold,
+                    )
+                )
 
 
 def _decision_budget(remaining_s: float | None, *, first: bool) -> float:

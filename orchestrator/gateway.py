@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from orchestrator._finish import durable_by, finish_anyway
@@ -32,6 +33,7 @@ from orchestrator.errors import (
     ReplicaUnavailable,
     StorageError,
 )
+from orchestrator.events import CallFinished
 from orchestrator.ledger import Ledger, Reservation, nano_to_usd
 from orchestrator.model_client import CallProgress, ChatMessage, ChatRequest, ChatResponse, ModelClient
 from orchestrator.records import CallKind, CallRecord, CallStatus, Recorder
@@ -69,6 +71,8 @@ class _Shared:
     started_at: float
     record_content: bool
     rng: random.Random
+    emit: Callable[..., None]
+    """The run's one way to publish an event (`Executor._emit`)."""
     storage_failure: StorageError | None = None
     """The first failure of the durable recorder in this run (it fails the run)."""
 
@@ -289,6 +293,7 @@ class AttemptGateway:
         finally:
             self.spent_nano += await self._s.ledger.settle(reservation, cost)
             self.billed_nano += cost
+        self._s.emit(CallFinished, call=record)
 
 
 def _render(messages: list[ChatMessage]) -> str:

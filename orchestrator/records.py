@@ -141,6 +141,8 @@ class SubtaskRecord:
     """Attempt whose output was taken."""
     output_preview: str | None = None
     """Start of the output text."""
+    output: Any = None
+    """The winner's output, whole, as JSON (`None` until completed, or with content recording off)."""
     started_s: float | None = None
     """Run-relative time of the first attempt."""
     ended_s: float | None = None

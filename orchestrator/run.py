@@ -1,4 +1,9 @@
-"""Running a workflow: `arun` (async) and `run` (a sync wrapper for scripts and notebooks)."""
+"""Running a workflow with the services given: `arun` (async) and `run` (a sync wrapper).
+
+The core of a run. Users call `budgetflow.run` / `budgetflow.arun`, which add defaults
+(a client for the catalog, a policy by name) from the composition root,
+`budgetflow.services`.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +18,13 @@ from orchestrator.call_tree import CallTree
 from orchestrator.catalog import Catalog
 from orchestrator.errors import ConfigError
 from orchestrator.estimates import AttemptEstimate
+from orchestrator.events import Observer
 from orchestrator.executor import Executor
-from orchestrator.fanout_recorder import FanoutRecorder
 from orchestrator.gateway import RetryPolicy
 from orchestrator.ledger import InProcessLedger, Ledger, usd_to_nano
 from orchestrator.memory_recorder import MemoryRecorder
 from orchestrator.model_client import ModelClient
+from orchestrator.observers import ObserverStats
 from orchestrator.plan import Policy
 from orchestrator.records import (
     AttemptRecord,
@@ -29,14 +35,9 @@ from orchestrator.records import (
     RunRecord,
     SubtaskRecord,
 )
-from orchestrator.simulated import SimulatedBackend
 from orchestrator.workflow import RunLimits, Workflow
 
 __all__ = ["RunResult", "arun", "run"]
-
-DEFAULT_POLICY = "mcpp"
-"""Policy used when none is named."""
-
 
 @dataclass(frozen=True, kw_only=True)
 class RunResult:
@@ -56,6 +57,8 @@ class RunResult:
     """Every subtask's final state, in the workflow's order."""
     calls: Sequence[CallRecord]
     """Every call and span."""
+    observers: Sequence[ObserverStats] = ()
+    """What each observer received (delivered, dropped, errors)."""
 
     @property
     def run_id(self) -> str:
@@ -78,82 +81,61 @@ class RunResult:
         return self.run.makespan_s or 0.0
 
 
-def resolve_policy(policy: str | Policy, seed: int) -> Policy:
-    """A policy object from a name or an object."""
-    if isinstance(policy, str):
-        from policies.registry import make_policy
-
-        return make_policy(policy, seed=seed)
-    return policy
-
-
 async def arun(
     workflow: Workflow,
     *,
     catalog: Catalog,
+    client: ModelClient,
+    policy: Policy,
     budget_usd: Decimal | float | str,
     deadline_s: float | None = None,
     inputs: Mapping[str, Any] | None = None,
-    policy: str | Policy = DEFAULT_POLICY,
     seed: int = 0,
-    client: ModelClient | None = None,
     recorder: Recorder | None = None,
     ledger: Ledger | None = None,
+    observers: Sequence[Observer] = (),
     learned_estimates: Mapping[tuple[str, str], AttemptEstimate] | None = None,
     retry: RetryPolicy | None = None,
     record_content: bool = True,
-    sim_time_scale: float = 1.0,
     run_id: str | None = None,
     cancel: asyncio.Event | None = None,
+    observer_drain_s: float = 0.5,
 ) -> RunResult:
-    """Run `workflow` once under a hard budget and a deadline.
+    """Run `workflow` once under a hard budget and a deadline, with the services given.
+
+    This is the core: it builds no client, ledger or recorder and knows no policy by name.
+    `budgetflow.arun` is the same with defaults for all of them (see `budgetflow.services`).
 
     Args:
         workflow: the DAG to run (validated here against `catalog` and `inputs`).
         catalog: the models it may use.
+        client: the model client (prepared here, before the run's clock starts).
+        policy: the policy that decides.
         budget_usd: hard budget; spend never exceeds it.
-        deadline_s: seconds from now; in-flight calls are cancelled when it passes.
+        deadline_s: seconds from the start; in-flight calls are cancelled when it passes.
         inputs: values for the prompt templates.
-        policy: a policy object or a registered name (`mcpp`, `always_cheapest`, ...).
-        seed: seeds the policy, retries' jitter and the simulated backend.
-        client: model client; default: litellm, with the simulated backend for simulated models.
-        recorder: where records go (e.g. `storage.SqlRecorder`); the result always has them too.
+        seed: seeds the policy's retries' jitter and the attempts' seeds.
+        recorder: the durable recorder (e.g. `storage.SqlRecorder`); the result has the
+            records either way.
         ledger: budget ledger; default: an in-process ledger for `budget_usd`.
+        observers: watch the run's events (`orchestrator.events`), off its critical path.
         learned_estimates: estimates learned from recorded runs, preferred over priors.
         retry: how provider errors are retried.
-        record_content: store prompt and response text, and the run's inputs; `False` records
-            each input as its size only (`{"redacted": true, "chars": N}`).
-        sim_time_scale: speed of the simulated backend on a real clock (0.1 = ten times faster).
+        record_content: store prompt and response text, outputs and the run's inputs;
+            `False` records each input as its size only (`{"redacted": true, "chars": N}`).
         run_id: the run's id (default: random).
         cancel: set it to end the run early: in-flight calls are cancelled and settled, the
             run is recorded `cancelled`, and `arun` returns its result (cancelling the task
             running `arun` does the same, then raises `CancelledError`).
+        observer_drain_s: after the run, how long observers may take to catch up before they
+            are stopped (the run's own record is final before).
     """
     inputs = dict(inputs or {})
     limits = RunLimits.checked(budget_usd, deadline_s)
     workflow.validate(catalog=catalog, inputs=inputs)
-    if any(not catalog.get(m).simulated for s in workflow.subtasks.values() for m in s.models):
+    if any(not catalog.get(m).priced for s in workflow.subtasks.values() for m in s.models):
         catalog = catalog.resolve_prices()
     estimates = EstimateBook.build(workflow, catalog, learned_estimates)
-    chosen = resolve_policy(policy, seed)
-    own_client = client is None
-    if client is None:
-        from orchestrator.litellm_client import LiteLLMClient, PoolCaller
-
-        # The simulated backend plays the world as the priors describe it; the planner may
-        # believe learned estimates instead.
-        truth = EstimateBook.build(workflow, catalog)
-        used_pools = {catalog.get(m).pool for s in workflow.subtasks.values() for m in s.models} - {None}
-        pool_callers: dict[str, PoolCaller] = {}
-        if used_pools:
-            from orchestrator.pool import PooledLiteLLMCaller
-
-            pool_callers = {name: PooledLiteLLMCaller(catalog.pools[name]) for name in used_pools if name}
-        client = LiteLLMClient(
-            catalog,
-            simulated=SimulatedBackend(truth.table, seed=seed, time_scale=sim_time_scale),
-            pool_callers=pool_callers,
-        )
     if ledger is None:
         ledger = InProcessLedger(usd_to_nano(limits.budget_usd))
     else:
@@ -164,14 +146,13 @@ async def arun(
                 f" (${limits.budget_usd}); create the ledger with the run's budget"
             )
     memory = MemoryRecorder()
-    sink: Recorder = memory if recorder is None else FanoutRecorder(recorder, memory)
     executor = Executor(
         workflow=workflow,
         catalog=catalog,
         client=client,
-        policy=chosen,
+        policy=policy,
         ledger=ledger,
-        recorder=sink,
+        recorder=memory if recorder is None else _KeptAndRecorded(memory, recorder),
         limits=limits,
         inputs=inputs,
         estimates=estimates,
@@ -180,14 +161,14 @@ async def arun(
         retry=retry,
         record_content=record_content,
         cancel=cancel,
+        observers=observers,
     )
     try:
         # Slow one-time work (litellm's import, tokenizers, pool health) before the clock starts.
         await client.prepare()
         record = await executor.run()
     finally:
-        if own_client:
-            await client.aclose()
+        await executor.hub.aclose(drain_s=observer_drain_s)
     winners = {s.subtask: s for s in memory.subtasks.values() if s.winner_attempt_id}
     return RunResult(
         run=record,
@@ -197,6 +178,7 @@ async def arun(
         attempts=sorted(memory.attempts.values(), key=lambda a: a.started_s),
         subtasks=[memory.subtasks[n] for n in workflow.subtasks if n in memory.subtasks],
         calls=list(memory.calls),
+        observers=executor.hub.stats(),
     )
 
 
@@ -207,3 +189,42 @@ def run(workflow: Workflow, **kwargs: Any) -> RunResult:
     except RuntimeError:
         return asyncio.run(arun(workflow, **kwargs))
     raise ConfigError("`run()` was called inside a running event loop; use `await arun(...)` instead")
+
+
+class _KeptAndRecorded:
+    """Every record kept in memory (for the result) and written to the durable recorder."""
+
+    def __init__(self, memory: MemoryRecorder, durable: Recorder) -> None:
+        self._memory = memory
+        self._durable = durable
+
+    async def run_started(self, run: RunRecord) -> None:
+        await self._memory.run_started(run)
+        await self._durable.run_started(run)
+
+    async def decision_made(self, decision: DecisionRecord) -> None:
+        await self._memory.decision_made(decision)
+        await self._durable.decision_made(decision)
+
+    async def attempt_started(self, attempt: AttemptRecord) -> None:
+        await self._memory.attempt_started(attempt)
+        await self._durable.attempt_started(attempt)
+
+    async def call_finished(self, call: CallRecord) -> None:
+        await self._memory.call_finished(call)
+        await self._durable.call_finished(call)
+
+    async def attempt_finished(self, attempt: AttemptRecord) -> None:
+        await self._memory.attempt_finished(attempt)
+        await self._durable.attempt_finished(attempt)
+
+    async def subtask_changed(self, subtask: SubtaskRecord) -> None:
+        await self._memory.subtask_changed(subtask)
+        await self._durable.subtask_changed(subtask)
+
+    async def run_finished(self, run: RunRecord) -> None:
+        await self._memory.run_finished(run)
+        await self._durable.run_finished(run)
+
+    async def aclose(self) -> None:
+        await self._durable.aclose()

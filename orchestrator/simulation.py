@@ -6,12 +6,13 @@ what they measure is what production does, only faster.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
 from orchestrator._estimate_book import EstimateBook
 from orchestrator.catalog import Catalog
+from orchestrator.events import Observer
 from orchestrator.plan import Policy
 from orchestrator.run import RunResult, arun
 from orchestrator.simulated import SimulatedBackend, SimulatedClient
@@ -25,13 +26,14 @@ def simulate(
     workflow: Workflow,
     *,
     catalog: Catalog,
-    policy: str | Policy,
+    policy: Policy,
     budget_usd: Decimal | float | str,
     deadline_s: float | None,
     seed: int = 0,
     inputs: Mapping[str, Any] | None = None,
     error_rate: float = 0.0,
     record_content: bool = False,
+    observers: Sequence[Observer] = (),
 ) -> RunResult:
     """Run `workflow` once on virtual time with the seeded simulated backend.
 
@@ -51,5 +53,6 @@ def simulate(
             inputs=inputs,
             client=client,
             record_content=record_content,
+            observers=observers,
         )
     )

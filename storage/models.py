@@ -139,6 +139,8 @@ class SubtaskExecution(Base):
     """Attempt whose output was taken."""
     output_preview: Mapped[str | None] = mapped_column(Text)
     """Start of the output."""
+    output: Mapped[Any] = mapped_column(JSON_DOC, nullable=True)
+    """The winner's output, whole (JSON)."""
     started_s: Mapped[float | None] = mapped_column(Float)
     """Run-relative start."""
     ended_s: Mapped[float | None] = mapped_column(Float)

@@ -65,7 +65,7 @@ __all__ = ["SqlRecorder"]
 
 _log = logging.getLogger(__name__)
 
-_CONTENT_FIELDS = frozenset({"prompt", "response", "output_preview"})
+_CONTENT_FIELDS = frozenset({"prompt", "response", "output_preview", "output"})
 _MODELS: dict[str, type[Base]] = {
     m.__tablename__: m for m in (Run, PlanDecision, Attempt, Call, SubtaskExecution)
 }

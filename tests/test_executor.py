@@ -8,6 +8,7 @@ from decimal import Decimal
 import pytest
 
 from agents import FunctionAgent, LLMAgent, checks
+from budgetflow import arun, simulate
 from orchestrator import (
     Allocation,
     Assignment,
@@ -24,8 +25,6 @@ from orchestrator import (
     RetryPolicy,
     Workflow,
     WorkflowError,
-    arun,
-    simulate,
 )
 from orchestrator.ledger import usd_to_nano
 from orchestrator.simulated import SimulatedBackend, SimulatedClient

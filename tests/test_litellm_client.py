@@ -7,6 +7,7 @@ from decimal import Decimal
 import pytest
 
 from agents import LLMAgent
+from budgetflow import arun
 from orchestrator import (
     CallKind,
     CallStatus,
@@ -16,7 +17,6 @@ from orchestrator import (
     Outcome,
     RetryPolicy,
     Workflow,
-    arun,
 )
 from orchestrator._litellm import litellm_module
 from tests.openai_stub import ScriptedProvider, serve

@@ -96,6 +96,8 @@ def test_the_door_is_the_same_objects_as_the_packages_behind_it() -> None:
     import budgetflow
     import orchestrator
 
-    assert budgetflow.Workflow is orchestrator.Workflow and budgetflow.run is orchestrator.run
+    assert budgetflow.Workflow is orchestrator.Workflow and budgetflow.RunResult is orchestrator.RunResult
+    # `budgetflow.run` adds defaults (a client, a policy by name) to the core's `orchestrator.run`
+    assert budgetflow.run is not orchestrator.run
     assert budgetflow.LLMAgent is agents.LLMAgent and budgetflow.checks is agents.checks
     assert budgetflow.LangGraphAgent is agents.LangGraphAgent

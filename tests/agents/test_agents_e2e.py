@@ -15,7 +15,8 @@ from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
 from agents import LangGraphAgent, LLMAgent, checks
-from orchestrator import CallKind, Catalog, Outcome, Workflow, arun
+from budgetflow import arun
+from orchestrator import CallKind, Catalog, Outcome, Workflow
 from orchestrator.simulated import SimulatedBackend, SimulatedClient
 from tests.conftest import estimate
 

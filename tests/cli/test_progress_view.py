@@ -6,9 +6,25 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from budgetflow.progress import ProgressView
-from orchestrator.ledger import InProcessLedger, usd_to_nano
+from orchestrator.events import LedgerView, RunFinished, RunStarted, SubtaskChanged
+from orchestrator.plan import DagView
 from orchestrator.records import Outcome, RunRecord, SubtaskRecord, SubtaskStatus
 from tests.cli.conftest import capture
+
+_DAG = DagView(subtasks=(), parents={}, models={})
+
+
+def _money(spent: str = "0", reserved: str = "0") -> LedgerView:
+    return LedgerView(budget_usd=Decimal("0.05"), spent_usd=Decimal(spent), reserved_usd=Decimal(reserved))
+
+
+def _started(run: RunRecord) -> RunStarted:
+    return RunStarted(run_id=run.run_id, seq=0, at_s=0.0, ledger=_money(), run=run, dag=_DAG)
+
+
+def _changed(name: str, status: SubtaskStatus) -> SubtaskChanged:
+    record = SubtaskRecord(run_id="0123456789ab", subtask=name, status=status)
+    return SubtaskChanged(run_id="0123456789ab", seq=1, at_s=0.1, ledger=_money(), subtask=record)
 
 
 def _run(workflow: str, **changes: object) -> RunRecord:
@@ -31,20 +47,15 @@ async def test_the_view_fits_80x24_with_22_subtasks_and_a_long_name() -> None:
     view = ProgressView(
         console,
         subtasks=subtasks,
-        ledger=InProcessLedger(usd_to_nano("0.05")),
         budget_usd=Decimal("0.05"),
         deadline_s=45.0,
         simulated=["mini", "4o"],
         live=False,
     )
-    await view.run_started(_run("a-very-long-workflow-name-" * 4))
+    await view.observe(_started(_run("a-very-long-workflow-name-" * 4)))
     for name in subtasks[:15]:
-        await view.subtask_changed(
-            SubtaskRecord(run_id="0123456789ab", subtask=name, status=SubtaskStatus.COMPLETED)
-        )
-    await view.subtask_changed(
-        SubtaskRecord(run_id="0123456789ab", subtask="step_20", status=SubtaskStatus.RUNNING)
-    )
+        await view.observe(_changed(name, SubtaskStatus.COMPLETED))
+    await view.observe(_changed("step_20", SubtaskStatus.RUNNING))
     with console.capture() as frame:
         console.print(view.render())
     lines = frame.get().splitlines()
@@ -59,22 +70,32 @@ async def test_the_view_fits_80x24_with_22_subtasks_and_a_long_name() -> None:
 
 async def test_the_last_frame_shows_the_final_state_not_a_stale_reservation() -> None:
     console, _ = capture(width=100)
-    ledger = InProcessLedger(usd_to_nano("0.05"))
     view = ProgressView(
         console,
         subtasks=["a"],
-        ledger=ledger,
         budget_usd=Decimal("0.05"),
         deadline_s=45.0,
         simulated=[],
         live=False,
     )
-    await view.run_started(_run("w"))
-    await ledger.reserve(usd_to_nano("0.01"))  # a hold the ledger still shows when the run ends
+    await view.observe(_started(_run("w")))
+    # the last event before the end still shows a hold
+    await view.observe(
+        SubtaskChanged(
+            run_id="0123456789ab",
+            seq=1,
+            at_s=1.0,
+            ledger=_money("0.01", "0.01"),
+            subtask=SubtaskRecord(run_id="0123456789ab", subtask="a", status=SubtaskStatus.RUNNING),
+        )
+    )
     with console.capture() as before:
         console.print(view.render())
     assert "reserved $0.010000" in before.get()
-    await view.run_finished(_run("w", outcome=Outcome.COMPLETED, spent_usd=Decimal("0.02"), makespan_s=12.5))
+    final = _run("w", outcome=Outcome.COMPLETED, spent_usd=Decimal("0.02"), makespan_s=12.5)
+    await view.observe(
+        RunFinished(run_id=final.run_id, seq=2, at_s=12.5, ledger=_money("0.02", "0.01"), run=final)
+    )
     with console.capture() as last:
         console.print(view.render())
     text = last.get()
@@ -87,14 +108,13 @@ async def test_a_function_subtask_looks_like_a_function_until_it_calls_a_model()
     view = ProgressView(
         console,
         subtasks=["merge", "write"],
-        ledger=InProcessLedger(usd_to_nano("0.05")),
         budget_usd=Decimal("0.05"),
         deadline_s=None,
         simulated=[],
         live=False,
         functions=frozenset({"merge"}),
     )
-    await view.run_started(_run("w"))
+    await view.observe(_started(_run("w")))
     with console.capture() as frame:
         console.print(view.render())
     rows = {line.split()[0]: line for line in frame.get().splitlines() if line.startswith(("merge", "write"))}

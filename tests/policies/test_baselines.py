@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from budgetflow import simulate
 from orchestrator.errors import ConfigError
 from orchestrator.records import Outcome
-from orchestrator.simulation import simulate
 from policies import make_policy, policy_names
 from policies.budget_splits import StaticSplit, critical_path_weights, uniform_weights
 from policies.pacing import DualMirrorDescent, ThresholdRouter

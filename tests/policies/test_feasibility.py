@@ -9,11 +9,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from budgetflow import simulate
 from orchestrator.errors import ConfigError
 from orchestrator.estimates import AttemptEstimate, EmpiricalSample, LogNormal, default_max_tokens
 from orchestrator.plan import Assignment, DagView, InFlight, ModelPrice, PlanState
 from orchestrator.records import Outcome
-from orchestrator.simulation import simulate
 from policies import MCPP, MCPPConfig, make_policy, policy_names
 from policies.feasibility import MAX_SAMPLES, allocation_holds_usd, default_cap, repair, samples_that_fit
 from policies.pacing import DualMirrorDescent

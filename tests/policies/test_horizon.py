@@ -9,9 +9,9 @@ import time
 import numpy as np
 import pytest
 
+from budgetflow import simulate
 from orchestrator.estimates import AttemptEstimate, LogNormal
 from orchestrator.plan import PlanState
-from orchestrator.simulation import simulate
 from policies import MCPP, MCPPConfig, pool_workflow
 from policies._horizon import decision_view
 from policies.baselines import FixedModel

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
+from budgetflow import simulate
 from orchestrator.plan import Allocation, Assignment
 from orchestrator.records import Outcome
-from orchestrator.simulation import simulate
 from policies.mcpp import MCPP, MCPPConfig, action_values
 from tests.policies.conftest import WorkflowFactory, initial_state, samples
 

@@ -10,9 +10,9 @@ import sys
 import numpy as np
 import pytest
 
+from budgetflow import simulate
 from orchestrator.plan import InFlight
 from orchestrator.records import Outcome
-from orchestrator.simulation import simulate
 from policies.baselines import FixedModel
 from policies.rollout import (
     BUDGET_EXHAUSTED,

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from agents import LLMAgent
+from budgetflow import arun
 from orchestrator import (
     AttemptStatus,
     CallKind,
@@ -19,7 +20,6 @@ from orchestrator import (
     Outcome,
     PoolSpec,
     Workflow,
-    arun,
 )
 from orchestrator.litellm_client import LiteLLMClient
 from orchestrator.pool import PooledLiteLLMCaller

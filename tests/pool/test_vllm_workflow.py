@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from agents import LLMAgent
-from orchestrator import CallKind, CallStatus, Catalog, ModelSpec, Outcome, PoolSpec, Workflow, arun
+from budgetflow import arun
+from orchestrator import CallKind, CallStatus, Catalog, ModelSpec, Outcome, PoolSpec, Workflow
 
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(300)]
 

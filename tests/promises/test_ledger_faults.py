@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from orchestrator import Catalog, Outcome, RunResult, arun
+from budgetflow import arun
+from orchestrator import Catalog, Outcome, RunResult
 from orchestrator.ledger import usd_to_nano
 from orchestrator.memory_recorder import MemoryRecorder
 from storage import RedisLedger

@@ -12,6 +12,7 @@ from decimal import Decimal
 import pytest
 
 from agents import LLMAgent
+from budgetflow import arun
 from orchestrator import (
     AttemptEstimate,
     Catalog,
@@ -20,7 +21,6 @@ from orchestrator import (
     ModelSpec,
     Outcome,
     Workflow,
-    arun,
 )
 from orchestrator.ledger import usd_to_nano
 from orchestrator.records import CallKind

@@ -8,6 +8,7 @@ from decimal import Decimal
 import pytest
 
 from agents import FunctionAgent, LLMAgent
+from budgetflow import arun, simulate
 from orchestrator import (
     Allocation,
     Assignment,
@@ -18,8 +19,6 @@ from orchestrator import (
     Outcome,
     PlanState,
     Workflow,
-    arun,
-    simulate,
 )
 from orchestrator.ledger import usd_to_nano
 from orchestrator.memory_recorder import MemoryRecorder

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import Catalog, Outcome, arun
+from budgetflow import arun
+from orchestrator import Catalog, Outcome
 from orchestrator.records import CallKind
 from storage import SqlRecorder, get_run
 from tests.promises.billing_provider import BillingProvider

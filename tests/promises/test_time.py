@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from agents import LLMAgent
+from budgetflow import arun
 from orchestrator import (
     Allocation,
     Assignment,
@@ -22,7 +23,6 @@ from orchestrator import (
     Outcome,
     PlanState,
     Workflow,
-    arun,
 )
 from orchestrator._estimate_book import EstimateBook
 from orchestrator.model_client import CallProgress, ChatRequest, ChatResponse

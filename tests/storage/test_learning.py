@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import Catalog, arun
+from budgetflow import arun
+from orchestrator import Catalog
 from orchestrator.records import (
     AttemptRecord,
     AttemptStatus,

@@ -1,0 +1,149 @@
+"""The composition root: settings in, the services of a run out.
+
+One place turns configuration into the things a run needs: the model client (litellm,
+with the simulated backend for simulated models and a pool client per vLLM pool), the
+policy (by name), the budget ledger (in process, or shared in Redis), the durable
+recorder (SQL) and the estimates learned from recorded runs. The CLI uses it; the API
+and the workers use it too. The core (`orchestrator.run.arun`) takes built services
+and builds none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from budgetflow.settings import Settings
+from orchestrator._estimate_book import EstimateBook
+from orchestrator.catalog import NO_MODEL, Catalog
+from orchestrator.estimates import AttemptEstimate
+from orchestrator.ledger import InProcessLedger, Ledger, usd_to_nano
+from orchestrator.model_client import ModelClient
+from orchestrator.plan import Policy
+from orchestrator.workflow import Workflow
+
+if TYPE_CHECKING:
+    from storage import SqlRecorder
+
+__all__ = ["RunServices", "default_client", "open_run_services", "resolve_policy"]
+
+
+def resolve_policy(policy: str | Policy, seed: int) -> Policy:
+    """A policy object from a registered name (`mcpp`, `fixed:small:4`, ...) or an object."""
+    if isinstance(policy, str):
+        from policies.registry import make_policy
+
+        return make_policy(policy, seed=seed)
+    return policy
+
+
+def default_client(
+    workflow: Workflow, catalog: Catalog, *, seed: int = 0, sim_time_scale: float = 1.0
+) -> ModelClient:
+    """litellm for every model, the simulated backend for simulated ones, a pool client per pool.
+
+    The simulated backend plays the world as the workflow's priors describe it (learned
+    estimates only change what the planner believes).
+    """
+    from orchestrator.litellm_client import LiteLLMClient, PoolCaller
+    from orchestrator.simulated import SimulatedBackend
+
+    used = {m for s in workflow.subtasks.values() for m in s.models} - {NO_MODEL}
+    pools = {catalog.get(m).pool for m in used} - {None}
+    pool_callers: dict[str, PoolCaller] = {}
+    if pools:
+        from orchestrator.pool import PooledLiteLLMCaller
+
+        pool_callers = {name: PooledLiteLLMCaller(catalog.pools[name]) for name in pools if name}
+    truth = EstimateBook.build(workflow, catalog)
+    return LiteLLMClient(
+        catalog,
+        simulated=SimulatedBackend(truth.table, seed=seed, time_scale=sim_time_scale),
+        pool_callers=pool_callers,
+    )
+
+
+@dataclass(kw_only=True)
+class RunServices:
+    """What one run of the CLI, the API or a worker needs, built from settings."""
+
+    recorder: SqlRecorder
+    """The durable recorder on the settings' database."""
+    ledger: Ledger
+    """The run's budget (in process, or shared in Redis)."""
+    learned: Mapping[tuple[str, str], AttemptEstimate] = field(default_factory=dict)
+    """Estimates learned from recorded runs of the workflow (empty when learning is off)."""
+    notes: list[str] = field(default_factory=list)
+    """What the user should know about the services chosen (shared ledger, learned estimates)."""
+
+
+@contextlib.asynccontextmanager
+async def open_run_services(
+    settings: Settings,
+    *,
+    workflow: Workflow,
+    catalog: Catalog,
+    budget_usd: Decimal,
+    run_id: str,
+    learn: bool = True,
+) -> AsyncIterator[RunServices]:
+    """Open the recorder and the ledger for one run; close them when it is over.
+
+    Raises:
+        ConfigError: a setting is invalid.
+        StorageError: the database or Redis cannot be reached.
+    """
+    from storage import SqlRecorder
+
+    _ensure_sqlite_dir(settings.database_url)
+    recorder = await SqlRecorder.open(settings.database_url, record_content=settings.record_content)
+    redis_client: Any = None
+    try:
+        notes: list[str] = []
+        learned: Mapping[tuple[str, str], AttemptEstimate] = {}
+        if learn:
+            from storage import learn_estimates
+
+            models = {name: spec.litellm_model for name, spec in catalog.models.items()}
+            learned = await asyncio.to_thread(learn_estimates, recorder.engine, workflow.name, models=models)
+            if learned:
+                notes.append(
+                    f"planner estimates learned from recorded runs for {len(learned)} (subtask, model)"
+                    f" pairs ({sum(len(e.samples) for e in learned.values())} attempts); priors for the rest"
+                )
+        ledger: Ledger
+        if settings.redis_url:
+            # A budget shared by every process that works on this run.
+            from redis.asyncio import Redis
+
+            from storage import RedisLedger
+            from storage._engine import redact
+
+            redis_client = Redis.from_url(settings.redis_url)
+            ledger = await RedisLedger.create(redis_client, run_id, usd_to_nano(budget_usd))
+            notes.append(f"ledger: Redis at {redact(settings.redis_url)} (shared across workers)")
+        else:
+            ledger = InProcessLedger(usd_to_nano(budget_usd))
+        yield RunServices(recorder=recorder, ledger=ledger, learned=learned, notes=notes)
+    finally:
+        try:
+            await recorder.aclose()
+        finally:
+            if redis_client is not None:
+                await redis_client.aclose()
+
+
+def _ensure_sqlite_dir(url: str) -> None:
+    """Create the SQLite file's directory (`.budgetflow/` by default) if it is missing."""
+    from storage._engine import parse_database_url, sqlite_path
+
+    path = sqlite_path(parse_database_url(url))
+    if path is not None:
+        # When this fails (a path component is a file, no permission), opening the
+        # database says which component and what to do.
+        with contextlib.suppress(OSError):
+            path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,176 @@
+"""One typed stream of what happens in a run, for everything that watches it.
+
+The executor emits every event through one method; each carries its record, the
+run-relative time it happened, its place in the run's sequence (for resuming a
+stream), and a view of the run's money at that moment, so no observer ever asks
+the ledger. Events, in the order a run produces them:
+
+```text
+RunStarted
+  DecisionMade                 a policy decision (its state, its allocation, why)
+  AttemptStarted               a sample of a subtask began
+    CallFinished               a model call (or an agent span) ended, recorded durably
+    BudgetThresholdCrossed     spend passed 50 / 80 / 95 % of the budget
+  AttemptFinished              its final status (`passed` for the one winner)
+  SubtaskChanged               ready, running, completed, failed, cancelled (with its output)
+RunFinished
+```
+
+The durable recorder (`orchestrator.records.Recorder`) is written before an event
+is published, so an observer never sees a call that is not durable yet.
+Observers (`Observer`) receive events from a bounded queue of their own and can
+never slow, stall or fail a run (`orchestrator.observers`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Protocol
+
+from orchestrator.plan import DagView
+from orchestrator.records import (
+    AttemptRecord,
+    CallRecord,
+    DecisionRecord,
+    RunRecord,
+    SubtaskRecord,
+)
+
+__all__ = [
+    "BUDGET_THRESHOLDS",
+    "AttemptFinished",
+    "AttemptStarted",
+    "BudgetThresholdCrossed",
+    "CallFinished",
+    "DecisionMade",
+    "Event",
+    "LedgerView",
+    "Observer",
+    "RunFinished",
+    "RunStarted",
+    "SubtaskChanged",
+]
+
+BUDGET_THRESHOLDS = (0.5, 0.8, 0.95)
+"""Fractions of the budget whose crossing by spend is an event."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class LedgerView:
+    """The run's money when the event happened (exact USD)."""
+
+    budget_usd: Decimal
+    """The run's budget."""
+    spent_usd: Decimal
+    """Settled spend so far."""
+    reserved_usd: Decimal
+    """Held by calls in flight."""
+    overrun_usd: Decimal = Decimal(0)
+    """Billed above the reservations, beyond the budget, so far."""
+
+    @property
+    def left_usd(self) -> Decimal:
+        """What new reservations may still take."""
+        return self.budget_usd - self.spent_usd - self.reserved_usd
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Event:
+    run_id: str
+    """The run."""
+    seq: int
+    """0, 1, 2, ... within the run: the event's place in the stream (resume after it)."""
+    at_s: float
+    """Run-relative time (the executor's monotonic clock)."""
+    ledger: LedgerView
+    """The run's money at that moment."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunStarted(_Event):
+    """A run began."""
+
+    run: RunRecord
+    """The run (outcome `running`)."""
+    dag: DagView
+    """The workflow's shape: subtasks in order, their parents and models."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DecisionMade(_Event):
+    """The policy decided what the ready subtasks get."""
+
+    decision: DecisionRecord
+    """The decision, with its state, allocation and explanation."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttemptStarted(_Event):
+    """A sample of a subtask began."""
+
+    attempt: AttemptRecord
+    """The attempt (status `running`)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CallFinished(_Event):
+    """A model call, or an agent span, ended; its record is durable."""
+
+    call: CallRecord
+    """The call, with its tokens, cost and latency."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttemptFinished(_Event):
+    """An attempt ended, with its final status."""
+
+    attempt: AttemptRecord
+    """The attempt."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SubtaskChanged(_Event):
+    """A subtask changed state."""
+
+    subtask: SubtaskRecord
+    """Its new state."""
+    output: Any = None
+    """Its output, when it completed (the winner's value, whole)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class BudgetThresholdCrossed(_Event):
+    """Spend passed a fraction of the budget (`BUDGET_THRESHOLDS`)."""
+
+    threshold: float
+    """The fraction passed (0.5, 0.8 or 0.95)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunFinished(_Event):
+    """A run ended."""
+
+    run: RunRecord
+    """The run, with its outcome, reason, spend and makespan."""
+
+
+Event = (
+    RunStarted
+    | DecisionMade
+    | AttemptStarted
+    | CallFinished
+    | AttemptFinished
+    | SubtaskChanged
+    | BudgetThresholdCrossed
+    | RunFinished
+)
+"""Everything a run emits."""
+
+
+class Observer(Protocol):
+    """Watches runs. Its calls happen off the run's critical path (`orchestrator.observers`)."""
+
+    async def observe(self, event: Event) -> None:
+        """One event of a run, in the run's order."""
+        ...
