@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -163,7 +163,7 @@ class _Stream:
         await self.queue.put(event)
 
 
-async def astream(workflow: Workflow, **kwargs: Any) -> AsyncIterator[Event]:
+async def astream(workflow: Workflow, **kwargs: Any) -> AsyncGenerator[Event, None]:
     """Run `workflow` (same arguments as `arun`) and yield its events as they happen.
 
     The last event is `RunFinished`. Leaving the loop early cancels the run (it is

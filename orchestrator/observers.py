@@ -51,10 +51,12 @@ class _Channel:
         self.delivered = 0
         self.dropped = 0
         self.errors = 0
+        self.busy = False
 
     async def pump(self) -> None:
         while True:
             event = await self.queue.get()
+            self.busy = True
             try:
                 await self.observer.observe(event)
                 self.delivered += 1
@@ -68,6 +70,7 @@ class _Channel:
                         exc_info=True,
                     )
             finally:
+                self.busy = False
                 self.queue.task_done()
 
 
@@ -113,10 +116,11 @@ class ObserverHub:
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(channel.queue.join(), max(0.0, give_up - loop.time()))
+            interrupted = channel.busy  # the event it is handling now is lost too
             channel.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await channel.task
-            left = channel.queue.qsize()
+            left = channel.queue.qsize() + (1 if interrupted else 0)
             if left:
                 channel.dropped += left
                 _log.warning("observer %s was stopped with %d events undelivered", channel.name, left)
