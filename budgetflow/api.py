@@ -26,6 +26,7 @@ from orchestrator.errors import ConfigError
 from orchestrator.estimates import AttemptEstimate
 from orchestrator.events import Event, Observer, RunFinished
 from orchestrator.gateway import RetryPolicy
+from orchestrator.interceptors import Interceptor
 from orchestrator.ledger import Ledger
 from orchestrator.model_client import ModelClient
 from orchestrator.plan import Policy
@@ -54,6 +55,7 @@ async def arun(
     recorder: Recorder | None = None,
     ledger: Ledger | None = None,
     observers: Sequence[Observer] = (),
+    interceptors: Sequence[Interceptor] = (),
     learned_estimates: Mapping[tuple[str, str], AttemptEstimate] | None = None,
     retry: RetryPolicy | None = None,
     record_content: bool = True,
@@ -75,6 +77,8 @@ async def arun(
         recorder: where records go durably (e.g. `storage.SqlRecorder`); the result has them too.
         ledger: budget ledger; default: an in-process ledger for `budget_usd`.
         observers: watch the run's events, off its critical path (`orchestrator.events`).
+        interceptors: hooks around the run, each decision, attempt and model call, in the
+            task doing the work (`orchestrator.interceptors`); e.g. `budgetflow.tracing.GenAITracing()`.
         learned_estimates: estimates learned from recorded runs, preferred over priors.
         retry: how provider errors are retried.
         record_content: store prompt and response text, outputs and inputs.
@@ -101,6 +105,7 @@ async def arun(
             recorder=recorder,
             ledger=ledger,
             observers=observers,
+            interceptors=interceptors,
             learned_estimates=learned_estimates,
             retry=retry,
             record_content=record_content,

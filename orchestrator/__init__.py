@@ -23,6 +23,14 @@ from orchestrator.errors import (
 )
 from orchestrator.estimates import AttemptEstimate, EmpiricalSample, LogNormal
 from orchestrator.gateway import RetryPolicy
+from orchestrator.interceptors import (
+    AttemptInfo,
+    CallInfo,
+    DecisionInfo,
+    Interceptor,
+    InterceptorStats,
+    RunInfo,
+)
 from orchestrator.ledger import InProcessLedger, Ledger, LedgerSnapshot, Reservation
 from orchestrator.litellm_client import LiteLLMClient
 from orchestrator.memory_recorder import MemoryRecorder
@@ -52,12 +60,14 @@ __all__ = [
     "Assignment",
     "AttemptContext",
     "AttemptEstimate",
+    "AttemptInfo",
     "AttemptNode",
     "AttemptOutput",
     "AttemptRecord",
     "AttemptStatus",
     "BudgetExhausted",
     "BudgetflowError",
+    "CallInfo",
     "CallKind",
     "CallNode",
     "CallProgress",
@@ -75,10 +85,13 @@ __all__ = [
     "ConfigError",
     "DagView",
     "DeadlineExceeded",
+    "DecisionInfo",
     "DecisionRecord",
     "EmpiricalSample",
     "InFlight",
     "InProcessLedger",
+    "Interceptor",
+    "InterceptorStats",
     "LatencyProfile",
     "Ledger",
     "LedgerSnapshot",
@@ -99,6 +112,7 @@ __all__ = [
     "Reservation",
     "RetryPolicy",
     "RunError",
+    "RunInfo",
     "RunLimits",
     "RunRecord",
     "RunResult",

@@ -32,7 +32,8 @@ from orchestrator.errors import (
 )
 from orchestrator.events import CallFinished
 from orchestrator.gateway import AttemptGateway, _Shared
-from orchestrator.ledger import Reservation
+from orchestrator.interceptors import AttemptInfo
+from orchestrator.ledger import Reservation, nano_to_usd
 from orchestrator.records import AttemptRecord, AttemptStatus, CallKind, CallRecord, CallStatus
 from orchestrator.workflow import Ancestry, Subtask
 
@@ -112,9 +113,15 @@ async def run_attempt(
         span_id=span_id,
         held=hold,
     )
+    around = (
+        shared.hooks.attempt.enter(AttemptInfo(attempt=record, model=model, span_id=span_id))
+        if shared.hooks.attempt
+        else None
+    )
     status, output, verdict = AttemptStatus.ERROR, None, None
     detail: str | None = None
     fatal: BudgetflowError | None = None
+    error: BaseException | None = None
     cancelled = False
     try:
         ctx = AttemptContext(
@@ -149,11 +156,11 @@ async def run_attempt(
     except asyncio.CancelledError:
         status, detail, cancelled = AttemptStatus.CANCELLED, "cancelled", True
     except (UserError, StorageError) as exc:
-        fatal, detail = exc, str(exc)
+        fatal, detail, error = exc, str(exc), exc
     except (ProviderError, BudgetExhausted, DeadlineExceeded, CheckError) as exc:
-        detail = f"{type(exc).__name__}: {exc}"
+        detail, error = f"{type(exc).__name__}: {exc}", exc
     except Exception as exc:  # a bug in the agent: the attempt errs, the run goes on
-        detail = "agent raised " + "".join(traceback.format_exception_only(exc)).strip()
+        detail, error = "agent raised " + "".join(traceback.format_exception_only(exc)).strip(), exc
     ending = AttemptEnded(
         attempt_id=record.attempt_id,
         status=status,
@@ -163,10 +170,16 @@ async def run_attempt(
         fatal=fatal,
     )
     closed: list[AttemptEnded] = []
+    spans: list[CallRecord] = []
     try:
-        await finish_anyway(_close(scope, record, model, gateway, span_id, ending, closed))
+        await finish_anyway(_close(scope, record, model, gateway, span_id, ending, closed, spans))
     except asyncio.CancelledError:
         cancelled = True
+    if around is not None:
+        info, final = around.info, closed[0]
+        info.status, info.detail, info.error = final.status, final.detail, error
+        info.spent_usd = nano_to_usd(final.spent_nano)
+        around.finish(spans[0] if spans else None)
     return closed[0], cancelled
 
 
@@ -178,8 +191,10 @@ async def _close(
     span_id: str,
     ending: AttemptEnded,
     closed: list[AttemptEnded],
+    spans: list[CallRecord],
 ) -> None:
-    """Release an unused hold and record the attempt's span; put the final ending in `closed`."""
+    """Release an unused hold and record the attempt's span; put the final ending in `closed`
+    and the span's record in `spans` (they outlive a cancellation of the caller)."""
     shared = scope.shared
     fatal = ending.fatal
     try:
@@ -205,6 +220,7 @@ async def _close(
             error=ending.detail if ending.status is AttemptStatus.ERROR else None,
             simulated=model.simulated,
         )
+        spans.append(span)
         await durable_by(
             shared.recorder.call_finished(span),
             shared.deadline_at,

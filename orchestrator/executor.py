@@ -63,6 +63,7 @@ from orchestrator.agent import PromptPreview, template_values
 from orchestrator.catalog import NO_MODEL, Catalog, ModelSpec
 from orchestrator.errors import (
     BudgetflowError,
+    DeadlineExceeded,
     ProviderError,
     StorageError,
     UserError,
@@ -82,6 +83,7 @@ from orchestrator.events import (
     SubtaskChanged,
 )
 from orchestrator.gateway import RetryPolicy, _Shared
+from orchestrator.interceptors import DecisionInfo, Interceptor, RunHooks, RunInfo
 from orchestrator.ledger import Ledger, Reservation, nano_to_usd, usd_to_nano
 from orchestrator.model_client import ModelClient
 from orchestrator.observers import ObserverHub
@@ -192,6 +194,7 @@ class Executor:
         record_content: bool = True,
         cancel: asyncio.Event | None = None,
         observers: Sequence[Observer] = (),
+        interceptors: Sequence[Interceptor] = (),
     ) -> None:
         self.workflow = workflow
         self.catalog = catalog
@@ -251,6 +254,8 @@ class Executor:
         """Delivers the run's events to its observers."""
         self._seq = itertools.count()
         self._thresholds = list(BUDGET_THRESHOLDS)
+        self.hooks = RunHooks(interceptors)
+        """The interceptors' hooks around the run's work (`orchestrator.interceptors`)."""
 
     # ---- public -------------------------------------------------------------------------
 
@@ -281,6 +286,7 @@ class Executor:
             record_content=self.record_content,
             rng=random.Random(self.seed),
             emit=self._emit,
+            hooks=self.hooks,
         )
         self._scope = AttemptScope(
             shared=self._shared,
@@ -304,7 +310,13 @@ class Executor:
             started_at=datetime.now(UTC),
             inputs=jsonable(self.inputs) if self.record_content else redacted_inputs(self.inputs),
         )
-        await self.recorder.run_started(record)
+        around = self.hooks.run.enter(RunInfo(run=record, dag=self._dag)) if self.hooks.run else None
+        try:
+            await self.recorder.run_started(record)
+        except BaseException as exc:
+            if around is not None:
+                around.finish(None, error=exc)
+            raise
         self._emit(RunStarted, run=record, dag=self._dag)
         handles: list[asyncio.TimerHandle] = []
         if deadline_at is not None:
@@ -325,11 +337,14 @@ class Executor:
             outcome, reason = Outcome.FAILED, _describe(exc)
         except Exception as exc:  # a bug: end the run properly, then let it be seen
             outcome, reason, bug = Outcome.FAILED, f"internal error: {_describe(exc)}", exc
+        final = record
         try:
             final = await finish_anyway(self._finish(record, outcome, reason, handles, watcher))
         except asyncio.CancelledError:
             cancelled = True
-            final = record
+        finally:
+            if around is not None:
+                around.finish(final)
         if cancelled:
             raise asyncio.CancelledError()
         if bug is not None:
@@ -453,6 +468,42 @@ class Executor:
 
     async def _decide_and_launch(self, ready: list[str]) -> str | None:
         """Ask the policy, repair its answer, launch; return why holds were refused, if they were."""
+        hook = self.hooks.decision
+        around = (
+            hook.enter(
+                DecisionInfo(
+                    run_id=self.run_id, index=self._decisions, policy=self.policy.name, ready=tuple(ready)
+                )
+            )
+            if hook
+            else None
+        )
+        try:
+            allocation, refusals, decision = await self._decision(ready)
+        except BaseException as exc:
+            if around is not None:
+                around.finish(None, error=_as_deadline(exc))
+            raise
+        if around is not None:
+            # Left before launching: the attempts' work is not part of the decision.
+            around.finish(decision)
+        refused = list(refusals)
+        for name in ready:
+            assignment = allocation.assignments.get(name)
+            if assignment is None or assignment.samples == 0:
+                continue
+            if await self._launch(name, assignment):
+                refused.append(self._repair.refusal(name, assignment.max_tokens or 1))
+        if not refused:
+            return None
+        snap = await self.ledger.snapshot()
+        return (
+            f"nothing more fits in the ${nano_to_usd(snap.available_nano):.6f} left of the budget:"
+            f" {'; '.join(refused)}; raise the budget, shorten the prompt or lower max_tokens"
+        )
+
+    async def _decision(self, ready: list[str]) -> tuple[Allocation, list[str], DecisionRecord]:
+        """Ask the policy, repair its answer and record the decision."""
         offloaded = self._offloaded()
         state = await self._plan_state(ready, snapshot=offloaded)
         t = time.perf_counter()
@@ -480,20 +531,7 @@ class Executor:
         await self.recorder.decision_made(decision)
         self._emit(DecisionMade, decision=decision)
         self._decisions += 1
-        refused = list(refusals)
-        for name in ready:
-            assignment = allocation.assignments.get(name)
-            if assignment is None or assignment.samples == 0:
-                continue
-            if await self._launch(name, assignment):
-                refused.append(self._repair.refusal(name, assignment.max_tokens or 1))
-        if not refused:
-            return None
-        snap = await self.ledger.snapshot()
-        return (
-            f"nothing more fits in the ${nano_to_usd(snap.available_nano):.6f} left of the budget:"
-            f" {'; '.join(refused)}; raise the budget, shorten the prompt or lower max_tokens"
-        )
+        return allocation, refusals, decision
 
     def _offloaded(self) -> bool:
         """Whether the policy decides on a worker thread (a search, on a real clock)."""
@@ -863,3 +901,10 @@ def _decision_budget(remaining_s: float | None, *, first: bool) -> float:
 
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
+
+
+def _as_deadline(exc: BaseException) -> BaseException:
+    """What a decision's hooks are told when it ended in `exc` (the deadline in our own words)."""
+    if isinstance(exc, _DeadlineDuringDecision):
+        return DeadlineExceeded("the deadline passed while the policy was deciding")
+    return exc

@@ -34,6 +34,7 @@ from orchestrator.errors import (
     StorageError,
 )
 from orchestrator.events import CallFinished
+from orchestrator.interceptors import CallInfo, RunHooks
 from orchestrator.ledger import Ledger, Reservation, nano_to_usd
 from orchestrator.model_client import CallProgress, ChatMessage, ChatRequest, ChatResponse, ModelClient
 from orchestrator.records import CallKind, CallRecord, CallStatus, Recorder
@@ -73,6 +74,8 @@ class _Shared:
     rng: random.Random
     emit: Callable[..., None]
     """The run's one way to publish an event (`Executor._emit`)."""
+    hooks: RunHooks
+    """The run's interceptors (`orchestrator.interceptors`)."""
     storage_failure: StorageError | None = None
     """The first failure of the durable recorder in this run (it fails the run)."""
 
@@ -195,8 +198,23 @@ class AttemptGateway:
             metadata={"run_id": s.run_id, "subtask": self._subtask, "attempt_id": self._attempt_id},
         )
         progress = CallProgress()
-        started = loop.time()
         call_id = uuid.uuid4().hex
+        around = (
+            s.hooks.call.enter(
+                CallInfo(
+                    run_id=s.run_id,
+                    attempt_id=self._attempt_id,
+                    subtask=self._subtask,
+                    call_id=call_id,
+                    parent_call_id=parent,
+                    retry=retry,
+                    request=request,
+                )
+            )
+            if s.hooks.call
+            else None
+        )
+        started = loop.time()
         response: ChatResponse | None = None
         error: BaseException | None = None
         try:
@@ -271,6 +289,10 @@ class AttemptGateway:
             prompt=_render(messages) if s.record_content else None,
             response=response.text if (response and s.record_content) else None,
         )
+        if around is not None:
+            # Left before recording: the hooks' block is the provider call alone.
+            around.info.error = error
+            around.finish(record)
         # Durable record first, then settle: a crash in between loses no completed call.
         # Both happen even if this attempt is cancelled meanwhile.
         await finish_anyway(self._record_then_settle(record, reservation, cost))

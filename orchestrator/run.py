@@ -21,6 +21,7 @@ from orchestrator.estimates import AttemptEstimate
 from orchestrator.events import Observer
 from orchestrator.executor import Executor
 from orchestrator.gateway import RetryPolicy
+from orchestrator.interceptors import Interceptor, InterceptorStats
 from orchestrator.ledger import InProcessLedger, Ledger, usd_to_nano
 from orchestrator.memory_recorder import MemoryRecorder
 from orchestrator.model_client import ModelClient
@@ -38,6 +39,7 @@ from orchestrator.records import (
 from orchestrator.workflow import RunLimits, Workflow
 
 __all__ = ["RunResult", "arun", "run"]
+
 
 @dataclass(frozen=True, kw_only=True)
 class RunResult:
@@ -59,6 +61,8 @@ class RunResult:
     """Every call and span."""
     observers: Sequence[ObserverStats] = ()
     """What each observer received (delivered, dropped, errors)."""
+    interceptors: Sequence[InterceptorStats] = ()
+    """How often each interceptor's hooks raised (each time logged and ignored)."""
 
     @property
     def run_id(self) -> str:
@@ -94,6 +98,7 @@ async def arun(
     recorder: Recorder | None = None,
     ledger: Ledger | None = None,
     observers: Sequence[Observer] = (),
+    interceptors: Sequence[Interceptor] = (),
     learned_estimates: Mapping[tuple[str, str], AttemptEstimate] | None = None,
     retry: RetryPolicy | None = None,
     record_content: bool = True,
@@ -119,6 +124,8 @@ async def arun(
             records either way.
         ledger: budget ledger; default: an in-process ledger for `budget_usd`.
         observers: watch the run's events (`orchestrator.events`), off its critical path.
+        interceptors: hooks around the run, each decision, attempt and model call, in the
+            task doing the work (`orchestrator.interceptors`); tracing is one.
         learned_estimates: estimates learned from recorded runs, preferred over priors.
         retry: how provider errors are retried.
         record_content: store prompt and response text, outputs and the run's inputs;
@@ -162,6 +169,7 @@ async def arun(
         record_content=record_content,
         cancel=cancel,
         observers=observers,
+        interceptors=interceptors,
     )
     try:
         # Slow one-time work (litellm's import, tokenizers, pool health) before the clock starts.
@@ -179,6 +187,7 @@ async def arun(
         subtasks=[memory.subtasks[n] for n in workflow.subtasks if n in memory.subtasks],
         calls=list(memory.calls),
         observers=executor.hub.stats(),
+        interceptors=executor.hooks.stats(),
     )
 
 
