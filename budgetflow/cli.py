@@ -2,6 +2,7 @@
 
 ```text
 budgetflow run PATH.py [--budget USD] [--deadline S] [--policy NAME] [--seed N] [--input K=V ...]
+               [--metrics-port PORT] [--metrics-host HOST]
 budgetflow validate PATH.py [--input K=V ...] [--catalog FILE] [--policy NAME]
 budgetflow runs list [--limit N] [--workflow NAME]
 budgetflow runs show RUN_ID
@@ -86,6 +87,12 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+def _port(text: str) -> int:
+    if not text.strip().isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"`{text}` is not a TCP port; use 0 to 65535, e.g. 9464")
+    return int(text)
+
+
 def _positive_factor(text: str) -> float:
     try:
         value = float(text)
@@ -149,6 +156,17 @@ def _parser() -> _Parser:
         default=1.0,
         metavar="FACTOR",
         help="speed of simulated latencies: 0.1 runs ten times faster (default 1)",
+    )
+    run.add_argument(
+        "--metrics-port",
+        type=_port,
+        metavar="PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics while the run goes (0: a free port)",
+    )
+    run.add_argument(
+        "--metrics-host",
+        metavar="HOST",
+        help="address for --metrics-port to listen on (default 127.0.0.1)",
     )
 
     validate = sub.add_parser("validate", help="check a workflow file as `run` would, without running it")
@@ -223,6 +241,8 @@ def _dispatch(args_list: list[str], out: Console, err: Console) -> int:
                 "database_url": args.database_url,
                 "catalog_path": getattr(args, "catalog", None),
                 "record_content": False if getattr(args, "no_content", False) else None,
+                "metrics_port": getattr(args, "metrics_port", None),
+                "metrics_host": getattr(args, "metrics_host", None),
             }
         )
         return _command(args, settings, out)

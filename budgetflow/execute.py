@@ -3,11 +3,16 @@
 The summary is printed however the run ends, also when SIGINT or SIGTERM
 cancelled it (the executor then records it as `cancelled`), from the final
 record the progress view kept.
+
+With a metrics port set, `/metrics` is served while the run goes. When a scraper
+read it during the run, the command waits for one more scrape after the run ended
+(at most `FINAL_SCRAPE_WAIT_S`), so the run's outcome reaches Prometheus too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Callable, Mapping
 from decimal import Decimal
@@ -20,14 +25,25 @@ from rich.text import Text
 from agents.function import FunctionAgent
 from budgetflow._format import command, outcome_text, spend_text
 from budgetflow.progress import ProgressView
-from budgetflow.services import default_client, open_run_services, resolve_policy
+from budgetflow.services import (
+    ServedMetrics,
+    default_client,
+    open_metrics,
+    open_run_services,
+    pool_callers,
+    resolve_policy,
+)
 from budgetflow.settings import Settings
 from orchestrator.catalog import Catalog
+from orchestrator.events import Observer
 from orchestrator.records import Outcome, RunRecord
 from orchestrator.run import arun
 from orchestrator.workflow import Workflow
 
-__all__ = ["execute"]
+__all__ = ["FINAL_SCRAPE_WAIT_S", "execute"]
+
+FINAL_SCRAPE_WAIT_S = 30.0
+"""How long a finished run waits for a last scrape of its metrics (when they were being scraped)."""
 
 
 async def execute(
@@ -60,6 +76,54 @@ async def execute(
             f"[bold yellow]SIMULATED[/] models {', '.join(simulated)}: no API key or vLLM URL was given,"
             " so the seeded simulated backend answers for them (same names and prices)."
         )
+    async with open_metrics(settings) as served:
+        if served is not None:
+            console.print(f"metrics: {served.server.url}", highlight=False)
+        run = await _execute(
+            workflow,
+            routed=routed,
+            settings=settings,
+            budget_usd=budget_usd,
+            deadline_s=deadline_s,
+            inputs=inputs,
+            policy=policy,
+            seed=seed,
+            time_scale=time_scale,
+            console=console,
+            live=live,
+            learn=learn,
+            simulated=simulated,
+            served=served,
+        )
+        if served is not None and served.server.scrapes:
+            console.print(
+                f"metrics: waiting up to {FINAL_SCRAPE_WAIT_S:g} s for a last scrape of {served.server.url}"
+                " (Ctrl-C skips)",
+                style="dim",
+                highlight=False,
+            )
+            await served.server.wait_for_scrape(FINAL_SCRAPE_WAIT_S)
+    return run
+
+
+async def _execute(
+    workflow: Workflow,
+    *,
+    routed: Catalog,
+    settings: Settings,
+    budget_usd: Decimal,
+    deadline_s: float | None,
+    inputs: Mapping[str, Any],
+    policy: str,
+    seed: int,
+    time_scale: float,
+    console: Console,
+    live: bool,
+    learn: bool,
+    simulated: list[str],
+    served: ServedMetrics | None,
+) -> RunRecord:
+    """The run itself, with the progress view and the closing summary."""
     run_id = uuid.uuid4().hex[:12]
     view: ProgressView | None = None
     try:
@@ -80,24 +144,31 @@ async def execute(
                     n for n, s in workflow.subtasks.items() if isinstance(s.agent, FunctionAgent)
                 ),
             )
-            client = default_client(workflow, routed, seed=seed, sim_time_scale=time_scale)
+            pools = pool_callers(workflow, routed)
+            client = default_client(workflow, routed, seed=seed, sim_time_scale=time_scale, pools=pools)
+            observers: list[Observer] = [view]
+            watching: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+            if served is not None:
+                observers.append(served.metrics.observer(catalog=routed))
+                watching = served.metrics.watch_pools(caller.router for caller in pools.values())
             try:
-                result = await arun(
-                    workflow,
-                    catalog=routed,
-                    client=client,
-                    policy=resolve_policy(policy, seed),
-                    budget_usd=budget_usd,
-                    deadline_s=deadline_s,
-                    inputs=inputs,
-                    seed=seed,
-                    recorder=services.recorder,
-                    ledger=services.ledger,
-                    observers=[view],
-                    record_content=settings.record_content,
-                    learned_estimates=services.learned,
-                    run_id=run_id,
-                )
+                with watching:
+                    result = await arun(
+                        workflow,
+                        catalog=routed,
+                        client=client,
+                        policy=resolve_policy(policy, seed),
+                        budget_usd=budget_usd,
+                        deadline_s=deadline_s,
+                        inputs=inputs,
+                        seed=seed,
+                        recorder=services.recorder,
+                        ledger=services.ledger,
+                        observers=observers,
+                        record_content=settings.record_content,
+                        learned_estimates=services.learned,
+                        run_id=run_id,
+                    )
             finally:
                 await client.aclose()
     except asyncio.CancelledError:

@@ -5,7 +5,8 @@ with the simulated backend for simulated models and a pool client per vLLM pool)
 policy (by name), the budget ledger (in process, or shared in Redis), the durable
 recorder (SQL) and the estimates learned from recorded runs. The CLI uses it; the API
 and the workers use it too. The core (`orchestrator.run.arun`) takes built services
-and builds none.
+and builds none. With a metrics port set, it also serves Prometheus metrics of the runs
+(`open_metrics`), fed by an observer of each run and by the pool clients' routers.
 """
 
 from __future__ import annotations
@@ -27,9 +28,19 @@ from orchestrator.plan import Policy
 from orchestrator.workflow import Workflow
 
 if TYPE_CHECKING:
+    from orchestrator.pool import PooledLiteLLMCaller
     from storage import SqlRecorder
+    from web import BudgetflowMetrics, MetricsServer
 
-__all__ = ["RunServices", "default_client", "open_run_services", "resolve_policy"]
+__all__ = [
+    "RunServices",
+    "ServedMetrics",
+    "default_client",
+    "open_metrics",
+    "open_run_services",
+    "pool_callers",
+    "resolve_policy",
+]
 
 
 def resolve_policy(policy: str | Policy, seed: int) -> Policy:
@@ -41,30 +52,77 @@ def resolve_policy(policy: str | Policy, seed: int) -> Policy:
     return policy
 
 
+def pool_callers(workflow: Workflow, catalog: Catalog) -> dict[str, PooledLiteLLMCaller]:
+    """A pool client (with its router) for each vLLM pool that `workflow`'s models use, by pool name."""
+    used = {m for s in workflow.subtasks.values() for m in s.models} - {NO_MODEL}
+    pools = sorted(p for p in {catalog.get(m).pool for m in used} if p)
+    if not pools:
+        return {}
+    from orchestrator.pool import PooledLiteLLMCaller
+
+    return {name: PooledLiteLLMCaller(catalog.pools[name]) for name in pools}
+
+
 def default_client(
-    workflow: Workflow, catalog: Catalog, *, seed: int = 0, sim_time_scale: float = 1.0
+    workflow: Workflow,
+    catalog: Catalog,
+    *,
+    seed: int = 0,
+    sim_time_scale: float = 1.0,
+    pools: Mapping[str, PooledLiteLLMCaller] | None = None,
 ) -> ModelClient:
     """litellm for every model, the simulated backend for simulated ones, a pool client per pool.
 
     The simulated backend plays the world as the workflow's priors describe it (learned
     estimates only change what the planner believes).
+
+    Args:
+        workflow: what will run.
+        catalog: its models.
+        seed: the simulated backend's seed.
+        sim_time_scale: speed of simulated latencies.
+        pools: the pool clients to use (`pool_callers`); default: new ones. The client
+            closes them when it is closed.
     """
-    from orchestrator.litellm_client import LiteLLMClient, PoolCaller
+    from orchestrator.litellm_client import LiteLLMClient
     from orchestrator.simulated import SimulatedBackend
 
-    used = {m for s in workflow.subtasks.values() for m in s.models} - {NO_MODEL}
-    pools = {catalog.get(m).pool for m in used} - {None}
-    pool_callers: dict[str, PoolCaller] = {}
-    if pools:
-        from orchestrator.pool import PooledLiteLLMCaller
-
-        pool_callers = {name: PooledLiteLLMCaller(catalog.pools[name]) for name in pools if name}
     truth = EstimateBook.build(workflow, catalog)
     return LiteLLMClient(
         catalog,
         simulated=SimulatedBackend(truth.table, seed=seed, time_scale=sim_time_scale),
-        pool_callers=pool_callers,
+        pool_callers=pool_callers(workflow, catalog) if pools is None else pools,
     )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServedMetrics:
+    """Prometheus metrics of this process's runs, and the server that exposes them."""
+
+    metrics: BudgetflowMetrics
+    """The metrics; give each run `metrics.observer(...)` and watch its pool routers."""
+    server: MetricsServer
+    """Serves them at `server.url`."""
+
+
+@contextlib.asynccontextmanager
+async def open_metrics(settings: Settings) -> AsyncIterator[ServedMetrics | None]:
+    """Serve metrics on the settings' metrics host and port while the block runs; `None` without a port.
+
+    Raises:
+        ConfigError: the port cannot be listened on (taken, or not allowed).
+    """
+    if settings.metrics_port is None:
+        yield None
+        return
+    from prometheus_client import CollectorRegistry
+
+    from web import BudgetflowMetrics, MetricsServer
+
+    registry = CollectorRegistry()
+    metrics = BudgetflowMetrics(registry)
+    async with MetricsServer(registry, host=settings.metrics_host, port=settings.metrics_port) as server:
+        yield ServedMetrics(metrics=metrics, server=server)
 
 
 @dataclass(kw_only=True)

@@ -11,6 +11,8 @@ default. The settings file is TOML: `./budgetflow.toml`, or the path in
 | record_content | `BUDGETFLOW_RECORD_CONTENT` | `record_content` | `true`                            |
 | vllm_url       | `BUDGETFLOW_VLLM_URL`       | `vllm_url`       | none                              |
 | redis_url      | `BUDGETFLOW_REDIS_URL`      | `redis_url`      | none (in-process ledger)          |
+| metrics_port   | `BUDGETFLOW_METRICS_PORT`   | `metrics_port`   | none (no `/metrics`)              |
+| metrics_host   | `BUDGETFLOW_METRICS_HOST`   | `metrics_host`   | `127.0.0.1`                       |
 | provider keys  | `OPENAI_API_KEY`, `ANTHROPIC_API_KEY`, ... (litellm's names)                    |
 
 Values are checked here, and a bad one is reported with where it came from
@@ -44,6 +46,16 @@ PROVIDER_KEY_VARS: Mapping[str, str] = {
 """Environment variable holding each provider's API key."""
 
 _DEFAULT_DB = "sqlite:///.budgetflow/runs.db"
+_DEFAULT_METRICS_HOST = "127.0.0.1"
+_FILE_KEYS = (
+    "database_url",
+    "catalog",
+    "record_content",
+    "vllm_url",
+    "redis_url",
+    "metrics_port",
+    "metrics_host",
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,6 +72,10 @@ class Settings:
     """A vLLM server for local models (`hosted_vllm/...`)."""
     redis_url: str | None = None
     """Redis for a shared ledger."""
+    metrics_port: int | None = None
+    """Serve Prometheus metrics on this port while workflows run (0: a free port); `None`: no metrics."""
+    metrics_host: str = _DEFAULT_METRICS_HOST
+    """The address `/metrics` listens on (loopback unless a scraper elsewhere needs it)."""
     provider_keys: Mapping[str, str] = field(default_factory=dict)
     """API keys found, by provider."""
     via_uv: bool = False
@@ -90,11 +106,10 @@ def load_settings(overrides: Mapping[str, Any] | None = None, *, cwd: Path | Non
             raise ConfigError(f"settings file `{file_path}` cannot be read ({exc.strerror})") from None
     elif env.get("BUDGETFLOW_CONFIG"):
         raise ConfigError(f"`BUDGETFLOW_CONFIG` points to `{file_path}`, which does not exist")
-    unknown = set(from_file) - {"database_url", "catalog", "record_content", "vllm_url", "redis_url"}
+    unknown = set(from_file) - set(_FILE_KEYS)
     if unknown:
         raise ConfigError(
-            f"settings file `{file_path}` has unknown keys {sorted(unknown)}; known: database_url,"
-            " catalog, record_content, vllm_url, redis_url"
+            f"settings file `{file_path}` has unknown keys {sorted(unknown)}; known: {', '.join(_FILE_KEYS)}"
         )
     given = dict(overrides or {})
 
@@ -113,6 +128,8 @@ def load_settings(overrides: Mapping[str, Any] | None = None, *, cwd: Path | Non
         record = _bool(record, record_from)
     vllm_url, vllm_from = pick("vllm_url", "BUDGETFLOW_VLLM_URL", "vllm_url")
     redis_url, redis_from = pick("redis_url", "BUDGETFLOW_REDIS_URL", "redis_url")
+    metrics_port, port_from = pick("metrics_port", "BUDGETFLOW_METRICS_PORT", "metrics_port")
+    metrics_host, host_from = pick("metrics_host", "BUDGETFLOW_METRICS_HOST", "metrics_host")
     keys = {provider: env[var] for provider, var in PROVIDER_KEY_VARS.items() if env.get(var)}
     return Settings(
         database_url=str(database_url or _DEFAULT_DB),
@@ -120,12 +137,20 @@ def load_settings(overrides: Mapping[str, Any] | None = None, *, cwd: Path | Non
         record_content=True if record is None else bool(record),
         vllm_url=_url(vllm_url, vllm_from, _VLLM_SCHEMES, "http://127.0.0.1:8000/v1"),
         redis_url=_url(redis_url, redis_from, _REDIS_SCHEMES, "redis://127.0.0.1:6379/0"),
+        metrics_port=_port(metrics_port, port_from),
+        metrics_host=_host(metrics_host, host_from),
         provider_keys=keys,
         via_uv=bool(env.get("UV_RUN_RECURSION_DEPTH") or env.get("UV")),
     )
 
 
-_FLAGS = {"database_url": "--db", "catalog_path": "--catalog", "record_content": "--no-content"}
+_FLAGS = {
+    "database_url": "--db",
+    "catalog_path": "--catalog",
+    "record_content": "--no-content",
+    "metrics_port": "--metrics-port",
+    "metrics_host": "--metrics-host",
+}
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
 _VLLM_SCHEMES = ("http", "https")
 
@@ -139,4 +164,26 @@ def _url(value: object, source: str, schemes: tuple[str, ...], example: str) -> 
     if parsed.scheme not in schemes or not (parsed.netloc or parsed.path.strip("/")):
         forms = ", ".join(f"`{s}://`" for s in schemes)
         raise ConfigError(f"{source} = `{text}` is not a URL starting with {forms}; use e.g. `{example}`")
+    return text
+
+
+def _port(value: object, source: str) -> int | None:
+    """`value` as a TCP port (0 to 65535), `None` when not given, else a `ConfigError`."""
+    if value is None or value == "":
+        return None
+    text = str(value).strip()
+    if isinstance(value, bool) or not text.isdigit() or int(text) > 65535:
+        raise ConfigError(f"{source} = `{text}` is not a TCP port; use a number from 0 to 65535, e.g. `9464`")
+    return int(text)
+
+
+def _host(value: object, source: str) -> str:
+    """`value` as a listen address, the loopback default when not given."""
+    if value is None:
+        return _DEFAULT_METRICS_HOST
+    text = str(value).strip()
+    if not text or any(c.isspace() or c in "/?#" for c in text):
+        raise ConfigError(
+            f"{source} = `{value}` is not an address to listen on; use e.g. `127.0.0.1` or `0.0.0.0`"
+        )
     return text

@@ -1,3 +1,22 @@
-"""The web API and dashboard (FastAPI). Grows with the dashboard issue."""
+"""The web side of budgetflow: Prometheus metrics of runs and the app that serves them.
 
-__all__: list[str] = []
+`BudgetflowMetrics` puts the metrics of `METRICS` on a registry you give it and hands
+out observers that feed them from runs' events; `metrics_app` serves a registry to
+Prometheus, and `MetricsServer` serves it on a port of a process that runs workflows.
+The REST API and the dashboard join later and mount `metrics_app`.
+"""
+
+from web.metrics import LABELS, METRICS, OTHER, BudgetflowMetrics, MetricLimits, MetricsObserver, MetricSpec
+from web.metrics_app import MetricsServer, metrics_app
+
+__all__ = [
+    "LABELS",
+    "METRICS",
+    "OTHER",
+    "BudgetflowMetrics",
+    "MetricLimits",
+    "MetricSpec",
+    "MetricsObserver",
+    "MetricsServer",
+    "metrics_app",
+]

@@ -1,0 +1,510 @@
+"""Prometheus metrics of runs: every metric in one table, and the observer that feeds them.
+
+`BudgetflowMetrics` creates the metrics of `METRICS` on the registry it is given (never
+prometheus-client's global default registry), and `MetricsObserver` updates them from a
+run's events (`orchestrator.events`), off the run's critical path. Two collectors fill
+their metrics at scrape time: the money of the runs in progress, and the vLLM pools'
+per-replica view of their routers (`BudgetflowMetrics.watch_pools`).
+
+Names follow Prometheus' conventions (`budgetflow_` prefix, base units, `_total`
+counters, `_seconds` histograms) and mirror what LiteLLM's proxy and vLLM expose where
+they have the same thing (spend by model, tokens by type, latency and time to first
+token histograms, prefix-cache hits). No label ever holds a run id, a prompt or user
+text: `LABELS` says where each label's values come from and why they are few, and
+`MetricLimits` caps the ones users name (workflows, subtasks, models, policies).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Generic, Literal, TypeVar
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from orchestrator.catalog import Catalog
+from orchestrator.events import (
+    BUDGET_THRESHOLDS,
+    AttemptFinished,
+    BudgetThresholdCrossed,
+    CallFinished,
+    DecisionMade,
+    Event,
+    RunFinished,
+    RunStarted,
+)
+from orchestrator.pool.router import PoolRouter
+from orchestrator.records import CallKind, CallStatus
+from web._call_errors import ERROR_TYPES, error_type
+from web._pool_collector import ROUTE_REASONS, PoolCollector
+from web._runs_in_progress import RunsInProgress
+from web._spec import MetricSpec
+
+__all__ = ["LABELS", "METRICS", "OTHER", "BudgetflowMetrics", "MetricLimits", "MetricSpec", "MetricsObserver"]
+
+_log = logging.getLogger(__name__)
+
+OTHER = "_other"
+"""The value a capped label takes once its limit of distinct values is reached."""
+
+_CALL_S = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
+"""OpenTelemetry's boundaries for `gen_ai.client.operation.duration`."""
+_TTFT_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0)
+"""vLLM's `time_to_first_token_seconds` boundaries from 10 ms to 80 s."""
+_DECIDE_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+_RATIO = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+_SLACK_S = (0.0, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+_OVERSHOOT_S = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_RUN_S = (1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+
+_MODEL = ("model", "provider", "tier")
+
+
+def _m(
+    name: str,
+    kind: Literal["counter", "gauge", "histogram"],
+    labels: tuple[str, ...],
+    help: str,
+    buckets: tuple[float, ...] = (),
+) -> MetricSpec:
+    return MetricSpec(name=name, kind=kind, labels=labels, help=help, buckets=buckets)
+
+
+METRICS: tuple[MetricSpec, ...] = (
+    # model calls (LiteLLM proxy: litellm_spend_metric, litellm_*_tokens_metric, latency, TTFT)
+    _m(
+        "budgetflow_spend_usd_total",
+        "counter",
+        ("workflow", *_MODEL),
+        "Settled cost of model calls in USD (litellm_spend_metric).",
+    ),
+    _m(
+        "budgetflow_tokens_total",
+        "counter",
+        ("workflow", *_MODEL, "type"),
+        "Tokens of model calls by type: input, output, and cached_input (the part of input"
+        " served from a prompt cache, also counted in input).",
+    ),
+    _m(
+        "budgetflow_model_calls_total",
+        "counter",
+        (*_MODEL, "status", "error_type"),
+        "Model calls by how they ended (ok, error, cancelled) and, for errors, their kind.",
+    ),
+    _m(
+        "budgetflow_model_call_duration_seconds",
+        "histogram",
+        ("model", "tier"),
+        "Duration of model calls that ended (ok or error); gen_ai.client.operation.duration.",
+        _CALL_S,
+    ),
+    _m(
+        "budgetflow_time_to_first_token_seconds",
+        "histogram",
+        ("model", "tier"),
+        "Time from sending a model call to its first output token (vllm:time_to_first_token_seconds).",
+        _TTFT_S,
+    ),
+    # attempts and checks
+    _m(
+        "budgetflow_attempts_total",
+        "counter",
+        ("workflow", "subtask", "model", "status"),
+        "Finished attempts (samples) by final status: passed (the winner), passed_late, failed,"
+        " error, cancelled, not_started.",
+    ),
+    _m(
+        "budgetflow_checks_total",
+        "counter",
+        ("workflow", "subtask", "model", "result"),
+        "Check verdicts on finished attempts: pass or fail.",
+    ),
+    # planning
+    _m(
+        "budgetflow_decision_duration_seconds",
+        "histogram",
+        ("policy",),
+        "Time the policy took to decide.",
+        _DECIDE_S,
+    ),
+    # runs
+    _m(
+        "budgetflow_runs_total",
+        "counter",
+        ("workflow", "policy", "outcome"),
+        "Finished runs by outcome.",
+    ),
+    _m(
+        "budgetflow_run_budget_utilization_ratio",
+        "histogram",
+        ("workflow", "outcome"),
+        "Settled spend over budget at the end of a run.",
+        _RATIO,
+    ),
+    _m(
+        "budgetflow_run_deadline_slack_seconds",
+        "histogram",
+        ("workflow", "outcome"),
+        "Time left before the deadline when a run with a deadline ended (0 when it ended past it).",
+        _SLACK_S,
+    ),
+    _m(
+        "budgetflow_run_deadline_overshoot_seconds",
+        "histogram",
+        ("workflow", "outcome"),
+        "How far past its deadline a run ended, for the runs that did (docs/guarantees.md).",
+        _OVERSHOOT_S,
+    ),
+    _m(
+        "budgetflow_run_duration_seconds",
+        "histogram",
+        ("workflow", "outcome"),
+        "Makespan of finished runs.",
+        _RUN_S,
+    ),
+    _m(
+        "budgetflow_run_overrun_usd_total",
+        "counter",
+        ("workflow",),
+        "What providers billed above the reservations, beyond budgets (see docs/guarantees.md).",
+    ),
+    _m(
+        "budgetflow_budget_threshold_crossings_total",
+        "counter",
+        ("workflow", "threshold"),
+        "Runs whose settled spend passed 50, 80 or 95 % of their budget.",
+    ),
+    _m("budgetflow_runs_in_progress", "gauge", ("workflow",), "Runs in progress."),
+    _m(
+        "budgetflow_runs_in_progress_budget_usd",
+        "gauge",
+        ("workflow",),
+        "Budgets of the runs in progress, summed.",
+    ),
+    _m(
+        "budgetflow_runs_in_progress_spent_usd",
+        "gauge",
+        ("workflow",),
+        "Settled spend of the runs in progress, summed.",
+    ),
+    _m(
+        "budgetflow_runs_in_progress_reserved_usd",
+        "gauge",
+        ("workflow",),
+        "Money held by the calls in flight of the runs in progress, summed.",
+    ),
+    # vLLM pools, per replica, from the routers' view
+    _m(
+        "budgetflow_pool_requests_total",
+        "counter",
+        ("pool", "replica", "reason"),
+        "Requests the router sent to a replica, by why it chose it: preferred (the strategy's"
+        " choice), rebalanced (a better match was over its share), spilled (its group's home was busy).",
+    ),
+    _m(
+        "budgetflow_pool_request_failures_total",
+        "counter",
+        ("pool", "replica"),
+        "Requests that failed on a replica.",
+    ),
+    _m(
+        "budgetflow_pool_prompt_tokens_total",
+        "counter",
+        ("pool", "replica"),
+        "Prompt tokens of finished requests on a replica (vllm:prefix_cache_queries).",
+    ),
+    _m(
+        "budgetflow_pool_cached_prompt_tokens_total",
+        "counter",
+        ("pool", "replica"),
+        "Of those, tokens served from the replica's prefix cache (vllm:prefix_cache_hits).",
+    ),
+    _m(
+        "budgetflow_pool_requests_in_flight",
+        "gauge",
+        ("pool", "replica"),
+        "Requests this process has sent to a replica and not yet finished.",
+    ),
+    _m(
+        "budgetflow_pool_requests_waiting",
+        "gauge",
+        ("pool", "replica"),
+        "vllm:num_requests_waiting of a replica at its last health check.",
+    ),
+    _m(
+        "budgetflow_pool_replica_up",
+        "gauge",
+        ("pool", "replica"),
+        "1 while the router sends requests to a replica, 0 while it is taken out.",
+    ),
+)
+"""Every metric budgetflow exposes."""
+
+LABELS: Mapping[str, str] = {
+    "workflow": "the workflow's name; at most `MetricLimits.max_workflows` names, then `_other`",
+    "subtask": "a subtask's name; at most `MetricLimits.max_subtasks` (workflow, subtask) pairs,"
+    " then `_other`",
+    "model": "the catalog's model name; at most `MetricLimits.max_models`, then `_other`",
+    "provider": "the litellm provider of the model's string (`openai`, `hosted_vllm`, ...); at most"
+    " `MetricLimits.max_models`",
+    "tier": "the catalog's `tier`: `cheap`, `strong` or `other`",
+    "type": "`input`, `output` or `cached_input`",
+    "status": "calls: `ok`, `error`, `cancelled`; attempts: the attempt statuses (6 values)",
+    "error_type": f"empty unless the call failed; then one of {', '.join(f'`{e}`' for e in ERROR_TYPES)}",
+    "result": "`pass` or `fail`",
+    "policy": "the policy's name; at most `MetricLimits.max_policies`, then `_other`",
+    "outcome": "how a run ended: `completed`, `budget_exhausted`, `deadline_exceeded`, `failed`, `cancelled`",
+    "threshold": ", ".join(f"`{t:g}`" for t in BUDGET_THRESHOLDS),
+    "pool": "a vLLM pool's name from the catalog",
+    "replica": "a replica's base URL from its pool's spec",
+    "reason": ", ".join(f"`{r}`" for r in ROUTE_REASONS),
+}
+"""Every label, with where its values come from and why they are few."""
+
+_SPECS = {spec.name: spec for spec in METRICS}
+
+
+@dataclass(frozen=True, kw_only=True)
+class MetricLimits:
+    """How many distinct values the labels users name may take; the rest are `_other`.
+
+    A process that runs many generated workflows (one per customer, per ticket, ...)
+    would otherwise create series without end.
+    """
+
+    max_workflows: int = 100
+    """Distinct `workflow` values."""
+    max_subtasks: int = 1000
+    """Distinct (workflow, subtask) pairs."""
+    max_models: int = 100
+    """Distinct `model` (and `provider`) values."""
+    max_policies: int = 50
+    """Distinct `policy` values."""
+
+
+_K = TypeVar("_K")
+
+
+class _Capped(Generic[_K]):
+    """Keeps at most `limit` distinct keys; any other key maps to `OTHER`."""
+
+    def __init__(self, label: str, limit: int) -> None:
+        self._label = label
+        self._limit = limit
+        self._seen: set[_K] = set()
+
+    def __call__(self, key: _K, value: str) -> str:
+        if key in self._seen:
+            return value
+        if len(self._seen) < self._limit:
+            self._seen.add(key)
+            return value
+        if len(self._seen) == self._limit:
+            self._seen.add(key)  # counted once past the limit, so the warning is logged once
+            _log.warning(
+                "metric label `%s` reached its limit of %d distinct values; further ones are `%s`",
+                self._label,
+                self._limit,
+                OTHER,
+            )
+        return OTHER
+
+
+_M = TypeVar("_M", Counter, Histogram)
+
+
+class _Children(Generic[_M]):
+    """A labelled metric with its children cached by label values (`labels()` takes a lock)."""
+
+    def __init__(self, metric: _M) -> None:
+        self._metric: _M = metric
+        self._children: dict[tuple[str, ...], _M] = {}
+
+    def __call__(self, *values: str) -> _M:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
+
+
+class BudgetflowMetrics:
+    """The metrics of `METRICS` on one registry, for any number of runs and observers."""
+
+    def __init__(self, registry: CollectorRegistry, *, limits: MetricLimits | None = None) -> None:
+        """Create every metric on `registry`.
+
+        Args:
+            registry: where the metrics live (give each process, or each test, its own).
+            limits: caps on the distinct values of user-named labels.
+        """
+        self.registry = registry
+        """The registry the metrics are on (serve it with `web.metrics_app`)."""
+        limits = limits or MetricLimits()
+        self.workflow_label: _Capped[str] = _Capped("workflow", limits.max_workflows)
+        self.subtask_label: _Capped[tuple[str, str]] = _Capped("subtask", limits.max_subtasks)
+        self.model_label: _Capped[str] = _Capped("model", limits.max_models)
+        self.provider_label: _Capped[str] = _Capped("provider", limits.max_models)
+        self.policy_label: _Capped[str] = _Capped("policy", limits.max_policies)
+
+        def counter(name: str) -> _Children[Counter]:
+            spec = _SPECS[name]
+            return _Children(Counter(spec.base_name, spec.help, spec.labels, registry=registry))
+
+        def histogram(name: str) -> _Children[Histogram]:
+            spec = _SPECS[name]
+            return _Children(
+                Histogram(spec.name, spec.help, spec.labels, registry=registry, buckets=spec.buckets)
+            )
+
+        self.spend = counter("budgetflow_spend_usd_total")
+        self.tokens = counter("budgetflow_tokens_total")
+        self.calls = counter("budgetflow_model_calls_total")
+        self.call_seconds = histogram("budgetflow_model_call_duration_seconds")
+        self.ttft_seconds = histogram("budgetflow_time_to_first_token_seconds")
+        self.attempts = counter("budgetflow_attempts_total")
+        self.checks = counter("budgetflow_checks_total")
+        self.decision_seconds = histogram("budgetflow_decision_duration_seconds")
+        self.runs = counter("budgetflow_runs_total")
+        self.utilization = histogram("budgetflow_run_budget_utilization_ratio")
+        self.slack_seconds = histogram("budgetflow_run_deadline_slack_seconds")
+        self.overshoot_seconds = histogram("budgetflow_run_deadline_overshoot_seconds")
+        self.run_seconds = histogram("budgetflow_run_duration_seconds")
+        self.overrun = counter("budgetflow_run_overrun_usd_total")
+        self.thresholds = counter("budgetflow_budget_threshold_crossings_total")
+        self.in_progress = RunsInProgress(_SPECS)
+        self._pools = PoolCollector(_SPECS)
+        registry.register(self.in_progress)
+        registry.register(self._pools)
+
+    def observer(self, *, catalog: Catalog | None = None) -> MetricsObserver:
+        """An observer that feeds these metrics from the events of the runs it is given to.
+
+        Args:
+            catalog: the runs' models, for the `tier` label (a model it does not name is `other`).
+        """
+        return MetricsObserver(
+            self, tiers={} if catalog is None else {n: m.tier for n, m in catalog.models.items()}
+        )
+
+    def watch_pools(self, routers: Iterable[PoolRouter]) -> contextlib.AbstractContextManager[None]:
+        """Expose the per-replica metrics of `routers` (the pool clients' routers) within the block."""
+        return self._pools.watching(routers)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Run:
+    workflow: str
+    policy: str
+
+
+class MetricsObserver:
+    """Feeds `BudgetflowMetrics` from run events; one observer may watch many runs at once."""
+
+    def __init__(self, metrics: BudgetflowMetrics, *, tiers: Mapping[str, str]) -> None:
+        """Args:
+        metrics: the metrics to update.
+        tiers: each model's `tier` (a model not named is `other`).
+        """
+        self._m = metrics
+        self._tiers = tiers
+        self._runs: dict[str, _Run] = {}
+        self._models: dict[tuple[str, str | None], tuple[str, str, str]] = {}
+
+    async def observe(self, event: Event) -> None:
+        """Update the metrics from one event."""
+        if isinstance(event, RunStarted):
+            m = self._m
+            started = self._runs[event.run_id] = _Run(
+                workflow=m.workflow_label(event.run.workflow, event.run.workflow),
+                policy=m.policy_label(event.run.policy, event.run.policy),
+            )
+            m.in_progress.start(event.run_id, started.workflow, event.ledger)
+            return
+        run = self._runs.get(event.run_id)
+        if run is None:  # the run started before this observer was given to it
+            return
+        self._m.in_progress.update(event.run_id, event.ledger)
+        if isinstance(event, CallFinished):
+            self._call(run, event)
+        elif isinstance(event, AttemptFinished):
+            self._attempt(run, event)
+        elif isinstance(event, DecisionMade):
+            self._decision(event)
+        elif isinstance(event, BudgetThresholdCrossed):
+            self._threshold(run, event)
+        elif isinstance(event, RunFinished):
+            self._finished(run, event)
+
+    def _model(self, model: str | None, provider: str | None) -> tuple[str, str, str]:
+        """(model, provider, tier) labels of a call or attempt."""
+        key = (model or "", provider)
+        labels = self._models.get(key)
+        if labels is None:
+            m = self._m
+            name = m.model_label(model or "", model or "")
+            tier = self._tiers.get(model or "", "other") if name != OTHER else "other"
+            labels = self._models[key] = (
+                name,
+                m.provider_label(provider or "", provider or "unknown"),
+                tier,
+            )
+        return labels
+
+    def _decision(self, event: DecisionMade) -> None:
+        policy = self._m.policy_label(event.decision.policy, event.decision.policy)
+        self._m.decision_seconds(policy).observe(event.decision.decide_ms / 1000.0)
+
+    def _call(self, run: _Run, event: CallFinished) -> None:
+        call = event.call
+        if call.kind is not CallKind.LLM and call.kind is not CallKind.WARMUP:
+            return  # agent and check spans: their model calls are counted themselves
+        m = self._m
+        model, provider, tier = self._model(call.model, call.provider)
+        if call.cost_usd:
+            m.spend(run.workflow, model, provider, tier).inc(float(call.cost_usd))
+        if call.input_tokens:
+            m.tokens(run.workflow, model, provider, tier, "input").inc(call.input_tokens)
+        if call.output_tokens:
+            m.tokens(run.workflow, model, provider, tier, "output").inc(call.output_tokens)
+        if call.cached_tokens:
+            m.tokens(run.workflow, model, provider, tier, "cached_input").inc(call.cached_tokens)
+        failed = call.status is CallStatus.ERROR
+        kind = error_type(call.error) if failed else ""
+        m.calls(model, provider, tier, call.status.value, kind).inc()
+        if call.kind is CallKind.LLM and call.status is not CallStatus.CANCELLED:
+            m.call_seconds(model, tier).observe(call.latency_s)
+            if call.ttft_s is not None:
+                m.ttft_seconds(model, tier).observe(call.ttft_s)
+
+    def _attempt(self, run: _Run, event: AttemptFinished) -> None:
+        attempt = event.attempt
+        m = self._m
+        subtask = m.subtask_label((run.workflow, attempt.subtask), attempt.subtask)
+        model = self._model(attempt.model, None)[0]
+        m.attempts(run.workflow, subtask, model, attempt.status.value).inc()
+        if attempt.check_passed is not None:
+            m.checks(run.workflow, subtask, model, "pass" if attempt.check_passed else "fail").inc()
+
+    def _threshold(self, run: _Run, event: BudgetThresholdCrossed) -> None:
+        self._m.thresholds(run.workflow, f"{event.threshold:g}").inc()
+
+    def _finished(self, run: _Run, event: RunFinished) -> None:
+        record = event.run
+        m = self._m
+        m.in_progress.finish(event.run_id)
+        del self._runs[event.run_id]
+        outcome = record.outcome.value
+        m.runs(run.workflow, run.policy, outcome).inc()
+        if record.budget_usd > 0:
+            m.utilization(run.workflow, outcome).observe(float(record.spent_usd / record.budget_usd))
+        makespan = record.makespan_s if record.makespan_s is not None else event.at_s
+        m.run_seconds(run.workflow, outcome).observe(makespan)
+        if record.deadline_s is not None:
+            slack = record.deadline_s - makespan
+            m.slack_seconds(run.workflow, outcome).observe(max(0.0, slack))
+            if slack < 0:
+                m.overshoot_seconds(run.workflow, outcome).observe(-slack)
+        if record.overrun_usd:
+            m.overrun(run.workflow).inc(float(record.overrun_usd))
