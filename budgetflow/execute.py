@@ -165,6 +165,7 @@ async def _execute(
                         recorder=services.recorder,
                         ledger=services.ledger,
                         observers=observers,
+                        interceptors=services.interceptors,
                         record_content=settings.record_content,
                         learned_estimates=services.learned,
                         run_id=run_id,

@@ -28,6 +28,8 @@ from orchestrator.plan import Policy
 from orchestrator.workflow import Workflow
 
 if TYPE_CHECKING:
+    from budgetflow.tracing import Telemetry
+    from orchestrator.interceptors import Interceptor
     from orchestrator.pool import PooledLiteLLMCaller
     from storage import SqlRecorder
     from web import BudgetflowMetrics, MetricsServer
@@ -137,6 +139,9 @@ class RunServices:
     """Estimates learned from recorded runs of the workflow (empty when learning is off)."""
     notes: list[str] = field(default_factory=list)
     """What the user should know about the services chosen (shared ledger, learned estimates)."""
+    interceptors: list[Interceptor] = field(default_factory=list)
+    """Hooks for the run's `arun(interceptors=...)`: OpenTelemetry tracing when the settings turn
+    it on (`budgetflow.tracing`)."""
 
 
 @contextlib.asynccontextmanager
@@ -160,6 +165,7 @@ async def open_run_services(
     _ensure_sqlite_dir(settings.database_url)
     recorder = await SqlRecorder.open(settings.database_url, record_content=settings.record_content)
     redis_client: Any = None
+    telemetry: Telemetry | None = None
     try:
         notes: list[str] = []
         learned: Mapping[tuple[str, str], AttemptEstimate] = {}
@@ -186,13 +192,28 @@ async def open_run_services(
             notes.append(f"ledger: Redis at {redact(settings.redis_url)} (shared across workers)")
         else:
             ledger = InProcessLedger(usd_to_nano(budget_usd))
-        yield RunServices(recorder=recorder, ledger=ledger, learned=learned, notes=notes)
+        if settings.tracing or settings.otel_metrics:
+            from budgetflow.tracing import telemetry_from_settings
+
+            telemetry = telemetry_from_settings(settings)
+        yield RunServices(
+            recorder=recorder,
+            ledger=ledger,
+            learned=learned,
+            notes=notes,
+            interceptors=[] if telemetry is None else telemetry.interceptors,
+        )
     finally:
         try:
             await recorder.aclose()
         finally:
-            if redis_client is not None:
-                await redis_client.aclose()
+            try:
+                if redis_client is not None:
+                    await redis_client.aclose()
+            finally:
+                if telemetry is not None:
+                    # Exports what is still buffered (over the network: off the loop).
+                    await asyncio.to_thread(telemetry.shutdown)
 
 
 def _ensure_sqlite_dir(url: str) -> None:

@@ -15,6 +15,18 @@ default. The settings file is TOML: `./budgetflow.toml`, or the path in
 | metrics_host   | `BUDGETFLOW_METRICS_HOST`   | `metrics_host`   | `127.0.0.1`                       |
 | provider keys  | `OPENAI_API_KEY`, `ANTHROPIC_API_KEY`, ... (litellm's names)                    |
 
+OpenTelemetry (off by default) is set by its own standard variables only:
+
+| setting      | exporter from             | else `otlp` when one of these is set                         |
+|--------------|---------------------------|--------------------------------------------------------------|
+| tracing      | `OTEL_TRACES_EXPORTER`    | `OTEL_EXPORTER_OTLP_ENDPOINT`, `..._OTLP_TRACES_ENDPOINT`    |
+| otel_metrics | `OTEL_METRICS_EXPORTER`   | `OTEL_EXPORTER_OTLP_ENDPOINT`, `..._OTLP_METRICS_ENDPOINT`   |
+
+The exporter is `otlp`, `console` or `none` (off); `OTEL_SDK_DISABLED=true` turns both
+off. OTLP goes over HTTP (`http/protobuf`, the only `OTEL_EXPORTER_OTLP_PROTOCOL`
+accepted). The exporters read the other `OTEL_*` variables (endpoint, headers, timeout,
+service name) themselves; see `budgetflow.tracing` and docs/tracing.md.
+
 Values are checked here, and a bad one is reported with where it came from
 (the flag, the environment variable or the file key).
 """
@@ -26,7 +38,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from orchestrator.errors import ConfigError
@@ -78,6 +90,10 @@ class Settings:
     """The address `/metrics` listens on (loopback unless a scraper elsewhere needs it)."""
     provider_keys: Mapping[str, str] = field(default_factory=dict)
     """API keys found, by provider."""
+    tracing: Literal["otlp", "console"] | None = None
+    """Where OpenTelemetry traces of runs go (`None`: tracing off), from `OTEL_*` variables."""
+    otel_metrics: Literal["otlp", "console"] | None = None
+    """Where the OpenTelemetry GenAI client metrics go (`None`: off), from `OTEL_*` variables."""
     via_uv: bool = False
     """Whether the CLI runs under `uv run` (its hints then say `uv run budgetflow ...`)."""
 
@@ -131,6 +147,7 @@ def load_settings(overrides: Mapping[str, Any] | None = None, *, cwd: Path | Non
     metrics_port, port_from = pick("metrics_port", "BUDGETFLOW_METRICS_PORT", "metrics_port")
     metrics_host, host_from = pick("metrics_host", "BUDGETFLOW_METRICS_HOST", "metrics_host")
     keys = {provider: env[var] for provider, var in PROVIDER_KEY_VARS.items() if env.get(var)}
+    tracing, otel_metrics = _otel_exporter(env, "traces"), _otel_exporter(env, "metrics")
     return Settings(
         database_url=str(database_url or _DEFAULT_DB),
         catalog_path=None if catalog is None else Path(str(catalog)),
@@ -140,6 +157,8 @@ def load_settings(overrides: Mapping[str, Any] | None = None, *, cwd: Path | Non
         metrics_port=_port(metrics_port, port_from),
         metrics_host=_host(metrics_host, host_from),
         provider_keys=keys,
+        tracing=tracing,
+        otel_metrics=otel_metrics,
         via_uv=bool(env.get("UV_RUN_RECURSION_DEPTH") or env.get("UV")),
     )
 
@@ -187,3 +206,37 @@ def _host(value: object, source: str) -> str:
             f"{source} = `{value}` is not an address to listen on; use e.g. `127.0.0.1` or `0.0.0.0`"
         )
     return text
+
+
+def _otel_exporter(
+    env: Mapping[str, str], signal: Literal["traces", "metrics"]
+) -> Literal["otlp", "console"] | None:
+    """Where OpenTelemetry sends `signal`, from its standard variables; `None` when off."""
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return None
+    upper = signal.upper()
+    name = f"OTEL_{upper}_EXPORTER"
+    chosen = env.get(name, "").strip().lower()
+    if not chosen:
+        endpoints = ("OTEL_EXPORTER_OTLP_ENDPOINT", f"OTEL_EXPORTER_OTLP_{upper}_ENDPOINT")
+        chosen = "otlp" if any(env.get(e) for e in endpoints) else "none"
+    if chosen == "none":
+        return None
+    if chosen == "console":
+        return "console"
+    if chosen != "otlp":
+        raise ConfigError(
+            f"`{name}` = `{env.get(name)}` is not an exporter budgetflow ships; use `otlp`, `console`"
+            " or `none`"
+        )
+    for var in (f"OTEL_EXPORTER_OTLP_{upper}_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+        protocol = env.get(var, "").strip()
+        if protocol and protocol != "http/protobuf":
+            raise ConfigError(
+                f"`{var}` = `{protocol}`: budgetflow exports OTLP over HTTP only; set it to"
+                " `http/protobuf` and point the endpoint at the receiver's OTLP/HTTP port (4318 for"
+                " a collector, 6006 for Phoenix)"
+            )
+        if protocol:
+            break
+    return "otlp"

@@ -291,7 +291,7 @@ class AttemptGateway:
         )
         if around is not None:
             # Left before recording: the hooks' block is the provider call alone.
-            around.info.error = error
+            around.info.response, around.info.error = response, error
             around.finish(record)
         # Durable record first, then settle: a crash in between loses no completed call.
         # Both happen even if this attempt is cancelled meanwhile.

@@ -58,7 +58,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from orchestrator.catalog import ModelSpec
 from orchestrator.errors import ConfigError
-from orchestrator.model_client import ChatRequest
+from orchestrator.model_client import ChatRequest, ChatResponse
 from orchestrator.plan import DagView
 from orchestrator.records import AttemptRecord, AttemptStatus, CallRecord, DecisionRecord, RunRecord
 
@@ -161,6 +161,8 @@ class CallInfo(_Info[CallRecord]):
     """0 for the first try, then 1, 2, ..."""
     request: ChatRequest
     """What is sent: the model, the messages, the output cap, the timeout."""
+    response: ChatResponse | None = None
+    """The provider's reply, when one came (set when it ends)."""
     error: BaseException | None = None
     """The exception the call ended with, if any (set when it ends; also in the record's
     `status` and `error`)."""

@@ -224,12 +224,15 @@ class LiteLLMClient:
         parts: list[str] = []
         usage: Any = None
         finish: str | None = None
+        answered_by: str | None = None
         stream: Any = None
         try:
             stream = await litellm.acompletion(**kwargs)
             async for chunk in stream:
                 if progress.response_id is None and getattr(chunk, "id", None):
                     progress.response_id = str(chunk.id)
+                if answered_by is None and getattr(chunk, "model", None):
+                    answered_by = str(chunk.model)
                 if getattr(chunk, "usage", None):
                     usage = chunk.usage
                 if not chunk.choices:
@@ -269,6 +272,7 @@ class LiteLLMClient:
             ttft_s=None if progress.first_token_s is None else progress.first_token_s - start,
             provider=spec.provider,
             response_id=progress.response_id,
+            model=answered_by,
         )
 
     async def aclose(self) -> None:

@@ -94,6 +94,9 @@ class ChatResponse:
     """For simulated replies: the drawn outcome that stands in for the check."""
     response_id: str | None = None
     """The provider's id of the reply (e.g. `chatcmpl-...`)."""
+    model: str | None = None
+    """The model that answered, as the provider names it (e.g. `gpt-4o-mini-2024-07-18`);
+    `None` when it did not say."""
 
 
 @dataclass(frozen=True, kw_only=True)
