@@ -3,7 +3,7 @@ UV ?= uv
 PY := .venv/bin/python
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: install services format lint typecheck test test-fast test-vllm bench bench-planners bench-executor bench-vllm demo clean
+.PHONY: install services format lint typecheck test test-fast test-vllm test-phoenix bench bench-planners bench-executor bench-vllm demo clean
 
 install:
 	@bash scripts/ensure_uv.sh
@@ -25,18 +25,24 @@ typecheck: install
 	$(UV) run --frozen mypy --strict --explicit-package-bases tests benchmarks
 
 # The whole suite: lint, types, unit + integration tests on real Redis and PostgreSQL,
-# then the real-vLLM tests (they build a tiny model and start vLLM CPU replicas).
+# then the real-vLLM tests (they build a tiny model and start vLLM CPU replicas) and the
+# end-to-end trace tests (a real Arize Phoenix receiving OTLP).
 test: install services lint typecheck
-	$(UV) run --frozen pytest -m "not vllm and not isolated" -q
+	$(UV) run --frozen pytest -m "not vllm and not isolated and not phoenix" -q
 	$(UV) run --frozen pytest -m isolated -q
 	$(MAKE) test-vllm
+	$(MAKE) test-phoenix
 
 test-fast: install services
-	$(UV) run --frozen pytest -m "not vllm and not isolated" -q -x
+	$(UV) run --frozen pytest -m "not vllm and not isolated and not phoenix" -q -x
 
 test-vllm: install
 	bash scripts/setup_vllm.sh
 	BUDGETFLOW_REQUIRE_VLLM=1 $(UV) run --frozen pytest -m vllm -q
+
+test-phoenix: install
+	bash scripts/setup_phoenix.sh
+	BUDGETFLOW_REQUIRE_PHOENIX=1 $(UV) run --frozen pytest -m phoenix -q
 
 bench: bench-executor bench-planners
 
