@@ -24,7 +24,7 @@ from typing import Generic, Literal, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from orchestrator.catalog import Catalog
+from orchestrator.catalog import NO_MODEL, Catalog
 from orchestrator.events import (
     BUDGET_THRESHOLDS,
     AttemptFinished,
@@ -35,8 +35,9 @@ from orchestrator.events import (
     RunFinished,
     RunStarted,
 )
+from orchestrator.plan import DagView
 from orchestrator.pool.router import PoolRouter
-from orchestrator.records import CallKind, CallStatus
+from orchestrator.records import CallKind, CallStatus, Outcome
 from web._call_errors import ERROR_TYPES, error_type
 from web._pool_collector import ROUTE_REASONS, PoolCollector
 from web._runs_in_progress import RunsInProgress
@@ -60,6 +61,8 @@ _OVERSHOOT_S = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _RUN_S = (1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 
 _MODEL = ("model", "provider", "tier")
+_ENDINGS = tuple(o.value for o in Outcome if o not in (Outcome.RUNNING, Outcome.ABANDONED))
+"""How a run observed to its end can end."""
 
 
 def _m(
@@ -139,28 +142,28 @@ METRICS: tuple[MetricSpec, ...] = (
     _m(
         "budgetflow_run_budget_utilization_ratio",
         "histogram",
-        ("workflow", "outcome"),
+        ("workflow",),
         "Settled spend over budget at the end of a run.",
         _RATIO,
     ),
     _m(
         "budgetflow_run_deadline_slack_seconds",
         "histogram",
-        ("workflow", "outcome"),
+        ("workflow",),
         "Time left before the deadline when a run with a deadline ended (0 when it ended past it).",
         _SLACK_S,
     ),
     _m(
         "budgetflow_run_deadline_overshoot_seconds",
         "histogram",
-        ("workflow", "outcome"),
+        ("workflow",),
         "How far past its deadline a run ended, for the runs that did (docs/guarantees.md).",
         _OVERSHOOT_S,
     ),
     _m(
         "budgetflow_run_duration_seconds",
         "histogram",
-        ("workflow", "outcome"),
+        ("workflow",),
         "Makespan of finished runs.",
         _RUN_S,
     ),
@@ -374,6 +377,8 @@ class BudgetflowMetrics:
         self.overrun = counter("budgetflow_run_overrun_usd_total")
         self.thresholds = counter("budgetflow_budget_threshold_crossings_total")
         self.in_progress = RunsInProgress(_SPECS)
+        self.zeroed: set[tuple[str, ...]] = set()
+        """Label sets already created at zero (`MetricsObserver` creates the likely ones early)."""
         self._pools = PoolCollector(_SPECS)
         registry.register(self.in_progress)
         registry.register(self._pools)
@@ -384,9 +389,7 @@ class BudgetflowMetrics:
         Args:
             catalog: the runs' models, for the `tier` label (a model it does not name is `other`).
         """
-        return MetricsObserver(
-            self, tiers={} if catalog is None else {n: m.tier for n, m in catalog.models.items()}
-        )
+        return MetricsObserver(self, catalog=catalog)
 
     def watch_pools(self, routers: Iterable[PoolRouter]) -> contextlib.AbstractContextManager[None]:
         """Expose the per-replica metrics of `routers` (the pool clients' routers) within the block."""
@@ -400,15 +403,26 @@ class _Run:
 
 
 class MetricsObserver:
-    """Feeds `BudgetflowMetrics` from run events; one observer may watch many runs at once."""
+    """Feeds `BudgetflowMetrics` from run events; one observer may watch many runs at once.
 
-    def __init__(self, metrics: BudgetflowMetrics, *, tiers: Mapping[str, str]) -> None:
+    When a run starts, the series it will most likely touch (its outcomes, thresholds,
+    run-end histograms, and for each of its models the spend, tokens, successful calls,
+    latencies, attempts passed and failed, and check verdicts) are created at zero:
+    Prometheus' `rate()` and `increase()` cannot see the first increase of a series that
+    appears already above zero, so without this a process's first runs would be missing
+    from the board.
+    """
+
+    def __init__(self, metrics: BudgetflowMetrics, *, catalog: Catalog | None = None) -> None:
         """Args:
         metrics: the metrics to update.
-        tiers: each model's `tier` (a model not named is `other`).
+        catalog: the runs' models, for the `tier` label (a model it does not name is `other`)
+            and for creating their series at zero when a run starts.
         """
         self._m = metrics
-        self._tiers = tiers
+        models = {} if catalog is None else dict(catalog.models)
+        self._tiers = {name: spec.tier for name, spec in models.items()}
+        self._providers = {name: spec.provider for name, spec in models.items()}
         self._runs: dict[str, _Run] = {}
         self._models: dict[tuple[str, str | None], tuple[str, str, str]] = {}
 
@@ -421,6 +435,7 @@ class MetricsObserver:
                 policy=m.policy_label(event.run.policy, event.run.policy),
             )
             m.in_progress.start(event.run_id, started.workflow, event.ledger)
+            self._zero(started, event.dag)
             return
         run = self._runs.get(event.run_id)
         if run is None:  # the run started before this observer was given to it
@@ -451,6 +466,42 @@ class MetricsObserver:
                 tier,
             )
         return labels
+
+    def _zero(self, run: _Run, dag: DagView) -> None:
+        """Create the series `run` will most likely touch, at zero (see the class docstring)."""
+        m = self._m
+        zeroed = m.zeroed
+        w = run.workflow
+        if ("run", w, run.policy) not in zeroed:
+            zeroed.add(("run", w, run.policy))
+            for outcome in _ENDINGS:
+                m.runs(w, run.policy, outcome)
+            for threshold in BUDGET_THRESHOLDS:
+                m.thresholds(w, f"{threshold:g}")
+            for histogram in (m.utilization, m.run_seconds, m.slack_seconds, m.overshoot_seconds):
+                histogram(w)
+            m.decision_seconds(run.policy)
+        for subtask in dag.subtasks:
+            for name in dag.models.get(subtask, ()):
+                if ("attempt", w, subtask, name) in zeroed:
+                    continue
+                zeroed.add(("attempt", w, subtask, name))
+                label = m.subtask_label((w, subtask), subtask)
+                model = self._model(name, None)[0]
+                for status in ("passed", "failed"):
+                    m.attempts(w, label, model, status)
+                for result in ("pass", "fail"):
+                    m.checks(w, label, model, result)
+                if name == NO_MODEL or ("model", w, name) in zeroed:
+                    continue
+                zeroed.add(("model", w, name))
+                model, provider, tier = self._model(name, self._providers.get(name))
+                m.spend(w, model, provider, tier)
+                for kind in ("input", "output"):
+                    m.tokens(w, model, provider, tier, kind)
+                m.calls(model, provider, tier, "ok", "")
+                m.call_seconds(model, tier)
+                m.ttft_seconds(model, tier)
 
     def _decision(self, event: DecisionMade) -> None:
         policy = self._m.policy_label(event.decision.policy, event.decision.policy)
@@ -495,16 +546,15 @@ class MetricsObserver:
         m = self._m
         m.in_progress.finish(event.run_id)
         del self._runs[event.run_id]
-        outcome = record.outcome.value
-        m.runs(run.workflow, run.policy, outcome).inc()
+        m.runs(run.workflow, run.policy, record.outcome.value).inc()
         if record.budget_usd > 0:
-            m.utilization(run.workflow, outcome).observe(float(record.spent_usd / record.budget_usd))
+            m.utilization(run.workflow).observe(float(record.spent_usd / record.budget_usd))
         makespan = record.makespan_s if record.makespan_s is not None else event.at_s
-        m.run_seconds(run.workflow, outcome).observe(makespan)
+        m.run_seconds(run.workflow).observe(makespan)
         if record.deadline_s is not None:
             slack = record.deadline_s - makespan
-            m.slack_seconds(run.workflow, outcome).observe(max(0.0, slack))
+            m.slack_seconds(run.workflow).observe(max(0.0, slack))
             if slack < 0:
-                m.overshoot_seconds(run.workflow, outcome).observe(-slack)
+                m.overshoot_seconds(run.workflow).observe(-slack)
         if record.overrun_usd:
             m.overrun(run.workflow).inc(float(record.overrun_usd))
