@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
@@ -156,8 +157,11 @@ class TracingInterceptor(Interceptor):
             description="GenAI operation duration.",
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS_S,
         )
+        self._metrics = not isinstance(meter_provider, metrics.NoOpMeterProvider)
         self._open: dict[str, Span] = {}
         """Spans in progress that others may be children of: runs by run id, attempts by span id."""
+        self._model_names: dict[str, tuple[str, str]] = {}
+        self._model_specs: dict[str, ModelSpec] = {}
 
     # ---- hooks -----------------------------------------------------------------------------
 
@@ -224,112 +228,30 @@ class TracingInterceptor(Interceptor):
                 done["budgetflow.decision.repaired"] = True
             span.set_attributes(done)
 
-    @contextlib.contextmanager
-    def attempt(self, info: AttemptInfo) -> Iterator[None]:
+    def attempt(self, info: AttemptInfo) -> _AttemptSpan:
         """`invoke_agent {subtask}` around one attempt (its agent span in the calling tree)."""
-        attempt, spec = info.attempt, info.model
-        attributes: dict[str, Any] = {
-            "gen_ai.operation.name": "invoke_agent",
-            "gen_ai.provider.name": provider_name(spec.provider),
-            "gen_ai.agent.name": attempt.subtask,
-            "gen_ai.request.model": request_model(spec),
-            "gen_ai.request.max_tokens": attempt.max_tokens,
-            "budgetflow.run_id": attempt.run_id,
-            "budgetflow.subtask": attempt.subtask,
-            "budgetflow.attempt_id": attempt.attempt_id,
-            "budgetflow.call_id": info.span_id,
-            "budgetflow.model": spec.name,
-            "budgetflow.batch": attempt.batch,
-            "budgetflow.sample": attempt.sample,
-        }
-        name = f"invoke_agent {attempt.subtask}"
-        with self._span(name, SpanKind.INTERNAL, attributes, self._open.get(attempt.run_id)) as span:
-            with self._registered(info.span_id, span):
-                yield
-            done: dict[str, Any] = {"budgetflow.cost.usd": float(info.spent_usd)}
-            if info.status is not None:
-                done["budgetflow.attempt.status"] = info.status.value
-            span.set_attributes(done)
-            if info.status is AttemptStatus.ERROR:
-                kind = "_OTHER" if info.error is None else error_type(info.error)
-                _failed(span, kind, info.detail)
-            elif info.status is AttemptStatus.CANCELLED:
-                _failed(span, "cancelled", info.detail)
+        return _AttemptSpan(self, info)
 
-    @contextlib.contextmanager
-    def call(self, info: CallInfo) -> Iterator[None]:
+    def call(self, info: CallInfo) -> _ChatSpan:
         """`chat {model}` (CLIENT) around the provider call; current while it runs."""
-        request = info.request
-        spec = request.model
-        model = request_model(spec)
-        provider = provider_name(spec.provider)
-        attributes: dict[str, Any] = {
-            "gen_ai.operation.name": "chat",
-            "gen_ai.provider.name": provider,
-            "gen_ai.request.model": model,
-            "gen_ai.request.max_tokens": request.max_tokens,
-            "budgetflow.run_id": info.run_id,
-            "budgetflow.subtask": info.subtask,
-            "budgetflow.attempt_id": info.attempt_id,
-            "budgetflow.call_id": info.call_id,
-            "budgetflow.parent_call_id": info.parent_call_id,
-            "budgetflow.model": spec.name,
-            "budgetflow.retry": info.retry,
-        }
-        if request.temperature is not None:
-            attributes["gen_ai.request.temperature"] = request.temperature
-        if request.seed is not None:
-            attributes["gen_ai.request.seed"] = request.seed
-        if spec.api_base:
-            _server(spec.api_base, attributes)
-        parent = self._open.get(info.parent_call_id)
-        with self._span(f"chat {model}", SpanKind.CLIENT, attributes, parent) as span:
-            yield
-            call = info.finished
-            if call is None:
-                return
-            answered_by = (info.response.model if info.response else None) or model
-            done: dict[str, Any] = {
-                "gen_ai.response.model": answered_by,
-                "gen_ai.usage.input_tokens": call.input_tokens,
-                "gen_ai.usage.output_tokens": call.output_tokens,
-                "gen_ai.usage.cache_read.input_tokens": call.cached_tokens,
-                "budgetflow.cost.usd": float(call.cost_usd),
-                "budgetflow.reserved.usd": float(call.reserved_usd),
-                "budgetflow.call.status": call.status.value,
-                "budgetflow.simulated": call.simulated,
-            }
-            if call.response_id:
-                done["gen_ai.response.id"] = call.response_id
-            if call.finish_reason:
-                done["gen_ai.response.finish_reasons"] = [call.finish_reason]
-            if call.ttft_s is not None:
-                done["gen_ai.response.time_to_first_chunk"] = call.ttft_s
-            if call.replica:
-                done["budgetflow.replica"] = call.replica
-            span.set_attributes(done)
-            measured: dict[str, Any] = {
-                "gen_ai.operation.name": "chat",
-                "gen_ai.provider.name": provider,
-                "gen_ai.request.model": model,
-                "gen_ai.response.model": answered_by,
-            }
-            if call.status is not CallStatus.OK:
-                kind = "_OTHER" if info.error is None else error_type(info.error)
-                _failed(span, kind, call.error)
-                measured["error.type"] = kind
-            else:
-                self._tokens.record(call.input_tokens, {**measured, "gen_ai.token.type": "input"})
-                self._tokens.record(call.output_tokens, {**measured, "gen_ai.token.type": "output"})
-            self._duration.record(call.latency_s, measured)
+        return _ChatSpan(self, info)
 
     # ---- helpers ---------------------------------------------------------------------------
 
     def _span(
         self, name: str, kind: SpanKind, attributes: dict[str, Any], parent: Span | None
     ) -> contextlib.AbstractContextManager[Span]:
-        context = None if parent is None else trace.set_span_in_context(parent)
-        return self._tracer.start_as_current_span(name, context=context, kind=kind, attributes=attributes)
+        return self._tracer.start_as_current_span(
+            name, context=_parent_context(parent), kind=kind, attributes=attributes
+        )
+
+    def _names(self, spec: ModelSpec) -> tuple[str, str]:
+        """`gen_ai.request.model` and `gen_ai.provider.name` of a model (cached: every call asks)."""
+        names = self._model_names.get(spec.name)
+        if names is None or self._model_specs.get(spec.name) is not spec:
+            names = (request_model(spec), provider_name(spec.provider))
+            self._model_names[spec.name], self._model_specs[spec.name] = names, spec
+        return names
 
     @contextlib.contextmanager
     def _registered(self, key: str, span: Span) -> Iterator[None]:
@@ -342,6 +264,170 @@ class TracingInterceptor(Interceptor):
             raise
         finally:
             self._open.pop(key, None)
+
+
+class _Current:
+    """A span started and made current in the task doing the work; ended when the work is.
+
+    A class rather than a generator: a hook runs once per attempt and per call, and the
+    generator machinery would cost more than the span's own bookkeeping.
+    """
+
+    __slots__ = ("_span", "_token", "_tracing")
+
+    def __init__(self, tracing: TracingInterceptor) -> None:
+        self._tracing = tracing
+
+    def _start(self, name: str, kind: SpanKind, attributes: dict[str, Any], parent: Span | None) -> Span:
+        span = self._tracing._tracer.start_span(
+            name, context=_parent_context(parent), kind=kind, attributes=attributes
+        )
+        self._span = span
+        self._token = otel_context.attach(trace.set_span_in_context(span))
+        return span
+
+    def _end(self, error: BaseException | None) -> None:
+        span = self._span
+        try:
+            if isinstance(error, Exception):
+                span.record_exception(error)
+                _failed(span, error_type(error), str(error) or type(error).__name__)
+        finally:
+            otel_context.detach(self._token)
+            span.end()
+
+
+class _AttemptSpan(_Current):
+    __slots__ = ("_info",)
+
+    def __init__(self, tracing: TracingInterceptor, info: AttemptInfo) -> None:
+        super().__init__(tracing)
+        self._info = info
+
+    def __enter__(self) -> None:
+        info = self._info
+        attempt = info.attempt
+        model, provider = self._tracing._names(info.model)
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": "invoke_agent",
+            "gen_ai.provider.name": provider,
+            "gen_ai.agent.name": attempt.subtask,
+            "gen_ai.request.model": model,
+            "budgetflow.model": info.model.name,
+            "budgetflow.attempt_id": attempt.attempt_id,
+            "budgetflow.call_id": info.span_id,
+            "budgetflow.batch": attempt.batch,
+            "budgetflow.sample": attempt.sample,
+        }
+        opened = self._tracing._open
+        span = self._start(
+            f"invoke_agent {attempt.subtask}", SpanKind.INTERNAL, attributes, opened.get(attempt.run_id)
+        )
+        opened[info.span_id] = span
+
+    def __exit__(self, exc_type: object, error: BaseException | None, tb: object) -> None:
+        info, span = self._info, self._span
+        try:
+            self._tracing._open.pop(info.span_id, None)
+            if error is None:
+                status = info.status
+                span.set_attributes(
+                    {
+                        "budgetflow.cost.usd": float(info.spent_usd),
+                        "budgetflow.attempt.status": "" if status is None else status.value,
+                    }
+                )
+                if status is AttemptStatus.ERROR:
+                    _failed(span, "_OTHER" if info.error is None else error_type(info.error), info.detail)
+                elif status is AttemptStatus.CANCELLED:
+                    _failed(span, "cancelled", info.detail)
+        finally:
+            self._end(error)
+
+
+class _ChatSpan(_Current):
+    __slots__ = ("_info", "_model", "_provider")
+
+    def __init__(self, tracing: TracingInterceptor, info: CallInfo) -> None:
+        super().__init__(tracing)
+        self._info = info
+
+    def __enter__(self) -> None:
+        info = self._info
+        request = info.request
+        spec = request.model
+        self._model, self._provider = model, provider = self._tracing._names(spec)
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": provider,
+            "gen_ai.request.model": model,
+            "gen_ai.request.max_tokens": request.max_tokens,
+            "budgetflow.call_id": info.call_id,
+            "budgetflow.retry": info.retry,
+        }
+        if request.temperature is not None:
+            attributes["gen_ai.request.temperature"] = request.temperature
+        if request.seed is not None:
+            attributes["gen_ai.request.seed"] = request.seed
+        if spec.api_base:
+            _server(spec.api_base, attributes)
+        self._start(
+            f"chat {model}", SpanKind.CLIENT, attributes, self._tracing._open.get(info.parent_call_id)
+        )
+
+    def __exit__(self, exc_type: object, error: BaseException | None, tb: object) -> None:
+        try:
+            if error is None:
+                self._finished()
+        finally:
+            self._end(error)
+
+    def _finished(self) -> None:
+        info, span, tracing = self._info, self._span, self._tracing
+        call = info.finished
+        if call is None:
+            return
+        response = info.response
+        answered_by = (response.model if response is not None else None) or self._model
+        done: dict[str, Any] = {
+            "gen_ai.response.model": answered_by,
+            "gen_ai.usage.input_tokens": call.input_tokens,
+            "gen_ai.usage.output_tokens": call.output_tokens,
+            "gen_ai.usage.cache_read.input_tokens": call.cached_tokens,
+            "budgetflow.cost.usd": float(call.cost_usd),
+            "budgetflow.reserved.usd": float(call.reserved_usd),
+        }
+        if call.finish_reason:
+            done["gen_ai.response.finish_reasons"] = (call.finish_reason,)
+        if call.response_id:
+            done["gen_ai.response.id"] = call.response_id
+        if call.ttft_s is not None:
+            done["gen_ai.response.time_to_first_chunk"] = call.ttft_s
+        if call.replica:
+            done["budgetflow.replica"] = call.replica
+        measured = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": self._provider,
+            "gen_ai.request.model": self._model,
+            "gen_ai.response.model": answered_by,
+        }
+        if call.status is not CallStatus.OK:
+            kind = "_OTHER" if info.error is None else error_type(info.error)
+            done["error.type"] = measured["error.type"] = kind
+            span.set_status(Status(StatusCode.ERROR, (call.error or kind)[:500]))
+        span.set_attributes(done)
+        if tracing._metrics:
+            if call.status is CallStatus.OK:
+                tracing._tokens.record(call.input_tokens, {**measured, "gen_ai.token.type": "input"})
+                tracing._tokens.record(call.output_tokens, {**measured, "gen_ai.token.type": "output"})
+            tracing._duration.record(call.latency_s, measured)
+
+
+def _parent_context(parent: Span | None) -> otel_context.Context | None:
+    """The context to start a child of `parent` in (`None`: the current one, when it is the parent)."""
+    if parent is None or trace.get_current_span() is parent:
+        return None
+    return trace.set_span_in_context(parent)
 
 
 def _failed(span: Span, kind: str, description: str | None) -> None:

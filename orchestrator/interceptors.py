@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from decimal import Decimal
@@ -270,7 +270,9 @@ class _Hook(Generic[I]):
     def __init__(self, name: HookName, interceptors: Sequence[Interceptor], errors: _Errors) -> None:
         base = getattr(Interceptor, name)
         self._name: HookName = name
-        self._overriders = tuple(i for i in interceptors if getattr(type(i), name) is not base)
+        self._overriders: tuple[tuple[Interceptor, Callable[[I], AbstractContextManager[None]]], ...] = tuple(
+            (i, getattr(i, name)) for i in interceptors if getattr(type(i), name) is not base
+        )
         self._errors = errors
 
     def __bool__(self) -> bool:
@@ -279,9 +281,9 @@ class _Hook(Generic[I]):
     def enter(self, info: I) -> _Entered[I]:
         """Enter the hook of every interceptor, outermost first; skip one whose hook raises."""
         managers: list[tuple[Interceptor, AbstractContextManager[None]]] = []
-        for interceptor in self._overriders:
+        for interceptor, hook in self._overriders:
             try:
-                manager = getattr(interceptor, self._name)(info)
+                manager = hook(info)
                 manager.__enter__()
             except Exception:
                 self._errors.note(interceptor, self._name, "when entered")

@@ -218,11 +218,9 @@ async def test_the_span_tree_is_the_calling_tree_with_the_conventions_attributes
             "gen_ai.usage.cache_read.input_tokens": record.cached_tokens,
             "budgetflow.cost.usd": float(record.cost_usd),
             "budgetflow.reserved.usd": float(record.reserved_usd),
-            "budgetflow.run_id": result.run_id,
-            "budgetflow.attempt_id": record.attempt_id,
-            "budgetflow.parent_call_id": record.parent_call_id,
-            "budgetflow.call.status": record.status.value,
+            "budgetflow.call_id": record.call_id,
             "budgetflow.retry": record.retry,
+            "gen_ai.request.max_tokens": final[str(record.attempt_id)].max_tokens,
         }
         assert {k: got.get(k) for k in expected} == expected
         if record.status is CallStatus.CANCELLED:  # a sibling passed first
@@ -320,10 +318,11 @@ async def test_the_call_span_is_current_during_the_provider_call(
     wf = diamond()
     client = SpanWitness(_simulated(wf, sim_catalog))
     result = await _run(wf, sim_catalog, otel, client)
+    spans = otel.finished()
     chats = {
-        (str(_attrs(s)["budgetflow.attempt_id"]), s.context.span_id): s
-        for s in otel.finished()
-        if s.name.startswith("chat") and s.context
+        (str(_attrs(parent)["budgetflow.attempt_id"]), s.context.span_id): s
+        for s in spans
+        if s.name.startswith("chat") and s.context and (parent := _parent(s, spans)) is not None
     }
     llm = [c for c in result.calls if c.kind is CallKind.LLM]
     assert len(client.current) == len(llm) == len(chats)
