@@ -297,6 +297,7 @@ class _Capped(Generic[_K]):
         self._label = label
         self._limit = limit
         self._seen: set[_K] = set()
+        self._warned = False
 
     def __call__(self, key: _K, value: str) -> str:
         if key in self._seen:
@@ -304,8 +305,8 @@ class _Capped(Generic[_K]):
         if len(self._seen) < self._limit:
             self._seen.add(key)
             return value
-        if len(self._seen) == self._limit:
-            self._seen.add(key)  # counted once past the limit, so the warning is logged once
+        if not self._warned:
+            self._warned = True
             _log.warning(
                 "metric label `%s` reached its limit of %d distinct values; further ones are `%s`",
                 self._label,
@@ -512,7 +513,9 @@ class MetricsObserver:
         if call.kind is not CallKind.LLM and call.kind is not CallKind.WARMUP:
             return  # agent and check spans: their model calls are counted themselves
         m = self._m
-        model, provider, tier = self._model(call.model, call.provider)
+        # The catalog's provider, so that a model's calls share one series whatever the
+        # client reported for each (a failed call has no reply to say who would have answered).
+        model, provider, tier = self._model(call.model, self._providers.get(call.model or "", call.provider))
         if call.cost_usd:
             m.spend(run.workflow, model, provider, tier).inc(float(call.cost_usd))
         if call.input_tokens:
