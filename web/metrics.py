@@ -22,7 +22,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Generic, Literal, TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from orchestrator.catalog import NO_MODEL, Catalog
 from orchestrator.events import (
@@ -42,6 +45,7 @@ from web._call_errors import ERROR_TYPES, error_type
 from web._pool_collector import ROUTE_REASONS, PoolCollector
 from web._runs_in_progress import RunsInProgress
 from web._spec import MetricSpec
+from web._tallies import CounterTally, HistogramTally
 
 __all__ = ["LABELS", "METRICS", "OTHER", "BudgetflowMetrics", "MetricLimits", "MetricSpec", "MetricsObserver"]
 
@@ -316,28 +320,15 @@ class _Capped(Generic[_K]):
         return OTHER
 
 
-_M = TypeVar("_M", Counter, Histogram)
+class BudgetflowMetrics(Collector):
+    """The metrics of `METRICS` on one registry, for any number of runs and observers.
 
-
-class _Children(Generic[_M]):
-    """A labelled metric with its children cached by label values (`labels()` takes a lock)."""
-
-    def __init__(self, metric: _M) -> None:
-        self._metric: _M = metric
-        self._children: dict[tuple[str, ...], _M] = {}
-
-    def __call__(self, *values: str) -> _M:
-        child = self._children.get(values)
-        if child is None:
-            child = self._children[values] = self._metric.labels(*values)
-        return child
-
-
-class BudgetflowMetrics:
-    """The metrics of `METRICS` on one registry, for any number of runs and observers."""
+    The metrics are kept as plain numbers and turned into Prometheus families when the
+    registry is collected (`web._tallies`), so an event costs a few dictionary updates.
+    """
 
     def __init__(self, registry: CollectorRegistry, *, limits: MetricLimits | None = None) -> None:
-        """Create every metric on `registry`.
+        """Register every metric with `registry`.
 
         Args:
             registry: where the metrics live (give each process, or each test, its own).
@@ -351,50 +342,60 @@ class BudgetflowMetrics:
         self.model_label: _Capped[str] = _Capped("model", limits.max_models)
         self.provider_label: _Capped[str] = _Capped("provider", limits.max_models)
         self.policy_label: _Capped[str] = _Capped("policy", limits.max_policies)
-
-        def counter(name: str) -> _Children[Counter]:
-            spec = _SPECS[name]
-            return _Children(Counter(spec.base_name, spec.help, spec.labels, registry=registry))
-
-        def histogram(name: str) -> _Children[Histogram]:
-            spec = _SPECS[name]
-            return _Children(
-                Histogram(spec.name, spec.help, spec.labels, registry=registry, buckets=spec.buckets)
-            )
-
-        self.spend = counter("budgetflow_spend_usd_total")
-        self.tokens = counter("budgetflow_tokens_total")
-        self.calls = counter("budgetflow_model_calls_total")
-        self.call_seconds = histogram("budgetflow_model_call_duration_seconds")
-        self.ttft_seconds = histogram("budgetflow_time_to_first_token_seconds")
-        self.attempts = counter("budgetflow_attempts_total")
-        self.checks = counter("budgetflow_checks_total")
-        self.decision_seconds = histogram("budgetflow_decision_duration_seconds")
-        self.runs = counter("budgetflow_runs_total")
-        self.utilization = histogram("budgetflow_run_budget_utilization_ratio")
-        self.slack_seconds = histogram("budgetflow_run_deadline_slack_seconds")
-        self.overshoot_seconds = histogram("budgetflow_run_deadline_overshoot_seconds")
-        self.run_seconds = histogram("budgetflow_run_duration_seconds")
-        self.overrun = counter("budgetflow_run_overrun_usd_total")
-        self.thresholds = counter("budgetflow_budget_threshold_crossings_total")
+        self.spend = CounterTally(_SPECS["budgetflow_spend_usd_total"])
+        self.tokens = CounterTally(_SPECS["budgetflow_tokens_total"])
+        self.calls = CounterTally(_SPECS["budgetflow_model_calls_total"])
+        self.call_seconds = HistogramTally(_SPECS["budgetflow_model_call_duration_seconds"])
+        self.ttft_seconds = HistogramTally(_SPECS["budgetflow_time_to_first_token_seconds"])
+        self.attempts = CounterTally(_SPECS["budgetflow_attempts_total"])
+        self.checks = CounterTally(_SPECS["budgetflow_checks_total"])
+        self.decision_seconds = HistogramTally(_SPECS["budgetflow_decision_duration_seconds"])
+        self.runs = CounterTally(_SPECS["budgetflow_runs_total"])
+        self.utilization = HistogramTally(_SPECS["budgetflow_run_budget_utilization_ratio"])
+        self.slack_seconds = HistogramTally(_SPECS["budgetflow_run_deadline_slack_seconds"])
+        self.overshoot_seconds = HistogramTally(_SPECS["budgetflow_run_deadline_overshoot_seconds"])
+        self.run_seconds = HistogramTally(_SPECS["budgetflow_run_duration_seconds"])
+        self.overrun = CounterTally(_SPECS["budgetflow_run_overrun_usd_total"])
+        self.thresholds = CounterTally(_SPECS["budgetflow_budget_threshold_crossings_total"])
+        self._tallies: tuple[CounterTally | HistogramTally, ...] = tuple(
+            t for t in vars(self).values() if isinstance(t, CounterTally | HistogramTally)
+        )
         self.in_progress = RunsInProgress(_SPECS)
+        """The money of the runs in progress."""
         self.zeroed: set[tuple[str, ...]] = set()
         """Label sets already created at zero (`MetricsObserver` creates the likely ones early)."""
         self._pools = PoolCollector(_SPECS)
-        registry.register(self.in_progress)
-        registry.register(self._pools)
+        registry.register(self)
+
+    def collect(self) -> Iterable[Metric]:
+        """Every family (called by the registry at scrape time)."""
+        families: list[Metric] = [t.family() for t in self._tallies]
+        families.extend(self.in_progress.collect())
+        families.extend(self._pools.collect())
+        return families
+
+    def describe(self) -> Iterable[Metric]:
+        """The families without samples (lets the registry check names without collecting)."""
+        return [spec.counter_family() if spec.kind == "counter" else _empty(spec) for spec in METRICS]
 
     def observer(self, *, catalog: Catalog | None = None) -> MetricsObserver:
         """An observer that feeds these metrics from the events of the runs it is given to.
 
         Args:
-            catalog: the runs' models, for the `tier` label (a model it does not name is `other`).
+            catalog: the runs' models, for the `tier` and `provider` labels (a model it does
+                not name is `other`, and its provider is what its calls report).
         """
         return MetricsObserver(self, catalog=catalog)
 
     def watch_pools(self, routers: Iterable[PoolRouter]) -> contextlib.AbstractContextManager[None]:
         """Expose the per-replica metrics of `routers` (the pool clients' routers) within the block."""
         return self._pools.watching(routers)
+
+
+def _empty(spec: MetricSpec) -> Metric:
+    if spec.kind == "gauge":
+        return spec.gauge_family()
+    return HistogramMetricFamily(spec.name, spec.help, labels=list(spec.labels))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -417,8 +418,8 @@ class MetricsObserver:
     def __init__(self, metrics: BudgetflowMetrics, *, catalog: Catalog | None = None) -> None:
         """Args:
         metrics: the metrics to update.
-        catalog: the runs' models, for the `tier` label (a model it does not name is `other`)
-            and for creating their series at zero when a run starts.
+        catalog: the runs' models, for the `tier` and `provider` labels (a model it does
+            not name is `other`) and for creating their series at zero when a run starts.
         """
         self._m = metrics
         models = {} if catalog is None else dict(catalog.models)
@@ -426,6 +427,7 @@ class MetricsObserver:
         self._providers = {name: spec.provider for name, spec in models.items()}
         self._runs: dict[str, _Run] = {}
         self._models: dict[tuple[str, str | None], tuple[str, str, str]] = {}
+        self._subtasks: dict[tuple[str, str], str] = {}
 
     async def observe(self, event: Event) -> None:
         """Update the metrics from one event."""
@@ -449,7 +451,7 @@ class MetricsObserver:
         elif isinstance(event, DecisionMade):
             self._decision(event)
         elif isinstance(event, BudgetThresholdCrossed):
-            self._threshold(run, event)
+            self._m.thresholds.inc((run.workflow, f"{event.threshold:g}"))
         elif isinstance(event, RunFinished):
             self._finished(run, event)
 
@@ -468,6 +470,13 @@ class MetricsObserver:
             )
         return labels
 
+    def _subtask(self, workflow: str, subtask: str) -> str:
+        key = (workflow, subtask)
+        label = self._subtasks.get(key)
+        if label is None:
+            label = self._subtasks[key] = self._m.subtask_label(key, subtask)
+        return label
+
     def _zero(self, run: _Run, dag: DagView) -> None:
         """Create the series `run` will most likely touch, at zero (see the class docstring)."""
         m = self._m
@@ -476,37 +485,37 @@ class MetricsObserver:
         if ("run", w, run.policy) not in zeroed:
             zeroed.add(("run", w, run.policy))
             for outcome in _ENDINGS:
-                m.runs(w, run.policy, outcome)
+                m.runs.zero((w, run.policy, outcome))
             for threshold in BUDGET_THRESHOLDS:
-                m.thresholds(w, f"{threshold:g}")
+                m.thresholds.zero((w, f"{threshold:g}"))
             for histogram in (m.utilization, m.run_seconds, m.slack_seconds, m.overshoot_seconds):
-                histogram(w)
-            m.decision_seconds(run.policy)
+                histogram.zero((w,))
+            m.decision_seconds.zero((run.policy,))
         for subtask in dag.subtasks:
             for name in dag.models.get(subtask, ()):
                 if ("attempt", w, subtask, name) in zeroed:
                     continue
                 zeroed.add(("attempt", w, subtask, name))
-                label = m.subtask_label((w, subtask), subtask)
+                label = self._subtask(w, subtask)
                 model = self._model(name, None)[0]
                 for status in ("passed", "failed"):
-                    m.attempts(w, label, model, status)
+                    m.attempts.zero((w, label, model, status))
                 for result in ("pass", "fail"):
-                    m.checks(w, label, model, result)
+                    m.checks.zero((w, label, model, result))
                 if name == NO_MODEL or ("model", w, name) in zeroed:
                     continue
                 zeroed.add(("model", w, name))
                 model, provider, tier = self._model(name, self._providers.get(name))
-                m.spend(w, model, provider, tier)
+                m.spend.zero((w, model, provider, tier))
                 for kind in ("input", "output"):
-                    m.tokens(w, model, provider, tier, kind)
-                m.calls(model, provider, tier, "ok", "")
-                m.call_seconds(model, tier)
-                m.ttft_seconds(model, tier)
+                    m.tokens.zero((w, model, provider, tier, kind))
+                m.calls.zero((model, provider, tier, "ok", ""))
+                m.call_seconds.zero((model, tier))
+                m.ttft_seconds.zero((model, tier))
 
     def _decision(self, event: DecisionMade) -> None:
         policy = self._m.policy_label(event.decision.policy, event.decision.policy)
-        self._m.decision_seconds(policy).observe(event.decision.decide_ms / 1000.0)
+        self._m.decision_seconds.observe((policy,), event.decision.decide_ms / 1000.0)
 
     def _call(self, run: _Run, event: CallFinished) -> None:
         call = event.call
@@ -516,48 +525,54 @@ class MetricsObserver:
         # The catalog's provider, so that a model's calls share one series whatever the
         # client reported for each (a failed call has no reply to say who would have answered).
         model, provider, tier = self._model(call.model, self._providers.get(call.model or "", call.provider))
+        w = run.workflow
         if call.cost_usd:
-            m.spend(run.workflow, model, provider, tier).inc(float(call.cost_usd))
+            m.spend.inc((w, model, provider, tier), call.cost_usd)
         if call.input_tokens:
-            m.tokens(run.workflow, model, provider, tier, "input").inc(call.input_tokens)
+            m.tokens.inc((w, model, provider, tier, "input"), call.input_tokens)
         if call.output_tokens:
-            m.tokens(run.workflow, model, provider, tier, "output").inc(call.output_tokens)
+            m.tokens.inc((w, model, provider, tier, "output"), call.output_tokens)
         if call.cached_tokens:
-            m.tokens(run.workflow, model, provider, tier, "cached_input").inc(call.cached_tokens)
-        failed = call.status is CallStatus.ERROR
-        kind = error_type(call.error) if failed else ""
-        m.calls(model, provider, tier, call.status.value, kind).inc()
-        if call.kind is CallKind.LLM and call.status is not CallStatus.CANCELLED:
-            m.call_seconds(model, tier).observe(call.latency_s)
+            m.tokens.inc((w, model, provider, tier, "cached_input"), call.cached_tokens)
+        status = call.status
+        m.calls.inc(
+            (
+                model,
+                provider,
+                tier,
+                status.value,
+                error_type(call.error) if status is CallStatus.ERROR else "",
+            )
+        )
+        if call.kind is CallKind.LLM and status is not CallStatus.CANCELLED:
+            m.call_seconds.observe((model, tier), call.latency_s)
             if call.ttft_s is not None:
-                m.ttft_seconds(model, tier).observe(call.ttft_s)
+                m.ttft_seconds.observe((model, tier), call.ttft_s)
 
     def _attempt(self, run: _Run, event: AttemptFinished) -> None:
         attempt = event.attempt
         m = self._m
-        subtask = m.subtask_label((run.workflow, attempt.subtask), attempt.subtask)
+        subtask = self._subtask(run.workflow, attempt.subtask)
         model = self._model(attempt.model, None)[0]
-        m.attempts(run.workflow, subtask, model, attempt.status.value).inc()
+        m.attempts.inc((run.workflow, subtask, model, attempt.status.value))
         if attempt.check_passed is not None:
-            m.checks(run.workflow, subtask, model, "pass" if attempt.check_passed else "fail").inc()
-
-    def _threshold(self, run: _Run, event: BudgetThresholdCrossed) -> None:
-        self._m.thresholds(run.workflow, f"{event.threshold:g}").inc()
+            m.checks.inc((run.workflow, subtask, model, "pass" if attempt.check_passed else "fail"))
 
     def _finished(self, run: _Run, event: RunFinished) -> None:
         record = event.run
         m = self._m
         m.in_progress.finish(event.run_id)
         del self._runs[event.run_id]
-        m.runs(run.workflow, run.policy, record.outcome.value).inc()
+        w = (run.workflow,)
+        m.runs.inc((run.workflow, run.policy, record.outcome.value))
         if record.budget_usd > 0:
-            m.utilization(run.workflow).observe(float(record.spent_usd / record.budget_usd))
+            m.utilization.observe(w, float(record.spent_usd / record.budget_usd))
         makespan = record.makespan_s if record.makespan_s is not None else event.at_s
-        m.run_seconds(run.workflow).observe(makespan)
+        m.run_seconds.observe(w, makespan)
         if record.deadline_s is not None:
             slack = record.deadline_s - makespan
-            m.slack_seconds(run.workflow).observe(max(0.0, slack))
+            m.slack_seconds.observe(w, max(0.0, slack))
             if slack < 0:
-                m.overshoot_seconds(run.workflow).observe(-slack)
+                m.overshoot_seconds.observe(w, -slack)
         if record.overrun_usd:
-            m.overrun(run.workflow).inc(float(record.overrun_usd))
+            m.overrun.inc(w, record.overrun_usd)
