@@ -28,12 +28,14 @@ class TallyLedger:
         self.spent_nano = 0
         self.reserved_nano = 0
         self.overrun_nano = 0
+        self._view: LedgerView | None = None
 
     async def reserve(self, amount_nano: int) -> Reservation | None:
         """Forward; count the hold if it was made."""
         reservation = await self._inner.reserve(amount_nano)
         if reservation is not None:
             self.reserved_nano += reservation.amount_nano
+            self._view = None
         return reservation
 
     async def settle(self, reservation: Reservation, actual_nano: int) -> int:
@@ -42,6 +44,7 @@ class TallyLedger:
         self.reserved_nano -= reservation.amount_nano
         self.spent_nano += charged
         self.overrun_nano += max(0, actual_nano - charged)
+        self._view = None
         return charged
 
     async def snapshot(self) -> LedgerSnapshot:
@@ -49,10 +52,12 @@ class TallyLedger:
         return await self._inner.snapshot()
 
     def view(self) -> LedgerView:
-        """The run's totals now, without I/O."""
-        return LedgerView(
-            budget_usd=nano_to_usd(self.budget_nano),
-            spent_usd=nano_to_usd(self.spent_nano),
-            reserved_usd=nano_to_usd(self.reserved_nano),
-            overrun_usd=nano_to_usd(self.overrun_nano),
-        )
+        """The run's totals now, without I/O (one view is shared until the money moves)."""
+        if self._view is None:
+            self._view = LedgerView(
+                budget_usd=nano_to_usd(self.budget_nano),
+                spent_usd=nano_to_usd(self.spent_nano),
+                reserved_usd=nano_to_usd(self.reserved_nano),
+                overrun_usd=nano_to_usd(self.overrun_nano),
+            )
+        return self._view

@@ -56,7 +56,7 @@ BUDGET_THRESHOLDS = (0.5, 0.8, 0.95)
 """Fractions of the budget whose crossing by spend is an event."""
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class LedgerView:
     """The run's money when the event happened (exact USD)."""
 
@@ -75,7 +75,7 @@ class LedgerView:
         return self.budget_usd - self.spent_usd - self.reserved_usd
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class _Event:
     run_id: str
     """The run."""
@@ -87,7 +87,7 @@ class _Event:
     """The run's money at that moment."""
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class RunStarted(_Event):
     """A run began."""
 
@@ -97,7 +97,7 @@ class RunStarted(_Event):
     """The workflow's shape: subtasks in order, their parents and models."""
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class DecisionMade(_Event):
     """The policy decided what the ready subtasks get."""
 
@@ -105,7 +105,7 @@ class DecisionMade(_Event):
     """The decision, with its state, allocation and explanation."""
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class AttemptStarted(_Event):
     """A sample of a subtask began."""
 
@@ -113,7 +113,7 @@ class AttemptStarted(_Event):
     """The attempt (status `running`)."""
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class CallFinished(_Event):
     """A model call, or an agent span, ended; its record is durable."""
 
@@ -121,7 +121,7 @@ class CallFinished(_Event):
     """The call, with its tokens, cost and latency."""
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class AttemptFinished(_Event):
     """An attempt ended, with its final status."""
 
@@ -129,7 +129,7 @@ class AttemptFinished(_Event):
     """The attempt."""
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class SubtaskChanged(_Event):
     """A subtask changed state."""
 
@@ -139,7 +139,7 @@ class SubtaskChanged(_Event):
     """Its output, when it completed (the winner's value, whole)."""
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class BudgetThresholdCrossed(_Event):
     """Spend passed a fraction of the budget (`BUDGET_THRESHOLDS`)."""
 
@@ -147,7 +147,7 @@ class BudgetThresholdCrossed(_Event):
     """The fraction passed (0.5, 0.8 or 0.95)."""
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class RunFinished(_Event):
     """A run ended."""
 

@@ -46,7 +46,7 @@ import itertools
 import random
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -247,6 +247,8 @@ class Executor:
             for name, spec in (*catalog.models.items(), (NO_MODEL, catalog.get(NO_MODEL)))
         }
         self._t0 = 0.0
+        self._clock: Callable[[], float] = time.monotonic
+        """The running loop's clock, once the run starts."""
         self._deadline_at: float | None = None
         self._fatal: BudgetflowError | None = None
         self._policy_thread: ThreadPoolExecutor | None = None
@@ -271,6 +273,7 @@ class Executor:
                 `cancelled`, every hold settled, before this propagates).
         """
         loop = asyncio.get_running_loop()
+        self._clock = loop.time
         self._t0 = loop.time()
         deadline_at = None if self.limits.deadline_s is None else self._t0 + self.limits.deadline_s
         self._deadline_at = deadline_at
@@ -776,7 +779,7 @@ class Executor:
         sub.status = status
 
     def _now(self) -> float:
-        return asyncio.get_running_loop().time() - self._t0
+        return self._clock() - self._t0
 
     async def _measure_prompts(self) -> None:
         """Count the prompts of subtasks that just became ready, for every model they may use.

@@ -1,7 +1,7 @@
 """Delivering a run's events to its observers without ever slowing the run.
 
 Each observer gets a bounded queue and a task of its own. Publishing an event is
-`put_nowait` on every queue: it never waits. A queue that is full (an observer
+an append to every queue: it never waits. A queue that is full (an observer
 slower than the run) drops the event for that observer alone; an observer that
 raises loses that one event. Both are counted (`ObserverStats`) and logged once
 per observer, and neither reaches the run. When the run ends, what is queued is
@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -43,35 +44,55 @@ class ObserverStats:
 
 
 class _Channel:
+    """One observer's queue (a deque, bounded by the hub) and the task that empties it.
+
+    The task wakes once for whatever was published since it last ran and hands it all
+    over in order, so an event costs an append, not a wake-up of its own.
+    """
+
     def __init__(self, observer: Observer, size: int) -> None:
         self.observer = observer
         self.name = type(observer).__name__
-        self.queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=size)
+        self.size = size
+        self.pending: deque[Event] = deque()
         self.task: asyncio.Task[None] | None = None
+        self.wakeup: asyncio.Future[None] | None = None
+        self.closing = False
         self.delivered = 0
         self.dropped = 0
         self.errors = 0
         self.busy = False
 
+    def wake(self) -> None:
+        wakeup = self.wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
+
     async def pump(self) -> None:
+        loop = asyncio.get_running_loop()
+        pending = self.pending
         while True:
-            event = await self.queue.get()
-            self.busy = True
-            try:
-                await self.observer.observe(event)
-                self.delivered += 1
-            except Exception:
-                self.errors += 1
-                if self.errors == 1:
-                    _log.warning(
-                        "observer %s failed on %s; it keeps receiving events",
-                        self.name,
-                        type(event).__name__,
-                        exc_info=True,
-                    )
-            finally:
-                self.busy = False
-                self.queue.task_done()
+            while pending:
+                event = pending.popleft()
+                self.busy = True
+                try:
+                    await self.observer.observe(event)
+                    self.delivered += 1
+                except Exception:
+                    self.errors += 1
+                    if self.errors == 1:
+                        _log.warning(
+                            "observer %s failed on %s; it keeps receiving events",
+                            self.name,
+                            type(event).__name__,
+                            exc_info=True,
+                        )
+                finally:
+                    self.busy = False
+            if self.closing:
+                return
+            self.wakeup = loop.create_future()
+            await self.wakeup
 
 
 class ObserverHub:
@@ -96,16 +117,17 @@ class ObserverHub:
                 channel.task = asyncio.get_running_loop().create_task(
                     channel.pump(), name=f"budgetflow-observer-{channel.name}"
                 )
-            try:
-                channel.queue.put_nowait(event)
-            except asyncio.QueueFull:
+            if len(channel.pending) >= channel.size:
                 channel.dropped += 1
                 if channel.dropped == 1:
                     _log.warning(
                         "observer %s is %d events behind; dropping events for it",
                         channel.name,
-                        channel.queue.maxsize,
+                        channel.size,
                     )
+                continue
+            channel.pending.append(event)
+            channel.wake()
 
     async def aclose(self, *, drain_s: float = _DRAIN_S) -> None:
         """Deliver what is queued (for at most `drain_s` in all), then stop every observer's task."""
@@ -114,13 +136,16 @@ class ObserverHub:
         for channel in self._channels:
             if channel.task is None:
                 continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(channel.queue.join(), max(0.0, give_up - loop.time()))
+            channel.closing = True
+            channel.wake()
+            done, _ = await asyncio.wait({channel.task}, timeout=max(0.0, give_up - loop.time()))
+            if done:
+                continue
             interrupted = channel.busy  # the event it is handling now is lost too
             channel.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await channel.task
-            left = channel.queue.qsize() + (1 if interrupted else 0)
+            left = len(channel.pending) + (1 if interrupted else 0)
             if left:
                 channel.dropped += left
                 _log.warning("observer %s was stopped with %d events undelivered", channel.name, left)

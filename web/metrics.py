@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import HistogramMetricFamily
@@ -35,6 +35,7 @@ from orchestrator.events import (
     CallFinished,
     DecisionMade,
     Event,
+    LedgerView,
     RunFinished,
     RunStarted,
 )
@@ -398,10 +399,11 @@ def _empty(spec: MetricSpec) -> Metric:
     return HistogramMetricFamily(spec.name, spec.help, labels=list(spec.labels))
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True, slots=True)
 class _Run:
     workflow: str
     policy: str
+    ledger: LedgerView
 
 
 class MetricsObserver:
@@ -428,14 +430,22 @@ class MetricsObserver:
         self._runs: dict[str, _Run] = {}
         self._models: dict[tuple[str, str | None], tuple[str, str, str]] = {}
         self._subtasks: dict[tuple[str, str], str] = {}
+        self._handlers: dict[type[Event], Callable[[_Run, Any], None]] = {
+            CallFinished: self._call,
+            AttemptFinished: self._attempt,
+            DecisionMade: self._decision,
+            BudgetThresholdCrossed: self._threshold,
+            RunFinished: self._finished,
+        }
 
     async def observe(self, event: Event) -> None:
         """Update the metrics from one event."""
-        if isinstance(event, RunStarted):
+        if type(event) is RunStarted:
             m = self._m
             started = self._runs[event.run_id] = _Run(
                 workflow=m.workflow_label(event.run.workflow, event.run.workflow),
                 policy=m.policy_label(event.run.policy, event.run.policy),
+                ledger=event.ledger,
             )
             m.in_progress.start(event.run_id, started.workflow, event.ledger)
             self._zero(started, event.dag)
@@ -443,17 +453,12 @@ class MetricsObserver:
         run = self._runs.get(event.run_id)
         if run is None:  # the run started before this observer was given to it
             return
-        self._m.in_progress.update(event.run_id, event.ledger)
-        if isinstance(event, CallFinished):
-            self._call(run, event)
-        elif isinstance(event, AttemptFinished):
-            self._attempt(run, event)
-        elif isinstance(event, DecisionMade):
-            self._decision(event)
-        elif isinstance(event, BudgetThresholdCrossed):
-            self._m.thresholds.inc((run.workflow, f"{event.threshold:g}"))
-        elif isinstance(event, RunFinished):
-            self._finished(run, event)
+        if event.ledger is not run.ledger:  # the run shares one view until its money moves
+            run.ledger = event.ledger
+            self._m.in_progress.update(event.run_id, event.ledger)
+        handle = self._handlers.get(type(event))
+        if handle is not None:
+            handle(run, event)
 
     def _model(self, model: str | None, provider: str | None) -> tuple[str, str, str]:
         """(model, provider, tier) labels of a call or attempt."""
@@ -513,7 +518,10 @@ class MetricsObserver:
                 m.call_seconds.zero((model, tier))
                 m.ttft_seconds.zero((model, tier))
 
-    def _decision(self, event: DecisionMade) -> None:
+    def _threshold(self, run: _Run, event: BudgetThresholdCrossed) -> None:
+        self._m.thresholds.inc((run.workflow, f"{event.threshold:g}"))
+
+    def _decision(self, run: _Run, event: DecisionMade) -> None:
         policy = self._m.policy_label(event.decision.policy, event.decision.policy)
         self._m.decision_seconds.observe((policy,), event.decision.decide_ms / 1000.0)
 
