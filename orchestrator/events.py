@@ -39,6 +39,7 @@ from orchestrator.records import (
 
 __all__ = [
     "BUDGET_THRESHOLDS",
+    "EVENT_TYPES",
     "AttemptFinished",
     "AttemptStarted",
     "BudgetThresholdCrossed",
@@ -167,9 +168,29 @@ Event = (
 )
 """Everything a run emits."""
 
+EVENT_TYPES: frozenset[type[Event]] = frozenset(
+    (
+        RunStarted,
+        DecisionMade,
+        AttemptStarted,
+        CallFinished,
+        AttemptFinished,
+        SubtaskChanged,
+        BudgetThresholdCrossed,
+        RunFinished,
+    )
+)
+"""Every kind of event, as classes."""
+
 
 class Observer(Protocol):
-    """Watches runs. Its calls happen off the run's critical path (`orchestrator.observers`)."""
+    """Watches runs. Its calls happen off the run's critical path (`orchestrator.observers`).
+
+    An observer that only needs some kinds of events says which in an attribute
+    `event_types` (a collection of event classes); it then receives only those, in
+    order, and a run that no observer wants an event of does not even build it. Without
+    the attribute, an observer receives everything.
+    """
 
     async def observe(self, event: Event) -> None:
         """One event of a run, in the run's order."""

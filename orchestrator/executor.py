@@ -870,27 +870,34 @@ class Executor:
         self._emit(SubtaskChanged, subtask=record, output=sub.output if sub.winner else None)
 
     def _emit(self, kind: type[Event], **fields: Any) -> None:
-        """The one way the run tells its observers what happened (nothing is built if none listen)."""
-        if not self.hub:
+        """The one way the run tells its observers what happened (nothing is built that none want)."""
+        hub = self.hub
+        if not hub:
             return
-        self.hub.publish(
-            kind(
-                run_id=self.run_id, seq=next(self._seq), at_s=self._now(), ledger=self._tally.view(), **fields
+        if hub.wants(kind):
+            hub.publish(
+                kind(
+                    run_id=self.run_id,
+                    seq=next(self._seq),
+                    at_s=self._now(),
+                    ledger=self._tally.view(),
+                    **fields,
+                )
             )
-        )
-        if kind is CallFinished:
+        if kind is CallFinished and self._thresholds:
             spent = self._tally.spent_nano
             while self._thresholds and spent >= self._thresholds[0] * self._tally.budget_nano:
                 threshold = self._thresholds.pop(0)
-                self.hub.publish(
-                    BudgetThresholdCrossed(
-                        run_id=self.run_id,
-                        seq=next(self._seq),
-                        at_s=self._now(),
-                        ledger=self._tally.view(),
-                        threshold=threshold,
+                if hub.wants(BudgetThresholdCrossed):
+                    hub.publish(
+                        BudgetThresholdCrossed(
+                            run_id=self.run_id,
+                            seq=next(self._seq),
+                            at_s=self._now(),
+                            ledger=self._tally.view(),
+                            threshold=threshold,
+                        )
                     )
-                )
 
 
 def _decision_budget(remaining_s: float | None, *, first: bool) -> float:

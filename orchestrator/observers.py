@@ -17,9 +17,9 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from orchestrator.events import Event, Observer
+from orchestrator.events import EVENT_TYPES, Event, Observer
 
-__all__ = ["DEFAULT_QUEUE_SIZE", "ObserverHub", "ObserverStats"]
+__all__ = ["DEFAULT_QUEUE_SIZE", "ObserverHub", "ObserverStats", "wanted_types"]
 
 _log = logging.getLogger(__name__)
 
@@ -43,6 +43,21 @@ class ObserverStats:
     """Events on which it raised."""
 
 
+def wanted_types(observer: Observer) -> frozenset[type[Event]] | None:
+    """The event classes `observer` asks for (its `event_types`), or None for all of them."""
+    types = getattr(observer, "event_types", None)
+    if types is None:
+        return None
+    wanted = frozenset(types)
+    unknown = [t for t in wanted if t not in EVENT_TYPES]
+    if unknown:
+        raise TypeError(
+            f"{type(observer).__name__}.event_types names {unknown}, which are not events;"
+            f" use classes of orchestrator.events"
+        )
+    return wanted
+
+
 class _Channel:
     """One observer's queue (a deque, bounded by the hub) and the task that empties it.
 
@@ -53,6 +68,7 @@ class _Channel:
     def __init__(self, observer: Observer, size: int) -> None:
         self.observer = observer
         self.name = type(observer).__name__
+        self.types = wanted_types(observer)
         self.size = size
         self.pending: deque[Event] = deque()
         self.task: asyncio.Task[None] | None = None
@@ -106,13 +122,28 @@ class ObserverHub:
         if queue_size < 1:
             raise ValueError(f"queue_size must be at least 1, got {queue_size}")
         self._channels = [_Channel(o, queue_size) for o in observers]
+        wanted: set[type[Event]] = set()
+        for channel in self._channels:
+            if channel.types is None:
+                self._wanted: frozenset[type[Event]] | None = None
+                break
+            wanted |= channel.types
+        else:
+            self._wanted = frozenset(wanted)
 
     def __bool__(self) -> bool:
         return bool(self._channels)
 
+    def wants(self, kind: type[Event]) -> bool:
+        """Whether some observer receives events of `kind` (if none does, do not build them)."""
+        return bool(self._channels) and (self._wanted is None or kind in self._wanted)
+
     def publish(self, event: Event) -> None:
         """Queue `event` for every observer; never waits."""
+        kind = type(event)
         for channel in self._channels:
+            if channel.types is not None and kind not in channel.types:
+                continue
             if channel.task is None:
                 channel.task = asyncio.get_running_loop().create_task(
                     channel.pump(), name=f"budgetflow-observer-{channel.name}"

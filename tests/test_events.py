@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncGenerator
 from decimal import Decimal
@@ -101,6 +102,48 @@ def test_a_run_emits_every_event_in_order_with_its_money(
         if isinstance(event, BudgetThresholdCrossed):
             assert event.ledger.spent_usd >= Decimal(str(event.threshold)) * Decimal("0.0015")
     assert result.observers[0].delivered == len(events) and result.observers[0].dropped == 0
+
+
+class Thresholds(Collect):
+    """Asks for threshold crossings and the run's end only."""
+
+    event_types = (BudgetThresholdCrossed, RunFinished)
+
+
+def test_an_observer_receives_only_the_events_it_asks_for(
+    sim_catalog: Catalog, diamond: WorkflowFactory
+) -> None:
+    everything, some = Collect(), Thresholds()
+    run = functools.partial(
+        simulate,
+        diamond(),
+        catalog=sim_catalog,
+        inputs={"topic": "t"},
+        budget_usd="0.0015",
+        deadline_s=60,
+        policy="fixed:small:2",
+        seed=3,
+    )
+    run(observers=[everything, some])
+    wanted = [e for e in everything.events if isinstance(e, BudgetThresholdCrossed | RunFinished)]
+    assert wanted and len(wanted) < len(everything.events)
+    assert some.events == wanted
+    # alone, it gets the same events, and the run builds no others (their numbers are not taken)
+    alone = Thresholds()
+    result = run(observers=[alone])
+    assert [(type(e), getattr(e, "threshold", None)) for e in alone.events] == [
+        (type(e), getattr(e, "threshold", None)) for e in wanted
+    ]
+    assert [e.seq for e in alone.events] == list(range(len(wanted)))
+    assert result.observers[0].delivered == len(wanted)
+
+
+def test_an_observer_asking_for_something_that_is_not_an_event_is_refused() -> None:
+    class Confused(Collect):
+        event_types = (RunFinished, str)
+
+    with pytest.raises(TypeError, match=r"Confused.event_types names \[<class 'str'>\]"):
+        ObserverHub([Confused()])
 
 
 async def test_slow_and_failing_observers_neither_slow_nor_fail_the_run(

@@ -438,6 +438,11 @@ class MetricsObserver:
             RunFinished: self._finished,
         }
 
+    event_types = frozenset(
+        (RunStarted, DecisionMade, CallFinished, AttemptFinished, BudgetThresholdCrossed, RunFinished)
+    )
+    """The events it reads (the others are not built for it)."""
+
     async def observe(self, event: Event) -> None:
         """Update the metrics from one event."""
         if type(event) is RunStarted:
