@@ -25,7 +25,7 @@ OpenTelemetry (off by default) is set by its own standard variables only:
 The exporter is `otlp`, `console` or `none` (off); `OTEL_SDK_DISABLED=true` turns both
 off. OTLP goes over HTTP (`http/protobuf`, the only `OTEL_EXPORTER_OTLP_PROTOCOL`
 accepted). The exporters read the other `OTEL_*` variables (endpoint, headers, timeout,
-service name) themselves; see `budgetflow.tracing` and docs/tracing.md.
+service name) themselves; see `budgetflow.tracing` and docs/observability.md.
 
 Values are checked here, and a bad one is reported with where it came from
 (the flag, the environment variable or the file key).

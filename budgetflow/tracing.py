@@ -16,7 +16,7 @@ invoke_workflow {workflow}          a run                       INTERNAL
 Names and attributes follow the OpenTelemetry semantic conventions for generative
 AI as of version 1.41.0 (`SEMCONV_VERSION`), which are in development status and
 change between versions; what has no standard attribute (money, budgetflow's ids)
-is under `budgetflow.`. docs/tracing.md lists every span and attribute.
+is under `budgetflow.`. docs/observability.md lists every span and attribute.
 
 Tracing is off by default. `budgetflow run` turns it on from the standard `OTEL_*`
 variables (`budgetflow.settings`, `telemetry_from_settings`); a program using
