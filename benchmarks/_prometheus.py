@@ -4,22 +4,26 @@
 installs it) on a free loopback port with its own storage directory and the shipped
 config (`deploy/prometheus/prometheus.yml`) pointed at given targets; it is stopped by
 its PID. `board_queries` reads every panel's PromQL from the shipped dashboard and fills
-in Grafana's variables, so what is checked and drawn is what Grafana would ask.
+in Grafana's variables, so what is checked and drawn is what Grafana would ask. `Process`
+runs a budgetflow module (such as `benchmarks.board_load`) for Prometheus to scrape.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 import yaml
@@ -28,6 +32,7 @@ __all__ = [
     "DASHBOARD",
     "PROMETHEUS_CONFIG",
     "BoardQuery",
+    "Process",
     "PrometheusServer",
     "Series",
     "board_queries",
@@ -104,6 +109,62 @@ class Series:
     def finite(self) -> list[tuple[float, float]]:
         """The points with a finite value."""
         return [(t, v) for t, v in self.points if math.isfinite(v)]
+
+
+class Process:
+    """A budgetflow process (`python -m ...`) run from the repository root, its output collected."""
+
+    def __init__(self, *argv: str) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("BUDGETFLOW_", "OPENAI_", "UV"))}
+        env |= {"PYTHONUNBUFFERED": "1", "LITELLM_LOCAL_MODEL_COST_MAP": "True", "COLUMNS": "100"}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", *argv],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self._out: list[str] = []
+        self._err: list[str] = []
+        self._readers = [
+            threading.Thread(target=self._read, args=(self.process.stdout, self._out), daemon=True),
+            threading.Thread(target=self._read, args=(self.process.stderr, self._err), daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    @staticmethod
+    def _read(stream: IO[str] | None, into: list[str]) -> None:
+        assert stream is not None
+        for line in stream:
+            into.append(line)
+
+    def finish(self, timeout_s: float) -> tuple[int, str, str]:
+        """Wait for the exit (killing it after `timeout_s`); its code, stdout and stderr."""
+        try:
+            code = self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise
+        finally:
+            self._close()
+        return code, "".join(self._out), "".join(self._err)
+
+    def kill(self) -> None:
+        """Stop it if it still runs (teardown)."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self._close()
+
+    def _close(self) -> None:
+        for reader in self._readers:
+            reader.join(timeout=10)
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream is not None and not stream.closed:
+                stream.close()
 
 
 class PrometheusServer:

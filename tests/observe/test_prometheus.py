@@ -18,23 +18,17 @@ budgetflow process on loopback, scraping every 250 ms; it is stopped by its PID.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import IO
 
 import pytest
 
-from benchmarks._prometheus import PROMETHEUS_CONFIG, PrometheusServer, board_queries, free_port
+from benchmarks._prometheus import PROMETHEUS_CONFIG, Process, PrometheusServer, board_queries, free_port
 from tests.pool.replica_stub import StubReplica, serve_replica
-
-ROOT = Path(__file__).resolve().parents[2]
 
 StartPrometheus = Callable[[Sequence[str]], PrometheusServer]
 
@@ -57,62 +51,6 @@ def prometheus(tmp_path: Path) -> Iterator[StartPrometheus]:
     yield start
     for server in servers:
         server.stop()
-
-
-class Process:
-    """A budgetflow process (`python -m ...`) run from the repository root, its output collected."""
-
-    def __init__(self, *argv: str) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("BUDGETFLOW_", "OPENAI_", "UV"))}
-        env |= {"PYTHONUNBUFFERED": "1", "LITELLM_LOCAL_MODEL_COST_MAP": "True", "COLUMNS": "100"}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", *argv],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self._out: list[str] = []
-        self._err: list[str] = []
-        self._readers = [
-            threading.Thread(target=self._read, args=(self.process.stdout, self._out), daemon=True),
-            threading.Thread(target=self._read, args=(self.process.stderr, self._err), daemon=True),
-        ]
-        for reader in self._readers:
-            reader.start()
-
-    @staticmethod
-    def _read(stream: IO[str] | None, into: list[str]) -> None:
-        assert stream is not None
-        for line in stream:
-            into.append(line)
-
-    def finish(self, timeout_s: float) -> tuple[int, str, str]:
-        """Wait for the exit (killing it after `timeout_s`); its code, stdout and stderr."""
-        try:
-            code = self.process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            raise
-        finally:
-            self._close()
-        return code, "".join(self._out), "".join(self._err)
-
-    def kill(self) -> None:
-        """Stop it if it still runs (teardown)."""
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        self._close()
-
-    def _close(self) -> None:
-        for reader in self._readers:
-            reader.join(timeout=10)
-        for stream in (self.process.stdout, self.process.stderr):
-            if stream is not None and not stream.closed:
-                stream.close()
 
 
 Spawn = Callable[..., Process]
