@@ -85,6 +85,14 @@ class ScriptedProvider:
             if not finished:
                 self.disconnects.append(time.monotonic())
 
+    def _usage(self, body: dict[str, object], completion_tokens: int) -> dict[str, object]:
+        """The usage block of a reply (a fixed 12 prompt tokens)."""
+        return {
+            "prompt_tokens": 12,
+            "completion_tokens": completion_tokens,
+            "total_tokens": 12 + completion_tokens,
+        }
+
     async def _stream(
         self, body: dict[str, object], words: list[str] | None = None, interval_s: float = 0.0
     ) -> AsyncIterator[bytes]:
@@ -102,7 +110,7 @@ class ScriptedProvider:
             await asyncio.sleep(interval_s)
         stop = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
         yield f"data: {json.dumps(stop)}\n\n".encode()
-        usage = {"prompt_tokens": 12, "completion_tokens": len(words), "total_tokens": 12 + len(words)}
+        usage = self._usage(body, len(words))
         yield f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\n".encode()
         yield b"data: [DONE]\n\n"
 

@@ -76,12 +76,13 @@ _LOAD_S = 8.0
 
 @pytest.fixture
 def replicas() -> Iterator[tuple[StubReplica, StubReplica]]:
-    """Two stand-in vLLM replicas; the first fails every third request of its first dozen with a 500."""
+    """Two stand-in vLLM replicas with prefix caches; the first fails every third request of its
+    first dozen with a 500."""
     every_third: list[str | int] = ["ok", "ok", 500]
     flaky = [*(every_third * 4), "ok"]
     with ExitStack() as stack:
-        a = stack.enter_context(serve_replica(StubReplica(script=flaky)))
-        b = stack.enter_context(serve_replica(StubReplica(script=["ok"])))
+        a = stack.enter_context(serve_replica(StubReplica(script=flaky, prefix_cache=True)))
+        b = stack.enter_context(serve_replica(StubReplica(script=["ok"], prefix_cache=True)))
         yield a, b
 
 
@@ -123,11 +124,16 @@ def test_every_panel_of_the_board_returns_data_from_a_real_prometheus(
     queries = board_queries(rate_interval="4s", time_range=f"{span}s")
     assert len(queries) >= 25
     empty = []
+    hit_rates: list[float] = []
     for query in queries:
         series = server.query_range(query.expr, start=started, end=ended + 1, step_s=0.5)
         if not any(s.finite() for s in series):
             empty.append(f"{query.panel} [{query.ref_id}]: {query.expr}")
+        if query.panel.startswith("Prefix-cache hit rate"):
+            hit_rates += [v for s in series for _, v in s.finite()]
     assert empty == [], "panels without data:\n" + "\n".join(empty)
+    # the pool workflow's sections share the outline's prompt: the replicas' caches hit
+    assert hit_rates and max(hit_rates) > 0.5 and all(0.0 <= v <= 1.0 for v in hit_rates), hit_rates
 
 
 @pytest.mark.timeout(90)

@@ -23,8 +23,10 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 
 from tests.openai_stub import ScriptedProvider, serve
 
-__all__ = ["StubReplica", "serve_replica", "unused_url"]
+__all__ = ["BLOCK_TOKENS", "StubReplica", "serve_replica", "unused_url"]
 
+BLOCK_TOKENS = 16
+"""Tokens per cached block (vLLM's default block size)."""
 _ENGINE_DEAD = "EngineCore encountered an issue. See stack trace (above) for the root cause."
 """What vLLM streams to every request in flight when its engine dies."""
 
@@ -56,6 +58,10 @@ class StubReplica(ScriptedProvider):
     """JSON bodies received by ``/tokenize``."""
     health_checks: int = 0
     """``GET /health`` requests received."""
+    prefix_cache: bool = False
+    """Report cached prompt tokens as vLLM does with prefix caching: the prompt's leading
+    whole blocks of `BLOCK_TOKENS` tokens that an earlier prompt to this replica shared."""
+    _cached_blocks: set[int] = field(default_factory=set)
 
     @property
     def base_url(self) -> str:
@@ -66,6 +72,25 @@ class StubReplica(ScriptedProvider):
     def token_count(messages: Sequence[Mapping[str, object]]) -> int:
         """What ``/tokenize`` answers: 2 tokens of template per message, 1 per word, 1 to prime."""
         return sum(2 + len(str(m["content"]).split()) for m in messages) + 1
+
+    def _usage(self, body: dict[str, object], completion_tokens: int) -> dict[str, object]:
+        if not self.prefix_cache:
+            return super()._usage(body, completion_tokens)
+        messages = body["messages"]
+        assert isinstance(messages, list)
+        tokens = [t for m in messages for t in ("<m>", str(m["role"]), *str(m["content"]).split())]
+        cached = 0
+        for end in range(BLOCK_TOKENS, len(tokens) + 1, BLOCK_TOKENS):
+            block = hash(tuple(tokens[:end]))
+            if block in self._cached_blocks and cached == end - BLOCK_TOKENS:
+                cached = end
+            self._cached_blocks.add(block)
+        return {
+            "prompt_tokens": len(tokens),
+            "completion_tokens": completion_tokens,
+            "total_tokens": len(tokens) + completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": cached},
+        }
 
     def app(self) -> FastAPI:
         """The ASGI app."""
