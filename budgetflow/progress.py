@@ -224,7 +224,11 @@ class ProgressView:
             self._live.refresh()
 
     async def observe(self, event: Event) -> None:
-        """Update the view from one of the run's events and redraw."""
+        """Update the view from one of the run's events.
+
+        Drawing is Rich's, 4 times a second on its own thread: a frame per event would
+        cost the run's event loop a full layout on every call of a busy run.
+        """
         self._money = event.ledger
         if isinstance(event, RunStarted):
             self._run_started(event.run)
@@ -261,8 +265,6 @@ class ProgressView:
             self._refresh()
             if self._live is not None:
                 self._live.stop()
-            return
-        self._refresh()
 
     def _run_started(self, run: RunRecord) -> None:
         """Start drawing (or, without the live view, say that the run started)."""
