@@ -219,10 +219,6 @@ class ProgressView:
         )
         return set(ranked[:room])
 
-    def _refresh(self) -> None:
-        if self._live is not None:
-            self._live.refresh()
-
     async def observe(self, event: Event) -> None:
         """Update the view from one of the run's events.
 
@@ -262,9 +258,8 @@ class ProgressView:
         elif isinstance(event, RunFinished):
             self.run = event.run
             self.finished = True
-            self._refresh()
             if self._live is not None:
-                self._live.stop()
+                self._live.stop()  # draws the last frame
 
     def _run_started(self, run: RunRecord) -> None:
         """Start drawing (or, without the live view, say that the run started)."""
