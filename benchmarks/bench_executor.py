@@ -1,7 +1,7 @@
 """Executor overhead: what budgetflow costs per attempt when the model costs nothing.
 
 ```
-.venv/bin/python benchmarks/bench_executor.py [--quick] [--metrics] [--out benchmarks/results/executor.json]
+.venv/bin/python benchmarks/bench_executor.py [--quick] [--out benchmarks/results/executor.json]
 ```
 
 Three measurements, on one pinned core, each repeated and reported as the median:
@@ -22,14 +22,8 @@ Three measurements, on one pinned core, each repeated and reported as the median
    awaiting the same instant call (no budget, ledger or records), run with
    `ainvoke` in the same repetition as the budgetflow run, so their ratio is
    measured side by side.
-4. **Metrics on** (`--metrics`). In every repetition of (1), the same run again with
-   the Prometheus metrics observer (`web.BudgetflowMetrics`, one registry for the
-   process, as `budgetflow run --metrics-port` has), the two in alternating order;
-   reported: its cost per attempt and the overhead over the run without observers
-   (median of the per-repetition ratios). No event may be dropped.
 
-Targets (from the issue): <= 200 us per attempt, >= 5,000 attempts/s on one core;
-<= 15% overhead with metrics on.
+Targets (from the issue): <= 200 us per attempt, >= 5,000 attempts/s on one core.
 """
 
 from __future__ import annotations
@@ -58,7 +52,6 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypedDict
 
-from prometheus_client import CollectorRegistry
 from rich.console import Console
 from rich.table import Table
 
@@ -71,7 +64,6 @@ from orchestrator.model_client import CallProgress, ChatRequest
 from orchestrator.records import Outcome
 from orchestrator.workflow import Workflow
 from policies.baselines import AlwaysCheapest
-from web import BudgetflowMetrics
 
 __all__ = ["BenchConfig", "BenchmarkFailed", "Shape", "fan_shape", "main", "run_benchmark"]
 
@@ -79,7 +71,6 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "executor.json"
 TARGET_US_PER_ATTEMPT = 200.0
 TARGET_ATTEMPTS_PER_S = 5_000.0
-TARGET_METRICS_OVERHEAD = 0.15
 _BUDGET_USD = 100_000
 _MODELS = ("cheap", "strong")
 
@@ -109,8 +100,6 @@ class BenchConfig:
     """DAG size profiled with cProfile (0: no profile)."""
     seed: int = 0
     """Seed of every run."""
-    metrics: bool = False
-    """Also measure each dispatch run with the Prometheus metrics observer on."""
 
 
 FULL = BenchConfig(sizes=(10, 100, 1000), reps=5, in_flight=10_000, concurrency_reps=3, profile_size=1000)
@@ -208,28 +197,12 @@ def _timed_run(factory: Callable[[], Awaitable[int]]) -> _Timed:
     return asyncio.run(go())
 
 
-async def _budgetflow_run(
-    workflow: Workflow,
-    catalog: Catalog,
-    client: InstantClient,
-    seed: int,
-    metrics: BudgetflowMetrics | None = None,
-) -> int:
-    observers = [] if metrics is None else [metrics.observer(catalog=catalog)]
+async def _budgetflow_run(workflow: Workflow, catalog: Catalog, client: InstantClient, seed: int) -> int:
     result = await arun(
-        workflow,
-        catalog=catalog,
-        budget_usd=_BUDGET_USD,
-        policy=AlwaysCheapest(),
-        client=client,
-        seed=seed,
-        observers=observers,
+        workflow, catalog=catalog, budget_usd=_BUDGET_USD, policy=AlwaysCheapest(), client=client, seed=seed
     )
     if result.outcome is not Outcome.COMPLETED:
         raise BenchmarkFailed(f"benchmark run ended `{result.outcome}`: {result.run.reason}")
-    lost = [s for s in result.observers if s.dropped or s.errors]
-    if lost:
-        raise BenchmarkFailed(f"observers lost events: {lost}")
     return len(result.attempts)
 
 
@@ -253,31 +226,17 @@ def _summary(runs: Sequence[_Timed], unit: str) -> dict[str, Any]:
     }
 
 
-def measure_dispatch(
-    n: int, reps: int, seed: int, *, metrics: BudgetflowMetrics | None = None
-) -> dict[str, Any]:
-    """Budgetflow and LangGraph on the same `n`-subtask DAG, interleaved, `reps` times each.
-
-    With `metrics`, each repetition also runs budgetflow with the metrics observer on
-    these metrics, before or after the run without (alternating).
-    """
+def measure_dispatch(n: int, reps: int, seed: int) -> dict[str, Any]:
+    """Budgetflow and LangGraph on the same `n`-subtask DAG, interleaved, `reps` times each."""
     shape = fan_shape(n)
     catalog = instant_catalog()
     request = instant_request(catalog)
     ours: list[_Timed] = []
-    observed: list[_Timed] = []
     theirs: list[_Timed] = []
     compile_s: list[float] = []
-    for rep in range(reps):
-        runs: list[BudgetflowMetrics | None] = [None]
-        if metrics is not None:
-            runs = [None, metrics] if rep % 2 == 0 else [metrics, None]
-        for watched in runs:
-            workflow = build_workflow(shape, f"fan{n}")
-            timed = _timed_run(
-                functools.partial(_budgetflow_run, workflow, catalog, InstantClient(), seed, watched)
-            )
-            (ours if watched is None else observed).append(timed)
+    for _ in range(reps):
+        workflow = build_workflow(shape, f"fan{n}")
+        ours.append(_timed_run(functools.partial(_budgetflow_run, workflow, catalog, InstantClient(), seed)))
         t0 = time.perf_counter()
         graph = build_langgraph(shape, InstantClient(), request)
         compile_s.append(time.perf_counter() - t0)
@@ -285,7 +244,7 @@ def measure_dispatch(
     bf = _summary(ours, "attempts")
     lg = {**_summary(theirs, "nodes"), "build_and_compile_s_median": statistics.median(compile_s)}
     ratios = [o.wall_s / o.units / (t.wall_s / t.units) for o, t in zip(ours, theirs, strict=True)]
-    out: dict[str, Any] = {
+    return {
         "subtasks": n,
         "joins": sum(1 for name, _ in shape if name.startswith("j")),
         "reps": reps,
@@ -295,13 +254,6 @@ def measure_dispatch(
         "meets_targets": bf["us_per_attempt"] <= TARGET_US_PER_ATTEMPT
         and bf["attempts_per_s"] >= TARGET_ATTEMPTS_PER_S,
     }
-    if observed:
-        overheads = [m.wall_s / o.wall_s - 1.0 for m, o in zip(observed, ours, strict=True)]
-        out["budgetflow_metrics"] = _summary(observed, "attempts")
-        out["metrics_overhead"] = statistics.median(overheads)
-        out["metrics_overhead_all"] = [round(x, 4) for x in overheads]
-        out["metrics_meets_target"] = out["metrics_overhead"] <= TARGET_METRICS_OVERHEAD
-    return out
 
 
 # ---- concurrency ---------------------------------------------------------------------------------
@@ -502,9 +454,8 @@ def _machine(pinned: int | None, load_before: tuple[float, float, float]) -> dic
 def run_benchmark(config: BenchConfig, *, pinned: int | None = None) -> dict[str, Any]:
     """Every measurement of `config`, as a JSON-ready dict."""
     load_before = os.getloadavg()
-    metrics = BudgetflowMetrics(CollectorRegistry()) if config.metrics else None
-    measure_dispatch(min(config.sizes), 1, config.seed, metrics=metrics)  # warm-up: imports, caches
-    dispatch = [measure_dispatch(n, config.reps, config.seed, metrics=metrics) for n in config.sizes]
+    measure_dispatch(min(config.sizes), 1, config.seed)  # warm-up: imports, caches
+    dispatch = [measure_dispatch(n, config.reps, config.seed) for n in config.sizes]
     concurrency = [
         _isolated(mode, config.in_flight, config.concurrency_reps, config.seed)
         for mode in ("samples", "fanout")
@@ -523,10 +474,8 @@ def run_benchmark(config: BenchConfig, *, pinned: int | None = None) -> dict[str
             "shape": "layered fan-out/fan-in: join -> ~sqrt(n) workers -> join -> ...",
             "policy": "always_cheapest",
             "backend": "InstantClient (answers at once, fixed tokens, success=True)",
-            "metrics": config.metrics,
         },
-        "targets": {"us_per_attempt_max": TARGET_US_PER_ATTEMPT, "attempts_per_s_min": TARGET_ATTEMPTS_PER_S}
-        | ({"metrics_overhead_max": TARGET_METRICS_OVERHEAD} if config.metrics else {}),
+        "targets": {"us_per_attempt_max": TARGET_US_PER_ATTEMPT, "attempts_per_s_min": TARGET_ATTEMPTS_PER_S},
         "dispatch": dispatch,
         "concurrency": concurrency,
         "profile": profile,
@@ -570,21 +519,6 @@ def _tables(results: dict[str, Any]) -> list[Table]:
             f"{c['rss_delta_per_call_bytes']:,.0f}",
         )
     tables = [dispatch, conc]
-    if results["config"].get("metrics"):
-        observed = Table(title="Metrics observer on vs off (instant backend, 1 core, median)")
-        for col in ("subtasks", "off µs/attempt", "on µs/attempt", "on attempts/s", "overhead", "target"):
-            observed.add_column(col, justify="right")
-        for d in results["dispatch"]:
-            on = d["budgetflow_metrics"]
-            observed.add_row(
-                f"{d['subtasks']:,}",
-                f"{d['budgetflow']['us_per_attempt']:,.0f}",
-                f"{on['us_per_attempt']:,.0f}",
-                f"{on['attempts_per_s']:,.0f}",
-                f"{d['metrics_overhead']:+.1%}",
-                "met" if d["metrics_meets_target"] else "missed",
-            )
-        tables.append(observed)
     if results["profile"] is not None:
         p = results["profile"]
         prof = Table(title=f"Profile: {p['subtasks']:,} subtasks, top functions by own time")
@@ -627,19 +561,6 @@ def markdown(results: dict[str, Any]) -> str:
             f" | {c['us_per_call']:,.0f} | {c['tracemalloc_per_call_bytes']:,.0f}"
             f" | {c['rss_delta_per_call_bytes']:,.0f} |"
         )
-    if results["config"].get("metrics"):
-        lines += [
-            "",
-            "| subtasks | off µs/attempt | metrics on µs/attempt | on attempts/s | overhead | target |",
-            "|---:|---:|---:|---:|---:|:---|",
-        ]
-        for d in results["dispatch"]:
-            on = d["budgetflow_metrics"]
-            lines.append(
-                f"| {d['subtasks']:,} | {d['budgetflow']['us_per_attempt']:,.0f}"
-                f" | {on['us_per_attempt']:,.0f} | {on['attempts_per_s']:,.0f} | {d['metrics_overhead']:+.1%}"
-                f" | {'met' if d['metrics_meets_target'] else 'missed'} |"
-            )
     return "\n".join(lines)
 
 
@@ -662,9 +583,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, help="repetitions (overrides the preset)")
     parser.add_argument("--in-flight", type=int, help="concurrent calls (overrides the preset)")
     parser.add_argument("--markdown", action="store_true", help="also print the tables as Markdown")
-    parser.add_argument(
-        "--metrics", action="store_true", help="also measure each run with the Prometheus metrics observer on"
-    )
     args = parser.parse_args(argv)
     base = QUICK if args.quick else FULL
     config = BenchConfig(
@@ -674,7 +592,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         concurrency_reps=min(base.concurrency_reps, args.reps or base.concurrency_reps),
         profile_size=max(args.sizes) if args.sizes else base.profile_size,
         seed=base.seed,
-        metrics=args.metrics,
     )
     core, previous = _pin()
     try:
