@@ -33,6 +33,7 @@ from orchestrator.events import (
     RunStarted,
     SubtaskChanged,
 )
+from orchestrator.ledger import usd_to_nano
 from orchestrator.records import AttemptStatus, CallKind, RunRecord, SubtaskStatus
 
 __all__ = ["ProgressView"]
@@ -101,7 +102,11 @@ class ProgressView:
     def _snapshot(self) -> LedgerView | None:
         if self.finished and self.run is not None:
             # The run is over: nothing is reserved any more, whatever was last seen held.
-            return LedgerView(budget_usd=self._budget, spent_usd=self.run.spent_usd, reserved_usd=Decimal(0))
+            return LedgerView(
+                budget_nano=usd_to_nano(self._budget),
+                spent_nano=usd_to_nano(self.run.spent_usd),
+                reserved_nano=0,
+            )
         return self._money
 
     def _elapsed(self) -> float:

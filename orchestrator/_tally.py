@@ -10,7 +10,7 @@ budget, as every run's does, the two agree exactly.
 from __future__ import annotations
 
 from orchestrator.events import LedgerView
-from orchestrator.ledger import Ledger, LedgerSnapshot, Reservation, nano_to_usd
+from orchestrator.ledger import Ledger, LedgerSnapshot, Reservation
 
 __all__ = ["TallyLedger"]
 
@@ -55,9 +55,9 @@ class TallyLedger:
         """The run's totals now, without I/O (one view is shared until the money moves)."""
         if self._view is None:
             self._view = LedgerView(
-                budget_usd=nano_to_usd(self.budget_nano),
-                spent_usd=nano_to_usd(self.spent_nano),
-                reserved_usd=nano_to_usd(self.reserved_nano),
-                overrun_usd=nano_to_usd(self.overrun_nano),
+                budget_nano=self.budget_nano,
+                spent_nano=self.spent_nano,
+                reserved_nano=self.reserved_nano,
+                overrun_nano=self.overrun_nano,
             )
         return self._view

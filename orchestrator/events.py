@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
 
+from orchestrator.ledger import nano_to_usd
 from orchestrator.plan import DagView
 from orchestrator.records import (
     AttemptRecord,
@@ -59,21 +60,42 @@ BUDGET_THRESHOLDS = (0.5, 0.8, 0.95)
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class LedgerView:
-    """The run's money when the event happened (exact USD)."""
+    """The run's money when the event happened, in the ledger's exact units (nano-USD),
+    with the same amounts in exact USD."""
 
-    budget_usd: Decimal
+    budget_nano: int
     """The run's budget."""
-    spent_usd: Decimal
+    spent_nano: int
     """Settled spend so far."""
-    reserved_usd: Decimal
+    reserved_nano: int
     """Held by calls in flight."""
-    overrun_usd: Decimal = Decimal(0)
+    overrun_nano: int = 0
     """Billed above the reservations, beyond the budget, so far."""
 
     @property
+    def budget_usd(self) -> Decimal:
+        """The run's budget, USD."""
+        return nano_to_usd(self.budget_nano)
+
+    @property
+    def spent_usd(self) -> Decimal:
+        """Settled spend so far, USD."""
+        return nano_to_usd(self.spent_nano)
+
+    @property
+    def reserved_usd(self) -> Decimal:
+        """Held by calls in flight, USD."""
+        return nano_to_usd(self.reserved_nano)
+
+    @property
+    def overrun_usd(self) -> Decimal:
+        """Billed above the reservations, beyond the budget, so far, USD."""
+        return nano_to_usd(self.overrun_nano)
+
+    @property
     def left_usd(self) -> Decimal:
-        """What new reservations may still take."""
-        return self.budget_usd - self.spent_usd - self.reserved_usd
+        """What new reservations may still take, USD."""
+        return nano_to_usd(self.budget_nano - self.spent_nano - self.reserved_nano)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

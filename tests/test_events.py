@@ -192,7 +192,7 @@ async def test_an_observer_that_falls_behind_loses_events_and_says_how_many() ->
 def _events(n: int) -> list[Event]:
     from orchestrator.events import LedgerView
 
-    money = LedgerView(budget_usd=Decimal(1), spent_usd=Decimal(0), reserved_usd=Decimal(0))
+    money = LedgerView(budget_nano=10**9, spent_nano=0, reserved_nano=0)
     return [
         BudgetThresholdCrossed(run_id="r", seq=i, at_s=float(i), ledger=money, threshold=0.5)
         for i in range(n)

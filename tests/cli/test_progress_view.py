@@ -7,6 +7,7 @@ from decimal import Decimal
 
 from budgetflow.progress import ProgressView
 from orchestrator.events import LedgerView, RunFinished, RunStarted, SubtaskChanged
+from orchestrator.ledger import usd_to_nano
 from orchestrator.plan import DagView
 from orchestrator.records import Outcome, RunRecord, SubtaskRecord, SubtaskStatus
 from tests.cli.conftest import capture
@@ -15,7 +16,9 @@ _DAG = DagView(subtasks=(), parents={}, models={})
 
 
 def _money(spent: str = "0", reserved: str = "0") -> LedgerView:
-    return LedgerView(budget_usd=Decimal("0.05"), spent_usd=Decimal(spent), reserved_usd=Decimal(reserved))
+    return LedgerView(
+        budget_nano=usd_to_nano("0.05"), spent_nano=usd_to_nano(spent), reserved_nano=usd_to_nano(reserved)
+    )
 
 
 def _started(run: RunRecord) -> RunStarted:
