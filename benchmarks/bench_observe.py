@@ -16,6 +16,9 @@ in rotating order within every repetition, on one pinned core:
   4 times a second into an 80x24 terminal that is a string buffer);
 - `hooks`: `TracingInterceptor` on OpenTelemetry's no-op providers (the hooks and the
   attributes they assemble, as when the global providers were never configured);
+- `unsampled`: `TracingInterceptor` on an SDK `TracerProvider` whose sampler drops every
+  trace (what a run costs that a ratio sampler, `OTEL_TRACES_SAMPLER=traceidratio`,
+  leaves out);
 - `spans`: `TracingInterceptor` on the SDK: a `TracerProvider` with a `BatchSpanProcessor`
   into an in-memory exporter (traces on, what `budgetflow run` does with OTLP minus the
   network, which the batch processor does on its own thread);
@@ -54,6 +57,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
 from prometheus_client import CollectorRegistry
 from rich.console import Console
 from rich.table import Table
@@ -77,7 +81,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "observe.json"
 TARGETS = {"metrics": 0.15, "spans": 0.30}
 """The overhead each way may add at most."""
-WAYS = ("off", "metrics", "progress", "hooks", "spans", "otel", "all")
+WAYS = ("off", "metrics", "progress", "hooks", "unsampled", "spans", "otel", "all")
 _TRACED = ("spans", "otel", "all")
 _BUDGET_USD = 100_000
 
@@ -132,12 +136,14 @@ def _way(name: str, workflow: Workflow, catalog: Catalog, metrics_: BudgetflowMe
         )
         return _Way(interceptors=[noop])
     spans = InMemorySpanExporter()
-    tracer_provider = TracerProvider(shutdown_on_exit=False)
+    tracer_provider = TracerProvider(
+        shutdown_on_exit=False, sampler=ALWAYS_OFF if name == "unsampled" else ALWAYS_ON
+    )
     tracer_provider.add_span_processor(BatchSpanProcessor(spans))
     meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()], shutdown_on_exit=False)
     interceptor = TracingInterceptor(
         tracer_provider=tracer_provider,
-        meter_provider=metrics.NoOpMeterProvider() if name == "spans" else meter_provider,
+        meter_provider=metrics.NoOpMeterProvider() if name in ("spans", "unsampled") else meter_provider,
     )
     observers: list[Observer] = []
     if name == "all":
@@ -222,6 +228,8 @@ def measure(n: int, reps: int, seed: int, metrics_: BudgetflowMetrics) -> dict[s
         if way in TARGETS:
             entry["target"] = TARGETS[way]
             entry["meets_target"] = entry["overhead"] <= TARGETS[way]
+        if way == "unsampled" and any(r.spans_exported for r in runs[way]):
+            raise BenchmarkFailed("unsampled: the sampler dropped every trace, yet spans were exported")
         if way in _TRACED:
             entry["spans_expected"] = runs[way][0].spans_expected
             entry["spans_exported_min"] = min(r.spans_exported for r in runs[way])

@@ -211,7 +211,7 @@ class TracingInterceptor(Interceptor):
         with self._span("plan", SpanKind.INTERNAL, attributes, self._open.get(info.run_id)) as span:
             yield
             decision = info.finished
-            if decision is None:
+            if decision is None or not span.is_recording():
                 return
             allocation = decision.allocation
             state = decision.state
@@ -329,7 +329,7 @@ class _AttemptSpan(_Current):
         info, span = self._info, self._span
         try:
             self._tracing._open.pop(info.span_id, None)
-            if error is None:
+            if error is None and span.is_recording():
                 status = info.status
                 span.set_attributes(
                     {
@@ -389,34 +389,39 @@ class _ChatSpan(_Current):
             return
         response = info.response
         answered_by = (response.model if response is not None else None) or self._model
-        done: dict[str, Any] = {
-            "gen_ai.response.model": answered_by,
-            "gen_ai.usage.input_tokens": call.input_tokens,
-            "gen_ai.usage.output_tokens": call.output_tokens,
-            "gen_ai.usage.cache_read.input_tokens": call.cached_tokens,
-            "budgetflow.cost.usd": float(call.cost_usd),
-            "budgetflow.reserved.usd": float(call.reserved_usd),
-        }
-        if call.finish_reason:
-            done["gen_ai.response.finish_reasons"] = (call.finish_reason,)
-        if call.response_id:
-            done["gen_ai.response.id"] = call.response_id
-        if call.ttft_s is not None:
-            done["gen_ai.response.time_to_first_chunk"] = call.ttft_s
-        if call.replica:
-            done["budgetflow.replica"] = call.replica
-        measured = {
-            "gen_ai.operation.name": "chat",
-            "gen_ai.provider.name": self._provider,
-            "gen_ai.request.model": self._model,
-            "gen_ai.response.model": answered_by,
-        }
+        failed = None
         if call.status is not CallStatus.OK:
-            kind = "_OTHER" if info.error is None else error_type(info.error)
-            done["error.type"] = measured["error.type"] = kind
-            span.set_status(Status(StatusCode.ERROR, (call.error or kind)[:500]))
-        span.set_attributes(done)
+            failed = "_OTHER" if info.error is None else error_type(info.error)
+        if span.is_recording():  # a span the sampler dropped needs no attributes
+            done: dict[str, Any] = {
+                "gen_ai.response.model": answered_by,
+                "gen_ai.usage.input_tokens": call.input_tokens,
+                "gen_ai.usage.output_tokens": call.output_tokens,
+                "gen_ai.usage.cache_read.input_tokens": call.cached_tokens,
+                "budgetflow.cost.usd": float(call.cost_usd),
+                "budgetflow.reserved.usd": float(call.reserved_usd),
+            }
+            if call.finish_reason:
+                done["gen_ai.response.finish_reasons"] = (call.finish_reason,)
+            if call.response_id:
+                done["gen_ai.response.id"] = call.response_id
+            if call.ttft_s is not None:
+                done["gen_ai.response.time_to_first_chunk"] = call.ttft_s
+            if call.replica:
+                done["budgetflow.replica"] = call.replica
+            if failed is not None:
+                done["error.type"] = failed
+                span.set_status(Status(StatusCode.ERROR, (call.error or failed)[:500]))
+            span.set_attributes(done)
         if tracing._metrics:
+            measured = {
+                "gen_ai.operation.name": "chat",
+                "gen_ai.provider.name": self._provider,
+                "gen_ai.request.model": self._model,
+                "gen_ai.response.model": answered_by,
+            }
+            if failed is not None:
+                measured["error.type"] = failed
             if call.status is CallStatus.OK:
                 tracing._tokens.record(call.input_tokens, {**measured, "gen_ai.token.type": "input"})
                 tracing._tokens.record(call.output_tokens, {**measured, "gen_ai.token.type": "output"})

@@ -27,6 +27,7 @@ from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricR
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind, StatusCode
 
 from agents import LangGraphAgent, LLMAgent
@@ -288,6 +289,26 @@ async def test_gen_ai_client_metrics_with_the_conventions_buckets(
     assert tuple(duration.explicit_bounds) == DURATION_BUCKETS_S
     assert duration.count == len(ok)
     assert duration.sum == pytest.approx(sum(c.latency_s for c in ok))
+
+
+async def test_a_run_the_sampler_drops_exports_no_span_and_still_counts_its_calls(
+    sim_catalog: Catalog, diamond: WorkflowFactory
+) -> None:
+    spans = InMemorySpanExporter()
+    tracer_provider = TracerProvider(sampler=ALWAYS_OFF)
+    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
+    dropped = Otel(tracer_provider, spans, meter_provider, reader)
+    wf = diamond()
+    result = await _run(wf, sim_catalog, dropped, _simulated(wf, sim_catalog), policy="fixed:small:1")
+    assert result.outcome is Outcome.COMPLETED and not any(s.errors for s in result.interceptors)
+    assert dropped.finished() == []
+    ok = [c for c in result.calls if c.kind is CallKind.LLM and c.status is CallStatus.OK]
+    (duration,) = dropped.histogram("gen_ai.client.operation.duration")
+    assert ok and duration.count == len(ok)
+    tracer_provider.shutdown()
+    meter_provider.shutdown()
 
 
 class SpanWitness:
