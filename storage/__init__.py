@@ -4,6 +4,8 @@
 - `list_runs`, `get_run`, `build_call_tree`: what the CLI and the web UI read.
 - `find_abandoned`, `mark_abandoned`: runs whose process died (stale heartbeat).
 - `learn_estimates`: empirical (subtask, model) estimates from recorded runs.
+- `create_token`, `verify_token`, `list_tokens`, `revoke_token`: the HTTP API's
+  scoped tokens, stored as hashes (`storage.tokens`).
 - `upgrade`: bring a database's schema to the newest Alembic revision.
 - `RedisLedger`: one run's budget shared by worker processes.
 """
@@ -24,6 +26,7 @@ from storage.queries import (
 )
 from storage.redis_ledger import LedgerRetry, RedisLedger
 from storage.sql_recorder import SqlRecorder
+from storage.tokens import NewToken, TokenInfo, create_token, list_tokens, revoke_token, verify_token
 
 __all__ = [
     "AbandonedRun",
@@ -31,17 +34,23 @@ __all__ = [
     "CallNode",
     "CallTree",
     "LedgerRetry",
+    "NewToken",
     "RedisLedger",
     "RunDetail",
     "RunSummary",
     "SqlRecorder",
+    "TokenInfo",
     "build_call_tree",
+    "create_token",
     "find_abandoned",
     "get_run",
     "learn_estimates",
     "list_runs",
+    "list_tokens",
     "make_engine",
     "mark_abandoned",
     "parse_database_url",
+    "revoke_token",
     "upgrade",
+    "verify_token",
 ]

@@ -2,7 +2,8 @@
 
 Tables mirror the records of `orchestrator.records`: `runs`,
 `subtask_executions`, `attempts`, `calls` (the calling tree) and
-`plan_decisions`. Money is exact (`Money`: `NUMERIC(20, 9)` on PostgreSQL),
+`plan_decisions`; and `api_tokens`, the credentials of the HTTP API
+(see `storage.tokens`). Money is exact (`Money`: `NUMERIC(20, 9)` on PostgreSQL),
 times are UTC, free-form documents are JSON.
 
 `calls.parent_call_id` points at another call of the same run but carries no
@@ -36,6 +37,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, foreign, mapped_column, rela
 from storage._types import JSON_DOC, Money, UtcDateTime
 
 __all__ = [
+    "ApiToken",
     "Attempt",
     "Base",
     "Call",
@@ -297,3 +299,27 @@ class PlanDecision(Base):
     """Time the policy took."""
 
     run: Mapped[Run] = relationship(back_populates="decisions")
+
+
+class ApiToken(Base):
+    """A credential of the HTTP API: only the SHA-256 of the token is kept (see `storage.tokens`)."""
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (Index(None, "token_hash", unique=True),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    """Short id, for `budgetflow tokens revoke ID`."""
+    name: Mapped[str] = mapped_column(String(_NAME))
+    """What the token is for (not unique: a rotated token may keep its name)."""
+    token_hash: Mapped[str] = mapped_column(String(64))
+    """Hex SHA-256 of the whole token; the token itself is never stored."""
+    scopes: Mapped[str] = mapped_column(String(_NAME))
+    """Granted scopes, space-separated (`read`, `submit`, `admin`)."""
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    """When it was created (UTC)."""
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    """When it stops working (UTC); `NULL` means never."""
+    last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    """Last successful use (UTC), to the minute."""
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    """When it was revoked (UTC); `NULL` while it is live."""

@@ -399,7 +399,7 @@ def test_migrations_build_the_models_schema(db_url: str) -> None:
     assert current_revision(db_url) is None
     upgrade(db_url)
     upgrade(db_url)  # a second upgrade is a no-op
-    assert current_revision(db_url) == head_revision() == "0003"
+    assert current_revision(db_url) == head_revision() == "0004"
     engine = make_engine(db_url)
     try:
         with engine.connect() as connection:
@@ -408,7 +408,7 @@ def test_migrations_build_the_models_schema(db_url: str) -> None:
             tables = set(sa.inspect(connection).get_table_names())
     finally:
         engine.dispose()
-    assert {"runs", "subtask_executions", "attempts", "calls", "plan_decisions"} <= tables
+    assert {"runs", "subtask_executions", "attempts", "calls", "plan_decisions", "api_tokens"} <= tables
 
 
 @pytest.mark.postgres
