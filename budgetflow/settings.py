@@ -13,6 +13,7 @@ default. The settings file is TOML: `./budgetflow.toml`, or the path in
 | redis_url      | `BUDGETFLOW_REDIS_URL`      | `redis_url`      | none (in-process ledger)          |
 | metrics_port   | `BUDGETFLOW_METRICS_PORT`   | `metrics_port`   | none (no `/metrics`)              |
 | metrics_host   | `BUDGETFLOW_METRICS_HOST`   | `metrics_host`   | `127.0.0.1`                       |
+| session_secret | `BUDGETFLOW_SESSION_SECRET` | `session_secret` | random per process                |
 | provider keys  | `OPENAI_API_KEY`, `ANTHROPIC_API_KEY`, ... (litellm's names)                    |
 
 OpenTelemetry (off by default) is set by its own standard variables only:
@@ -67,6 +68,7 @@ _FILE_KEYS = (
     "redis_url",
     "metrics_port",
     "metrics_host",
+    "session_secret",
 )
 
 
@@ -88,6 +90,8 @@ class Settings:
     """Serve Prometheus metrics on this port while workflows run (0: a free port); `None`: no metrics."""
     metrics_host: str = _DEFAULT_METRICS_HOST
     """The address `/metrics` listens on (loopback unless a scraper elsewhere needs it)."""
+    session_secret: str | None = field(default=None, repr=False)
+    """Key that signs the web app's session cookies (32+ characters); `None`: random per process."""
     provider_keys: Mapping[str, str] = field(default_factory=dict)
     """API keys found, by provider."""
     tracing: Literal["otlp", "console"] | None = None
@@ -146,6 +150,7 @@ def load_settings(overrides: Mapping[str, Any] | None = None, *, cwd: Path | Non
     redis_url, redis_from = pick("redis_url", "BUDGETFLOW_REDIS_URL", "redis_url")
     metrics_port, port_from = pick("metrics_port", "BUDGETFLOW_METRICS_PORT", "metrics_port")
     metrics_host, host_from = pick("metrics_host", "BUDGETFLOW_METRICS_HOST", "metrics_host")
+    secret, secret_from = pick("session_secret", "BUDGETFLOW_SESSION_SECRET", "session_secret")
     keys = {provider: env[var] for provider, var in PROVIDER_KEY_VARS.items() if env.get(var)}
     tracing, otel_metrics = _otel_exporter(env, "traces"), _otel_exporter(env, "metrics")
     return Settings(
@@ -156,6 +161,7 @@ def load_settings(overrides: Mapping[str, Any] | None = None, *, cwd: Path | Non
         redis_url=_url(redis_url, redis_from, _REDIS_SCHEMES, "redis://127.0.0.1:6379/0"),
         metrics_port=_port(metrics_port, port_from),
         metrics_host=_host(metrics_host, host_from),
+        session_secret=_secret(secret, secret_from),
         provider_keys=keys,
         tracing=tracing,
         otel_metrics=otel_metrics,
@@ -206,6 +212,23 @@ def _host(value: object, source: str) -> str:
             f"{source} = `{value}` is not an address to listen on; use e.g. `127.0.0.1` or `0.0.0.0`"
         )
     return text
+
+
+def _secret(value: object, source: str) -> str | None:
+    """`value` as a session secret of at least `_MIN_SECRET_CHARS` characters, `None` when not given."""
+    if value is None or value == "":
+        return None
+    text = str(value)
+    if len(text) < _MIN_SECRET_CHARS:
+        raise ConfigError(
+            f"{source} is {len(text)} characters long; a session secret needs at least"
+            f" {_MIN_SECRET_CHARS}; make one with"
+            " `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+        )
+    return text
+
+
+_MIN_SECRET_CHARS = 32
 
 
 def _otel_exporter(
