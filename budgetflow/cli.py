@@ -7,6 +7,9 @@ budgetflow validate PATH.py [--input K=V ...] [--catalog FILE] [--policy NAME]
 budgetflow runs list [--limit N] [--workflow NAME]
 budgetflow runs show RUN_ID
 budgetflow runs mark-abandoned [RUN_ID ...] [--older-than S]
+budgetflow tokens create --name NAME --scope read|submit|admin [--expires-in 30d]
+budgetflow tokens list [--all]
+budgetflow tokens revoke ID
 budgetflow policies
 budgetflow bench planners [--pool FILE] ...
 ```
@@ -203,6 +206,30 @@ def _parser() -> _Parser:
         help="a run is abandoned when its last heartbeat is older than this (default 60)",
     )
 
+    tokens = sub.add_parser("tokens", help="create, list and revoke the HTTP API's tokens")
+    tokens_sub = tokens.add_subparsers(
+        dest="tokens_command", required=True, parser_class=_Parser, metavar="COMMAND"
+    )
+    create = tokens_sub.add_parser(
+        "create", parents=[with_db], help="create a token and print it (once: it is stored hashed)"
+    )
+    create.add_argument("--name", required=True, help="what the token is for, e.g. `ci` or `alice laptop`")
+    create.add_argument(
+        "--scope",
+        required=True,
+        choices=("read", "submit", "admin"),
+        help="read: see runs; submit: also start and cancel runs; admin: everything",
+    )
+    create.add_argument(
+        "--expires-in",
+        metavar="LIFETIME",
+        help="e.g. 30d, 12h, 90m, 2w (default: until revoked)",
+    )
+    token_list = tokens_sub.add_parser("list", parents=[with_db], help="tokens, without their secrets")
+    token_list.add_argument("--all", action="store_true", help="also revoked and expired tokens")
+    revoke = tokens_sub.add_parser("revoke", parents=[with_db], help="end a token (and its browser sessions)")
+    revoke.add_argument("token_id", metavar="ID", help="the token's id (see `budgetflow tokens list`)")
+
     sub.add_parser("policies", help="list the policies and what each does")
 
     bench = sub.add_parser("bench", help="benchmarks")
@@ -274,7 +301,21 @@ def _command(args: argparse.Namespace, settings: Settings, out: Console) -> int:
         from budgetflow.abandon import mark_abandoned
 
         return mark_abandoned(settings, out, run_ids=args.run_ids, older_than_s=args.older_than)
+    if args.command == "tokens":
+        return _tokens(args, settings, out)
     return _policies(out)
+
+
+def _tokens(args: argparse.Namespace, settings: Settings, out: Console) -> int:
+    from budgetflow import tokens
+
+    if args.tokens_command == "create":
+        return tokens.create_token(
+            settings, out, name=args.name, scope=args.scope, expires_in=args.expires_in
+        )
+    if args.tokens_command == "list":
+        return tokens.list_tokens(settings, out, include_inactive=args.all)
+    return tokens.revoke_token(settings, out, token_id=args.token_id)
 
 
 def _policies(out: Console) -> int:

@@ -161,8 +161,9 @@ async def open_run_services(
         StorageError: the database or Redis cannot be reached.
     """
     from storage import SqlRecorder
+    from storage._engine import ensure_sqlite_dir
 
-    _ensure_sqlite_dir(settings.database_url)
+    ensure_sqlite_dir(settings.database_url)
     recorder = await SqlRecorder.open(settings.database_url, record_content=settings.record_content)
     redis_client: Any = None
     telemetry: Telemetry | None = None
@@ -214,15 +215,3 @@ async def open_run_services(
                 if telemetry is not None:
                     # Exports what is still buffered (over the network: off the loop).
                     await asyncio.to_thread(telemetry.shutdown)
-
-
-def _ensure_sqlite_dir(url: str) -> None:
-    """Create the SQLite file's directory (`.budgetflow/` by default) if it is missing."""
-    from storage._engine import parse_database_url, sqlite_path
-
-    path = sqlite_path(parse_database_url(url))
-    if path is not None:
-        # When this fails (a path component is a file, no permission), opening the
-        # database says which component and what to do.
-        with contextlib.suppress(OSError):
-            path.parent.mkdir(parents=True, exist_ok=True)

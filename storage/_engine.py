@@ -8,6 +8,7 @@ migrations.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -27,6 +28,7 @@ from orchestrator.errors import ConfigError, StorageError
 
 __all__ = [
     "SUPPORTED_URLS",
+    "ensure_sqlite_dir",
     "make_engine",
     "parse_database_url",
     "redact",
@@ -83,6 +85,16 @@ def sqlite_path(url: URL) -> Path | None:
     if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
         return None
     return Path(url.database)
+
+
+def ensure_sqlite_dir(url: str | URL) -> None:
+    """Create a SQLite file's directory (`.budgetflow/` by default) if it is missing; else nothing."""
+    path = sqlite_path(parse_database_url(url))
+    if path is not None:
+        # When this fails (a path component is a file, no permission), opening the
+        # database says which component and what to do.
+        with contextlib.suppress(OSError):
+            path.parent.mkdir(parents=True, exist_ok=True)
 
 
 def _json_default(value: object) -> object:

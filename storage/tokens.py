@@ -43,6 +43,7 @@ __all__ = [
     "NewToken",
     "Scope",
     "TokenInfo",
+    "check_new_token",
     "create_token",
     "get_token",
     "grants",
@@ -157,6 +158,25 @@ def _check_scopes(scopes: Iterable[str]) -> tuple[Scope, ...]:
     return tuple(s for s in SCOPES if s in given)
 
 
+def check_new_token(
+    *, name: str, scopes: Iterable[str], expires_in: timedelta | None
+) -> tuple[str, tuple[Scope, ...]]:
+    """Check what a new token would be, without a database: its trimmed name and ordered scopes.
+
+    Raises:
+        ConfigError: empty or overlong name, no or unknown scope, lifetime not positive.
+    """
+    clean_name = name.strip()
+    if not clean_name or len(clean_name) > _NAME_MAX:
+        raise ConfigError(
+            f"token name `{name}` must be 1 to {_NAME_MAX} characters; say what it is for, e.g. `ci`"
+        )
+    granted = _check_scopes(scopes)
+    if expires_in is not None and expires_in <= timedelta(0):
+        raise ConfigError(f"a token's lifetime must be positive, got `{expires_in}`")
+    return clean_name, granted
+
+
 def create_token(
     target: str | URL | Engine,
     *,
@@ -178,14 +198,7 @@ def create_token(
         ConfigError: empty or overlong name, unknown scope, lifetime not positive.
         StorageError: the database cannot be written.
     """
-    clean_name = name.strip()
-    if not clean_name or len(clean_name) > _NAME_MAX:
-        raise ConfigError(
-            f"token name `{name}` must be 1 to {_NAME_MAX} characters; say what it is for, e.g. `ci`"
-        )
-    granted = _check_scopes(scopes)
-    if expires_in is not None and expires_in <= timedelta(0):
-        raise ConfigError(f"a token's lifetime must be positive, got `{expires_in}`")
+    clean_name, granted = check_new_token(name=name, scopes=scopes, expires_in=expires_in)
     created = now or _now()
     token = TOKEN_PREFIX + secrets.token_urlsafe(_TOKEN_BYTES)
     row = {

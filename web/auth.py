@@ -40,6 +40,7 @@ from sqlalchemy.engine import URL, Engine
 
 from budgetflow.settings import Settings
 from storage import make_engine
+from storage._engine import ensure_sqlite_dir
 from storage.migrate import upgrade
 from storage.tokens import Scope, TokenInfo, create_token, get_token, grants, verify_token
 from web._session import SessionCodec, SessionValue
@@ -294,13 +295,15 @@ def auth_router(authorizer: TokenAuthorizer) -> APIRouter:
 def authorizer_for(settings: Settings) -> TokenAuthorizer:
     """A `TokenAuthorizer` on `settings.database_url`, its schema brought to the newest revision.
 
-    Blocks while it migrates (as `storage.SqlRecorder.open` does); the session
+    Blocks while it migrates (as `storage.SqlRecorder.open` does); a SQLite
+    file's directory is created when missing, as for a run; the session
     secret is `settings.session_secret`, or a random one for this process.
 
     Raises:
         ConfigError: the database URL is invalid.
         StorageError: the database cannot be reached or migrated.
     """
+    ensure_sqlite_dir(settings.database_url)
     engine = make_engine(settings.database_url)
     try:
         upgrade(engine)
