@@ -19,12 +19,14 @@ litellm string is `hosted_vllm/...` are sent to that server.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from budgetflow.settings import Settings
@@ -32,7 +34,14 @@ from orchestrator.catalog import SIMULATED_PREFIX, Catalog
 from orchestrator.errors import ConfigError, WorkflowError
 from orchestrator.workflow import RunLimits, Workflow
 
-__all__ = ["LoadedWorkflow", "Prepared", "load_workflow_file", "prepare", "route_catalog"]
+__all__ = [
+    "LoadedWorkflow",
+    "Prepared",
+    "load_workflow_file",
+    "load_workflow_module",
+    "prepare",
+    "route_catalog",
+]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,33 +99,64 @@ def load_workflow_file(path: str | Path) -> LoadedWorkflow:
     finally:
         if added:
             sys.path.remove(parent)
+    return _defined(module, file, where=f"workflow file `{file}`")
+
+
+def load_workflow_module(name: str) -> LoadedWorkflow:
+    """Import the module `name` (`examples.code_pipeline`) and pick out its workflow, as for a file.
+
+    This is how the HTTP API registers the workflows it may run: by module path, from its
+    settings, never from a path a request names.
+    """
+    if not name or not all(part.isidentifier() for part in name.split(".")):
+        raise ConfigError(
+            f"`{name}` is not a Python module path; use dotted names, e.g. `examples.code_pipeline`"
+        )
+    try:
+        module = importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        raise ConfigError(
+            f"workflow module `{name}` cannot be imported ({exc}); check the name and that its package"
+            " is on `PYTHONPATH`"
+        ) from None
+    except (WorkflowError, ConfigError):
+        raise
+    except SystemExit as exc:
+        raise ConfigError(f"workflow module `{name}` called `sys.exit({exc.code!r})` while loading") from None
+    except Exception as exc:
+        raise ConfigError(f"importing workflow module `{name}` raised {type(exc).__name__}: {exc}") from exc
+    path = Path(module.__file__ or name)
+    return _defined(module, path, where=f"workflow module `{name}`")
+
+
+def _defined(module: ModuleType, path: Path, *, where: str) -> LoadedWorkflow:
+    """What a loaded workflow module defines, checked; `where` names it in messages."""
     workflow = getattr(module, "workflow", None)
     if not isinstance(workflow, Workflow):
         found = ", ".join(n for n, v in vars(module).items() if isinstance(v, Workflow)) or "none"
         raise ConfigError(
-            f"workflow file `{file}` must define `workflow = Workflow(...)` at top level"
-            f" (workflows found: {found})"
+            f"{where} must define `workflow = Workflow(...)` at top level (workflows found: {found})"
         )
     catalog = getattr(module, "catalog", None)
     if catalog is not None and not isinstance(catalog, Catalog):
         raise ConfigError(
-            f"`catalog` in `{file}` must be an `orchestrator.Catalog`, not {type(catalog).__name__}"
+            f"`catalog` in `{path}` must be an `orchestrator.Catalog`, not {type(catalog).__name__}"
         )
     inputs = getattr(module, "inputs", {}) or {}
     if not isinstance(inputs, Mapping):
-        raise ConfigError(f"`inputs` in `{file}` must be a dict, not {type(inputs).__name__}")
+        raise ConfigError(f"`inputs` in `{path}` must be a dict, not {type(inputs).__name__}")
     bad_keys = [k for k in inputs if not isinstance(k, str)]
     if bad_keys:
-        raise ConfigError(f"`inputs` in `{file}` must have input names as keys, got {bad_keys!r}")
+        raise ConfigError(f"`inputs` in `{path}` must have input names as keys, got {bad_keys!r}")
     budget = getattr(module, "budget_usd", None)
     deadline = getattr(module, "deadline_s", None)
     return LoadedWorkflow(
-        path=file,
+        path=path,
         workflow=workflow,
         catalog=catalog,
         inputs=dict(inputs),
-        budget_usd=None if budget is None else RunLimits.check_budget(budget, name=f"budget_usd` in `{file}"),
-        deadline_s=RunLimits.check_deadline(deadline, name=f"deadline_s` in `{file}"),
+        budget_usd=None if budget is None else RunLimits.check_budget(budget, name=f"budget_usd` in `{path}"),
+        deadline_s=RunLimits.check_deadline(deadline, name=f"deadline_s` in `{path}"),
     )
 
 

@@ -14,6 +14,7 @@ default. The settings file is TOML: `./budgetflow.toml`, or the path in
 | metrics_port   | `BUDGETFLOW_METRICS_PORT`   | `metrics_port`   | none (no `/metrics`)              |
 | metrics_host   | `BUDGETFLOW_METRICS_HOST`   | `metrics_host`   | `127.0.0.1`                       |
 | session_secret | `BUDGETFLOW_SESSION_SECRET` | `session_secret` | random per process                |
+| api_workflows  | `BUDGETFLOW_API_WORKFLOWS`  | `api_workflows`  | none (the HTTP API runs nothing)  |
 | provider keys  | `OPENAI_API_KEY`, `ANTHROPIC_API_KEY`, ... (litellm's names)                    |
 
 OpenTelemetry (off by default) is set by its own standard variables only:
@@ -69,6 +70,7 @@ _FILE_KEYS = (
     "metrics_port",
     "metrics_host",
     "session_secret",
+    "api_workflows",
 )
 
 
@@ -92,6 +94,9 @@ class Settings:
     """The address `/metrics` listens on (loopback unless a scraper elsewhere needs it)."""
     session_secret: str | None = field(default=None, repr=False)
     """Key that signs the web app's session cookies (32+ characters); `None`: random per process."""
+    api_workflows: tuple[str, ...] = ()
+    """Modules whose `workflow` the HTTP API may run (`examples.code_pipeline`); comma-separated in
+    the environment, a list in the file."""
     provider_keys: Mapping[str, str] = field(default_factory=dict)
     """API keys found, by provider."""
     tracing: Literal["otlp", "console"] | None = None
@@ -151,6 +156,7 @@ def load_settings(overrides: Mapping[str, Any] | None = None, *, cwd: Path | Non
     metrics_port, port_from = pick("metrics_port", "BUDGETFLOW_METRICS_PORT", "metrics_port")
     metrics_host, host_from = pick("metrics_host", "BUDGETFLOW_METRICS_HOST", "metrics_host")
     secret, secret_from = pick("session_secret", "BUDGETFLOW_SESSION_SECRET", "session_secret")
+    api_workflows, workflows_from = pick("api_workflows", "BUDGETFLOW_API_WORKFLOWS", "api_workflows")
     keys = {provider: env[var] for provider, var in PROVIDER_KEY_VARS.items() if env.get(var)}
     tracing, otel_metrics = _otel_exporter(env, "traces"), _otel_exporter(env, "metrics")
     return Settings(
@@ -162,6 +168,7 @@ def load_settings(overrides: Mapping[str, Any] | None = None, *, cwd: Path | Non
         metrics_port=_port(metrics_port, port_from),
         metrics_host=_host(metrics_host, host_from),
         session_secret=_secret(secret, secret_from),
+        api_workflows=_module_paths(api_workflows, workflows_from),
         provider_keys=keys,
         tracing=tracing,
         otel_metrics=otel_metrics,
@@ -175,6 +182,7 @@ _FLAGS = {
     "record_content": "--no-content",
     "metrics_port": "--metrics-port",
     "metrics_host": "--metrics-host",
+    "api_workflows": "--workflow",
 }
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
 _VLLM_SCHEMES = ("http", "https")
@@ -212,6 +220,29 @@ def _host(value: object, source: str) -> str:
             f"{source} = `{value}` is not an address to listen on; use e.g. `127.0.0.1` or `0.0.0.0`"
         )
     return text
+
+
+def _module_paths(value: object, source: str) -> tuple[str, ...]:
+    """`value` (a comma-separated text or a list) as dotted module paths, in order, without repeats."""
+    if value is None or value == "":
+        return ()
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+        raise ConfigError(
+            f"{source} must be module paths, e.g. `examples.code_pipeline,examples.hard_step`, not `{value}`"
+        )
+    paths: list[str] = []
+    for item in (i.strip() for i in items):
+        if not item:
+            continue
+        if not all(part.isidentifier() for part in item.split(".")):
+            raise ConfigError(
+                f"{source} names `{item}`, which is not a Python module path; use dotted names such as"
+                " `examples.code_pipeline` (a file path is not accepted)"
+            )
+        if item not in paths:
+            paths.append(item)
+    return tuple(paths)
 
 
 def _secret(value: object, source: str) -> str | None:

@@ -1,7 +1,8 @@
 """Persistence for budgetflow: the SQL recorder, the read-side queries and the Redis ledger.
 
 - `SqlRecorder`: the `orchestrator.records.Recorder` for SQLite or PostgreSQL.
-- `list_runs`, `get_run`, `build_call_tree`: what the CLI and the web UI read.
+- `list_runs`, `get_run`, `build_call_tree`: what the CLI and the web UI read;
+  `search_runs`: runs filtered, sorted and paged by a cursor (the HTTP API).
 - `find_abandoned`, `mark_abandoned`: runs whose process died (stale heartbeat).
 - `learn_estimates`: empirical (subtask, model) estimates from recorded runs.
 - `create_token`, `verify_token`, `list_tokens`, `revoke_token`: the HTTP API's
@@ -25,6 +26,7 @@ from storage.queries import (
     list_runs,
 )
 from storage.redis_ledger import LedgerRetry, RedisLedger
+from storage.run_search import RunPage, search_runs
 from storage.sql_recorder import SqlRecorder
 from storage.tokens import NewToken, TokenInfo, create_token, list_tokens, revoke_token, verify_token
 
@@ -37,6 +39,7 @@ __all__ = [
     "NewToken",
     "RedisLedger",
     "RunDetail",
+    "RunPage",
     "RunSummary",
     "SqlRecorder",
     "TokenInfo",
@@ -51,6 +54,7 @@ __all__ = [
     "mark_abandoned",
     "parse_database_url",
     "revoke_token",
+    "search_runs",
     "upgrade",
     "verify_token",
 ]
