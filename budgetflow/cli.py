@@ -7,6 +7,7 @@ budgetflow validate PATH.py [--input K=V ...] [--catalog FILE] [--policy NAME]
 budgetflow runs list [--limit N] [--workflow NAME]
 budgetflow runs show RUN_ID
 budgetflow runs mark-abandoned [RUN_ID ...] [--older-than S]
+budgetflow serve [--host HOST] [--port PORT] [--workflow MODULE ...] [--metrics-public] [--insecure-no-auth]
 budgetflow tokens create --name NAME --scope read|submit|admin [--expires-in 30d]
 budgetflow tokens list [--all]
 budgetflow tokens revoke ID
@@ -206,6 +207,37 @@ def _parser() -> _Parser:
         help="a run is abandoned when its last heartbeat is older than this (default 60)",
     )
 
+    serve = sub.add_parser(
+        "serve", parents=[with_db], help="serve the HTTP API (submit, follow and read runs); see docs/api.md"
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument(
+        "--port", type=_port, default=8000, help="port to listen on (default 8000; 0: a free one)"
+    )
+    serve.add_argument(
+        "--workflow",
+        dest="api_workflows",
+        action="append",
+        metavar="MODULE",
+        help="a module whose `workflow` the API may run, e.g. examples.code_pipeline (repeat for several;"
+        " default: BUDGETFLOW_API_WORKFLOWS or `api_workflows` in budgetflow.toml)",
+    )
+    serve.add_argument(
+        "--metrics-public", action="store_true", help="serve /metrics without a token (for Prometheus)"
+    )
+    serve.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="accept every request without a token: for local experiments only, never on a shared address",
+    )
+    serve.add_argument(
+        "--time-scale",
+        type=_positive_factor,
+        default=1.0,
+        metavar="FACTOR",
+        help="speed of simulated latencies: 0.1 runs ten times faster (default 1)",
+    )
+
     tokens = sub.add_parser("tokens", help="create, list and revoke the HTTP API's tokens")
     tokens_sub = tokens.add_subparsers(
         dest="tokens_command", required=True, parser_class=_Parser, metavar="COMMAND"
@@ -270,6 +302,7 @@ def _dispatch(args_list: list[str], out: Console, err: Console) -> int:
                 "record_content": False if getattr(args, "no_content", False) else None,
                 "metrics_port": getattr(args, "metrics_port", None),
                 "metrics_host": getattr(args, "metrics_host", None),
+                "api_workflows": getattr(args, "api_workflows", None),
             }
         )
         return _command(args, settings, out)
@@ -301,6 +334,18 @@ def _command(args: argparse.Namespace, settings: Settings, out: Console) -> int:
         from budgetflow.abandon import mark_abandoned
 
         return mark_abandoned(settings, out, run_ids=args.run_ids, older_than_s=args.older_than)
+    if args.command == "serve":
+        from budgetflow.serve import serve
+
+        return serve(
+            settings,
+            out,
+            host=args.host,
+            port=args.port,
+            insecure_no_auth=args.insecure_no_auth,
+            metrics_public=args.metrics_public,
+            time_scale=args.time_scale,
+        )
     if args.command == "tokens":
         return _tokens(args, settings, out)
     return _policies(out)

@@ -43,6 +43,7 @@ async def test_a_submitted_run_ends_and_its_detail_equals_the_database(
         run_id = await _submit(client, budget_usd="0.04", seed=3)
         detail = await _until_ended(client, run_id)
         listed = (await client.get("/runs")).json()
+        metrics = (await client.get("/metrics")).text
     recorded = get_run(settings.database_url, run_id)
     run = detail["run"]
     assert run["outcome"] == recorded.run.outcome.value == "completed"
@@ -65,6 +66,8 @@ async def test_a_submitted_run_ends_and_its_detail_equals_the_database(
                     Decimal(c["total_cost_usd"]) for c in call["children"]
                 )
     assert [r["run_id"] for r in listed["runs"]] == [run_id] and listed["runs"][0]["calls"] == detail["calls"]
+    # The app's own metrics saw the run it executed.
+    assert 'budgetflow_runs_total{outcome="completed",policy="mcpp",workflow="quick"} 1.0' in metrics
 
 
 async def test_the_event_stream_is_in_order_with_ids_and_resumes_without_duplicates(served: str) -> None:

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from budgetflow.policy_names import check_policy
-from orchestrator.errors import ConfigError, StorageError, WorkflowError
+from orchestrator.errors import ConfigError, StorageError, WorkflowError, did_you_mean
 from orchestrator.records import Outcome, RunRecord
 from storage import get_run, search_runs
 from storage.run_search import MAX_PAGE, RunSort
@@ -70,6 +70,15 @@ def runs_router() -> APIRouter:
                 f"workflow `{registered.name}` has no default budget; give `budget_usd`, e.g. `0.05`",
             )
         deadline = body.deadline_s if "deadline_s" in body.model_fields_set else registered.deadline_s
+        declared = registered.workflow.inputs
+        unknown = sorted(set(body.inputs) - set(declared)) if declared is not None else []
+        if unknown:
+            names = ", ".join(f"`{n}`" for n in sorted(declared or ())) or "none"
+            raise FieldError(
+                "inputs",
+                f"workflow `{registered.name}` has no input `{unknown[0]}`"
+                f"{did_you_mean(unknown[0], declared or ())}; its inputs: {names}",
+            )
         inputs = {**registered.inputs, **body.inputs}
         try:
             registered.workflow.validate(

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Sequence
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
+from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from budgetflow.settings import Settings
@@ -59,6 +60,8 @@ def create_app(
         sim_time_scale: speed of the simulated backend's latencies (0.1: ten times faster).
         max_concurrent_runs: runs executing at once; later ones wait, `queued`.
 
+    The app's `state.workflows` holds the registered workflows.
+
     Raises:
         ConfigError: a workflow module cannot be registered.
     """
@@ -98,6 +101,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.authorizer = authorizer
+    app.state.workflows = registry
     install_error_handlers(app)
 
     @app.get("/healthz", tags=["server"], summary="Liveness: answers without credentials")
@@ -109,7 +113,10 @@ def create_app(
     for router in routers:
         app.include_router(router)
     served = metrics_app(metrics_registry)
-    app.mount("/metrics", served if metrics_public else _Guarded(served, authorizer))
+    # An ASGI app at exactly `/metrics` (a `Mount` would redirect it to `/metrics/`).
+    app.router.routes.append(
+        Route("/metrics", served if metrics_public else _Guarded(served, authorizer), methods=["GET", "HEAD"])
+    )
     return app
 
 
