@@ -3,7 +3,7 @@
 `BudgetflowMetrics` puts the metrics of `METRICS` on a registry you give it and hands
 out observers that feed them from runs' events; `metrics_app` serves a registry to
 Prometheus, and `MetricsServer` serves it on a port of a process that runs workflows.
-The REST API and the dashboard join later and mount `metrics_app`.
+The HTTP API (`web.api`) mounts `metrics_app` on its own registry; the dashboard joins later.
 """
 
 from web.metrics import LABELS, METRICS, OTHER, BudgetflowMetrics, MetricLimits, MetricsObserver, MetricSpec

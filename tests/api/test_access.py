@@ -76,7 +76,7 @@ async def test_workflows_and_models_describe_what_the_server_runs(client: httpx.
     assert [s["name"] for s in quick["subtasks"]] == ["plan", "draft", "review"]
     assert quick["subtasks"][1]["after"] == ["plan"]
     models = {m["name"]: m for m in (await client.get("/models")).json()}
-    assert models["large"]["input_price_per_mtok"] == "2.50" and models["large"]["simulated"] is True
+    assert models["large"]["input_price_per_mtok"] == "2.5" and models["large"]["simulated"] is True
     assert sorted(models["small"]["workflows"]) == ["quick", "slow"]
 
 

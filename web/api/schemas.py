@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator
 
 from orchestrator.errors import ConfigError
 from orchestrator.workflow import RunLimits
@@ -49,6 +49,16 @@ RunStatus = Literal[
 """A run's state: `queued` until the runner starts it, then its recorded outcome."""
 
 
+def _usd_text(amount: Decimal) -> str:
+    """`0.0084741`, `0.05`, `0`: exact, without trailing zeros or an exponent."""
+    text = format(amount.normalize(), "f")
+    return "0" if text in ("-0", "0") else text
+
+
+Usd = Annotated[Decimal, PlainSerializer(_usd_text, return_type=str, when_used="json")]
+"""An exact amount in USD, sent as a decimal string."""
+
+
 class _Out(BaseModel):
     model_config = ConfigDict(from_attributes=True, frozen=True)
 
@@ -64,7 +74,7 @@ class RunSubmission(BaseModel):
         default_factory=dict, examples=[{"feature": "a CSV to Markdown converter"}]
     )
     """Run inputs, overriding the workflow's defaults name by name."""
-    budget_usd: Decimal | None = Field(default=None, examples=["0.05"])
+    budget_usd: Usd | None = Field(default=None, examples=["0.05"])
     """Hard budget in USD (a number or a decimal string); default: the workflow's `budget_usd`."""
     deadline_s: float | None = Field(default=None, examples=[60])
     """Seconds from the start; left out: the workflow's `deadline_s`; `null`: no deadline."""
@@ -113,10 +123,10 @@ class RunSummaryOut(_Out):
     policy: str
     outcome: RunStatus
     """How it ended, or `running` (`abandoned` when its process died)."""
-    budget_usd: Decimal
-    spent_usd: Decimal
+    budget_usd: Usd
+    spent_usd: Usd
     """Settled spend (so far, for a run in progress)."""
-    overrun_usd: Decimal
+    overrun_usd: Usd
     """Billed above the reservations, beyond the budget (normally 0)."""
     started_at: datetime
     ended_at: datetime | None
@@ -146,9 +156,9 @@ class RunOut(_Out):
     outcome: RunStatus
     reason: str | None
     """Why it did not complete."""
-    budget_usd: Decimal
-    spent_usd: Decimal
-    overrun_usd: Decimal
+    budget_usd: Usd
+    spent_usd: Usd
+    overrun_usd: Usd
     deadline_s: float | None
     seed: int
     simulated: bool
@@ -170,7 +180,7 @@ class SubtaskOut(_Out):
     output_preview: str | None
     started_s: float | None
     ended_s: float | None
-    spent_usd: Decimal
+    spent_usd: Usd
 
 
 class DecisionOut(_Out):
@@ -202,9 +212,9 @@ class CallNodeOut(BaseModel):
     retry: int
     input_tokens: int
     output_tokens: int
-    cost_usd: Decimal
+    cost_usd: Usd
     """This call's own cost."""
-    total_cost_usd: Decimal
+    total_cost_usd: Usd
     """This call's cost plus all its descendants'."""
     started_s: float
     latency_s: float
@@ -230,7 +240,7 @@ class AttemptNodeOut(BaseModel):
     check_detail: str | None
     started_s: float
     ended_s: float | None
-    cost_usd: Decimal
+    cost_usd: Usd
     """Every call under it."""
     latency_s: float | None
     """Start to end; `null` while it runs."""
@@ -241,7 +251,7 @@ class SubtaskNodeOut(BaseModel):
     """A subtask in the calling tree, its attempts below."""
 
     subtask: str
-    cost_usd: Decimal
+    cost_usd: Usd
     """Every call of every attempt."""
     latency_s: float | None
     """First attempt's start to last attempt's end."""
@@ -251,7 +261,7 @@ class SubtaskNodeOut(BaseModel):
 class CallTreeOut(BaseModel):
     """The calling tree: run > subtasks > attempts > calls > child calls, cost and latency at each node."""
 
-    cost_usd: Decimal
+    cost_usd: Usd
     """Every call of the run."""
     latency_s: float | None
     """The run's makespan (so far)."""
@@ -301,7 +311,7 @@ class WorkflowOut(_Out):
     inputs: list[str]
     """Input names its templates read."""
     default_inputs: dict[str, Any]
-    budget_usd: Decimal | None
+    budget_usd: Usd | None
     """Default budget (`null`: a submission must give one)."""
     deadline_s: float | None
     models: list[str]
@@ -329,8 +339,8 @@ class ModelOut(_Out):
     """As this server calls it (`budgetflow-sim/...` when simulated)."""
     provider: str
     tier: str | None
-    input_price_per_mtok: Decimal
-    output_price_per_mtok: Decimal
+    input_price_per_mtok: Usd
+    output_price_per_mtok: Usd
     simulated: bool
     workflows: list[str]
     learned: list[LearnedEstimateOut]
