@@ -147,10 +147,8 @@ def runs_router() -> APIRouter:
                 limit=limit,
                 cursor=cursor,
             )
-        except ConfigError as exc:
-            raise FieldError(
-                "sort" if "`sort`" in str(exc) and cursor is None else "cursor", str(exc)
-            ) from None
+        except ConfigError as exc:  # the only parameter FastAPI cannot check itself
+            raise FieldError("cursor", str(exc)) from None
         return RunPageOut.model_validate(page)
 
     @router.get(
