@@ -16,6 +16,13 @@ from tests.cli.conftest import capture
 _TOKEN = re.compile(re.escape(TOKEN_PREFIX) + r"[A-Za-z0-9_-]{43,}")
 
 
+@pytest.fixture(autouse=True)
+def _not_under_uv(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hints say `budgetflow ...`, not `uv run budgetflow ...`, whatever runs the tests."""
+    monkeypatch.delenv("UV", raising=False)
+    monkeypatch.delenv("UV_RUN_RECURSION_DEPTH", raising=False)
+
+
 @pytest.fixture
 def db(tmp_path: Path) -> str:
     """A SQLite database URL in a directory that does not exist yet (created as for a run)."""
