@@ -57,6 +57,7 @@ from rich.table import Table
 
 from agents import LLMAgent
 from benchmarks._instant_client import InstantClient, instant_catalog, instant_request
+from benchmarks._pinning import one_core
 from budgetflow import arun
 from orchestrator._repair import MAX_SAMPLES_PER_BATCH
 from orchestrator.catalog import Catalog
@@ -564,16 +565,6 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _pin() -> tuple[int | None, set[int] | None]:
-    """Pin this process to one core (the last it may use); return it and the previous set."""
-    if not hasattr(os, "sched_setaffinity"):
-        return None, None
-    previous = os.sched_getaffinity(0)
-    core = max(previous)
-    os.sched_setaffinity(0, {core})
-    return core, previous
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; print tables, write JSON. Returns the exit code."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
@@ -593,12 +584,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         profile_size=max(args.sizes) if args.sizes else base.profile_size,
         seed=base.seed,
     )
-    core, previous = _pin()
-    try:
+    with one_core() as core:
         results = run_benchmark(config, pinned=core)
-    finally:
-        if previous is not None:
-            os.sched_setaffinity(0, previous)
     results["command"] = " ".join([".venv/bin/python benchmarks/bench_executor.py", *(argv or [])])
     console = Console()
     for table in _tables(results):

@@ -44,7 +44,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from importlib.metadata import version
@@ -63,6 +63,7 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks._instant_client import InstantClient, instant_catalog
+from benchmarks._pinning import one_core
 from benchmarks.bench_executor import build_workflow, fan_shape
 from budgetflow import arun
 from budgetflow.progress import ProgressView
@@ -299,15 +300,6 @@ def markdown(results: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _pin() -> tuple[int | None, Callable[[], None]]:
-    if not hasattr(os, "sched_setaffinity"):
-        return None, lambda: None
-    previous = os.sched_getaffinity(0)
-    core = max(previous)
-    os.sched_setaffinity(0, {core})
-    return core, lambda: os.sched_setaffinity(0, previous)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Measure, print the table, write the JSON; 1 when an overhead target is missed."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
@@ -321,12 +313,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     reps = args.reps or (3 if args.quick else 11)
     console = Console()
     load_before = os.getloadavg()
-    pinned, unpin = _pin()
-    try:
+    with one_core() as pinned:
         metrics_ = BudgetflowMetrics(CollectorRegistry())
         results = [measure(n, reps, args.seed, metrics_) for n in sizes]
-    finally:
-        unpin()
     machine = _machine(pinned, load_before)
     report = {
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),

@@ -78,7 +78,7 @@ async def arun(
         ledger: budget ledger; default: an in-process ledger for `budget_usd`.
         observers: watch the run's events, off its critical path (`orchestrator.events`).
         interceptors: hooks around the run, each decision, attempt and model call, in the
-            task doing the work (`orchestrator.interceptors`); e.g. `budgetflow.tracing.GenAITracing()`.
+            task doing the work (`orchestrator.interceptors`); e.g. `budgetflow.tracing.TracingInterceptor()`.
         learned_estimates: estimates learned from recorded runs, preferred over priors.
         retry: how provider errors are retried.
         record_content: store prompt and response text, outputs and inputs.

@@ -133,22 +133,28 @@ def list_runs(target: str | URL | Engine, limit: int = 50, workflow: str | None 
         query = query.where(Run.workflow == workflow)
     with _session(target) as session:
         return [
-            RunSummary(
-                run_id=run.run_id,
-                workflow=run.workflow,
-                policy=run.policy,
-                outcome=Outcome.ABANDONED if is_stale else Outcome(run.outcome),
-                budget_usd=run.budget_usd,
-                spent_usd=_proven(cost) if run.outcome == Outcome.RUNNING.value else run.spent_usd,
-                overrun_usd=run.overrun_usd,
-                started_at=run.started_at,
-                ended_at=run.ended_at,
-                makespan_s=run.makespan_s,
-                simulated=run.simulated,
-                calls=int(n),
-            )
+            _summary(run, calls=int(n), cost=cost, stale=is_stale)
             for run, n, cost, is_stale in session.execute(query)
         ]
+
+
+def _summary(run: Run, *, calls: int, cost: object, stale: bool) -> RunSummary:
+    """A run row as a summary: `abandoned` when its heartbeat is stale, and a running run's
+    spend proven by its recorded calls (`cost`)."""
+    return RunSummary(
+        run_id=run.run_id,
+        workflow=run.workflow,
+        policy=run.policy,
+        outcome=Outcome.ABANDONED if stale else Outcome(run.outcome),
+        budget_usd=run.budget_usd,
+        spent_usd=_proven(cost) if run.outcome == Outcome.RUNNING.value else run.spent_usd,
+        overrun_usd=run.overrun_usd,
+        started_at=run.started_at,
+        ended_at=run.ended_at,
+        makespan_s=run.makespan_s,
+        simulated=run.simulated,
+        calls=calls,
+    )
 
 
 def resolve_run_id(target: str | URL | Engine, prefix: str) -> str:

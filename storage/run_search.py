@@ -26,7 +26,7 @@ from orchestrator.errors import ConfigError
 from orchestrator.records import CallKind, Outcome
 from storage.abandoned import abandoned_cutoff, proven_spend, stale_condition
 from storage.models import Call, Run
-from storage.queries import RunSummary, _proven, _session
+from storage.queries import RunSummary, _session, _summary
 
 __all__ = ["MAX_PAGE", "RunPage", "RunSort", "search_runs"]
 
@@ -122,20 +122,7 @@ def search_runs(
             ).all()
         )
     runs = tuple(
-        RunSummary(
-            run_id=run.run_id,
-            workflow=run.workflow,
-            policy=run.policy,
-            outcome=Outcome.ABANDONED if is_stale else Outcome(run.outcome),
-            budget_usd=run.budget_usd,
-            spent_usd=_proven(cost) if run.outcome == Outcome.RUNNING.value else run.spent_usd,
-            overrun_usd=run.overrun_usd,
-            started_at=run.started_at,
-            ended_at=run.ended_at,
-            makespan_s=run.makespan_s,
-            simulated=run.simulated,
-            calls=int(counts.get(run.run_id, 0)),
-        )
+        _summary(run, calls=int(counts.get(run.run_id, 0)), cost=cost, stale=is_stale)
         for run, cost, is_stale in rows[:limit]
     )
     next_cursor = None

@@ -15,6 +15,12 @@ from tests.servers import own_redis  # noqa: F401 - a fixture: redis-servers a t
 @pytest.fixture
 def sim_catalog() -> Catalog:
     """Two simulated models: a cheap unreliable one and an expensive reliable one."""
+    return simulated_catalog()
+
+
+def simulated_catalog() -> Catalog:
+    """`small` (cheap) and `large` (strong) on the simulated backend, at gpt-4o-mini-like and
+    gpt-4o-like prices."""
     return Catalog.of(
         ModelSpec(
             name="small",

@@ -5,27 +5,12 @@ from __future__ import annotations
 from decimal import Decimal
 
 from agents import LLMAgent
-from orchestrator import Catalog, ModelSpec, Workflow
-from tests.conftest import estimate
+from orchestrator import Workflow
+from tests.conftest import estimate, simulated_catalog
 
 __all__ = ["budget_usd", "catalog", "deadline_s", "inputs", "workflow"]
 
-catalog = Catalog.of(
-    ModelSpec(
-        name="small",
-        litellm_model="budgetflow-sim/small",
-        input_price_per_mtok="0.10",
-        output_price_per_mtok="0.40",
-        tier="cheap",
-    ),
-    ModelSpec(
-        name="large",
-        litellm_model="budgetflow-sim/large",
-        input_price_per_mtok="2.50",
-        output_price_per_mtok="10.00",
-        tier="strong",
-    ),
-)
+catalog = simulated_catalog()
 
 workflow = Workflow("quick", inputs=["topic"])
 _est = {"small": estimate(0.7, 200, 10.0), "large": estimate(0.95, 250, 15.0)}
