@@ -26,6 +26,7 @@ from orchestrator.errors import ConfigError
 from orchestrator.records import AttemptStatus, Outcome, SubtaskStatus
 from storage._engine import make_engine, storage_error
 from storage.models import Attempt, Call, Run, SubtaskExecution
+from storage.run_rollups import rollup_run
 
 __all__ = [
     "ABANDONED_AFTER_S",
@@ -197,6 +198,7 @@ def mark_abandoned(
                     )
                     .values(status=SubtaskStatus.CANCELLED.value)
                 )
+                rollup_run(connection, run.run_id)
             closed.append(run)
     except SQLAlchemyError as error:
         raise storage_error("write to", engine, error) from error

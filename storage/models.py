@@ -2,7 +2,8 @@
 
 Tables mirror the records of `orchestrator.records`: `runs`,
 `subtask_executions`, `attempts`, `calls` (the calling tree) and
-`plan_decisions`; and `api_tokens`, the credentials of the HTTP API
+`plan_decisions`; `run_model_stats`, pre-aggregates of a stopped run's calls per
+model (see `storage.run_rollups`); and `api_tokens`, the credentials of the HTTP API
 (see `storage.tokens`). Money is exact (`Money`: `NUMERIC(20, 9)` on PostgreSQL),
 times are UTC, free-form documents are JSON.
 
@@ -30,13 +31,16 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, foreign, mapped_column, relationship, remote
 
 from storage._types import JSON_DOC, Money, UtcDateTime
+from storage.run_rollups import stats_columns
 
 __all__ = [
+    "RUN_MODEL_STATS",
     "ApiToken",
     "Attempt",
     "Base",
@@ -202,6 +206,7 @@ class Call(Base):
         Index(None, "run_id", "started_s"),
         Index(None, "attempt_id"),
         Index(None, "parent_call_id"),
+        Index(None, "replica"),
     )
 
     call_id: Mapped[str] = mapped_column(String(_ID), primary_key=True)
@@ -323,3 +328,13 @@ class ApiToken(Base):
     """Last successful use (UTC), to the minute."""
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     """When it was revoked (UTC); `NULL` while it is live."""
+
+
+RUN_MODEL_STATS = Table(
+    "run_model_stats",
+    Base.metadata,
+    *stats_columns(),
+    Index(None, "started_at"),
+    Index(None, "model"),
+)
+"""One row per stopped run and model it called: sums and histograms (`storage.run_rollups`)."""

@@ -52,6 +52,7 @@ from orchestrator.records import (
     AttemptRecord,
     CallRecord,
     DecisionRecord,
+    Outcome,
     RunRecord,
     SubtaskRecord,
 )
@@ -60,6 +61,7 @@ from storage._spill import default_spill_path, read_spill, spill_rows
 from storage.abandoned import HEARTBEAT_INTERVAL_S
 from storage.migrate import upgrade
 from storage.models import Attempt, Base, Call, PlanDecision, Run, SubtaskExecution
+from storage.run_rollups import rollup_run
 
 __all__ = ["SqlRecorder"]
 
@@ -492,10 +494,14 @@ class SqlRecorder:
         _log.warning("wrote back %d record(s) kept in %s", len(rows) - len(rejected), path)
 
     def _write_rows(self, rows: list[_Upsert]) -> None:
+        """One transaction; a run's final row brings its pre-aggregates (`storage.run_rollups`) along."""
         with self._engine.begin() as connection:
             for row in rows:
                 values = _without_nul(row.values) if self._postgres else row.values
                 connection.execute(self._statement(row.model), values)
+            for row in rows:
+                if row.model is Run and row.values["outcome"] != Outcome.RUNNING.value:
+                    rollup_run(connection, str(row.values["run_id"]))
 
     def _statement(self, model: type[Base]) -> sa.Executable:
         """Writer thread: the upsert statement for a model, built once."""

@@ -15,12 +15,12 @@ from web.api._state import ApiState, api_state
 from web.api.registry import WorkflowRegistry
 from web.api.schemas import LearnedEstimateOut, ModelOut, WorkflowOut, WorkflowSubtaskOut
 
-__all__ = ["catalog_router"]
+__all__ = ["catalog_models", "catalog_router"]
 
 State = Annotated[ApiState, Depends(api_state)]
 
 
-def _models(registry: WorkflowRegistry, engine: Engine) -> list[ModelOut]:
+def catalog_models(registry: WorkflowRegistry, engine: Engine) -> list[ModelOut]:
     """Every model of the registered workflows' catalogs, by name and litellm model, with what runs taught."""
     found: dict[tuple[str, str], ModelOut] = {}
     for registered in registry:
@@ -96,6 +96,6 @@ def catalog_router() -> APIRouter:
         summary="Models of the registered workflows, with prices and learned success and latency",
     )
     async def models(api: State) -> list[ModelOut]:
-        return await asyncio.to_thread(_models, api.workflows, api.engine)
+        return await asyncio.to_thread(catalog_models, api.workflows, api.engine)
 
     return router

@@ -31,6 +31,7 @@ from web.api._runs import runs_router
 from web.api._state import ApiState
 from web.api.registry import WorkflowRegistry
 from web.api.runner import InProcessRunner
+from web.dashboard import mount_dashboard
 from web.metrics import BudgetflowMetrics
 from web.metrics_app import metrics_app
 
@@ -112,6 +113,7 @@ def create_app(
     app.include_router(catalog_router())
     for router in routers:
         app.include_router(router)
+    mount_dashboard(app)
     served = metrics_app(metrics_registry)
     # An ASGI app at exactly `/metrics` (a `Mount` would redirect it to `/metrics/`).
     app.router.routes.append(
