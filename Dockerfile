@@ -1,4 +1,4 @@
-# budgetflow: the CLI and (later) the API and workers, on Python 3.11.
+# budgetflow: the CLI and the HTTP API, on Python 3.11 (compose.yaml's `api` and `demo`).
 FROM python:3.11-slim
 WORKDIR /app
 ENV LITELLM_LOCAL_MODEL_COST_MAP=True PYTHONUNBUFFERED=1
@@ -11,6 +11,8 @@ COPY policies policies
 COPY storage storage
 COPY web web
 COPY examples examples
+COPY deploy/entrypoint.sh deploy/submit_run.py deploy/
 RUN uv sync --frozen --no-dev
 ENV PATH="/app/.venv/bin:$PATH"
-ENTRYPOINT ["budgetflow"]
+# `budgetflow "$@"`, pointed at the stack's vLLM server when one runs.
+ENTRYPOINT ["/app/deploy/entrypoint.sh"]
