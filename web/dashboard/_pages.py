@@ -138,6 +138,16 @@ def pages_router() -> APIRouter:
                 ],
                 vmax=slowest or None,
             ),
+            "ttft": bars(
+                "ttft",
+                "time to first token p50, p95 by model",
+                [
+                    Bar(f"{m.model} {q}", v or 0.0, _secs(v), colour)
+                    for m in latency_rows
+                    if m.ttft_p50_s is not None
+                    for q, v, colour in (("p50", m.ttft_p50_s, PALETTE[4]), ("p95", m.ttft_p95_s, PALETTE[6]))
+                ],
+            ),
             "completion": bars(
                 "completion",
                 "completion rate by policy",

@@ -8,6 +8,7 @@ shows what is durable so far; the page refreshes as its events arrive.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from markupsafe import Markup
@@ -73,7 +74,11 @@ def run_view(detail: RunDetail, *, live: bool) -> RunView:
         + [c.started_s + c.latency_s for c in detail.calls]
         + [a.ended_s or a.started_s for a in detail.attempts]
     )
-    horizon = max(end, run.deadline_s or 0.0, 1e-3)
+    if run.outcome is Outcome.RUNNING:
+        end = max(end, (datetime.now(UTC) - run.started_at).total_seconds())
+    # The deadline is drawn when it is in sight; a far one would squash the run to a sliver.
+    deadline_shown = run.deadline_s is not None and run.deadline_s <= 3 * max(end, 1e-3)
+    horizon = max(end * 1.02, run.deadline_s if deadline_shown and run.deadline_s else 0.0, 1e-3)
 
     # Burn-down: holds from call start to end, spend at the end.
     changes: list[tuple[float, Decimal, Decimal]] = []
@@ -95,10 +100,10 @@ def run_view(detail: RunDetail, *, live: bool) -> RunView:
         Line("reserved", held_pts, _RESERVED),
     ]
     marks: list[tuple[float, str]] = []
-    if run.deadline_s is not None:
+    if deadline_shown and run.deadline_s is not None:
         marks.append((run.deadline_s, f"deadline {run.deadline_s:g}s"))
     if run.outcome is Outcome.RUNNING and spent > 0 and end > 0:
-        stop = run.deadline_s if run.deadline_s is not None else end * 2
+        stop = run.deadline_s if deadline_shown and run.deadline_s is not None else horizon
         rate = float(spent) / end
         series.append(
             Line("projected", [(end, float(spent)), (stop, rate * stop)], _PROJECTED, dashed=True, step=False)

@@ -48,6 +48,7 @@ _FONT = 'font-family="system-ui,sans-serif" font-size="11"'
 def _svg(name: str, width: int, height: int, body: str, *, label: str) -> Markup:
     return Markup(
         f'<svg class="chart" data-chart="{escape(name)}" viewBox="0 0 {width} {height}" '
+        f'width="{width}" height="{height}" '
         f'role="img" aria-label="{escape(label)}" preserveAspectRatio="xMinYMin meet" {_FONT}>'
         f"{body}</svg>"
     )
@@ -111,7 +112,7 @@ def stacked_days(
     for d, key, value in rows:
         per_day[d][key] = per_day[d].get(key, 0.0) + value
     top = _nice_max(max(sum(v.values()) for v in per_day.values()))
-    left, right, top_pad, bottom = 56, 150, 10, 24
+    left, right, top_pad, bottom = 72, 150, 10, 24
     plot_w, plot_h = width - left - right, height - top_pad - bottom
     slot = plot_w / len(days)
     bar_w = max(1.0, slot * 0.8)
@@ -208,7 +209,7 @@ def lines(
     """Lines over run time (seconds), dollars up; `marks` are labelled vertical rules (a deadline)."""
     if not any(s.points for s in series):
         return _empty(name, label)
-    left, right, top_pad, bottom = 60, 130, 10, 26
+    left, right, top_pad, bottom = 72, 130, 10, 26
     plot_w, plot_h = width - left - right, height - top_pad - bottom
     x_top = max(x_max, 1e-9)
     y_top = _nice_max(y_max)
@@ -331,12 +332,17 @@ def flame(name: str, label: str, boxes: Sequence[FlameBox], *, x_max: float, wid
         x = left + b.start / x_top * plot_w
         w = max(b.length / x_top * plot_w, 1.0)
         y = b.depth * row_h
-        text = escape(b.label) if w > 40 else ""
+        fits = int((w - 6) / 6.5)
+        text = (
+            escape(b.label if len(b.label) <= fits else b.label[: max(fits - 1, 0)] + "…")
+            if fits >= 4
+            else ""
+        )
         body.append(
             f'<g><rect data-call-id="{escape(b.ident)}" x="{x:.1f}" y="{y}" width="{w:.1f}" '
             f'height="{row_h - 2}" fill="{cost_colour(b.cost_usd, most)}" stroke="#fff">'
             f"<title>{escape(f'{b.label}: {_money(b.cost_usd)}, {b.length:.3g}s')}</title></rect>"
-            f'<text x="{x + 3:.1f}" y="{y + 13}" clip-path="inset(0)">{text}</text></g>'
+            f'<text x="{x + 3:.1f}" y="{y + 13}" pointer-events="none">{text}</text></g>'
         )
     body.append(
         f'<text x="{left}" y="{height - 5}">0s</text>'
