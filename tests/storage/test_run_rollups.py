@@ -47,7 +47,8 @@ def _from_calls(url: str, run_id: str) -> dict[str, tuple[int, Decimal, int, int
     finally:
         engine.dispose()
     out: dict[str, tuple[int, Decimal, int, int, list[int]]] = {}
-    for model, cost, tokens_in, tokens_out, latency in rows:
+    for name, cost, tokens_in, tokens_out, latency in rows:
+        model = name or ""
         n, c, i, o, buckets = out.get(model, (0, Decimal(0), 0, 0, [0] * (len(LATENCY_BOUNDS_S) + 1)))
         buckets = list(buckets)
         buckets[bisect.bisect_left(LATENCY_BOUNDS_S, latency)] += 1
