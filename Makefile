@@ -3,7 +3,7 @@ UV ?= uv
 PY := .venv/bin/python
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: install services format lint typecheck test test-fast test-vllm test-phoenix bench bench-planners bench-executor bench-vllm demo clean
+.PHONY: install services format lint typecheck test test-fast test-vllm test-phoenix test-browser bench bench-planners bench-executor bench-vllm demo clean
 
 install:
 	@bash scripts/ensure_uv.sh
@@ -25,16 +25,18 @@ typecheck: install
 	$(UV) run --frozen mypy --strict --explicit-package-bases tests benchmarks
 
 # The whole suite: lint, types, unit + integration tests on real Redis and PostgreSQL,
-# then the real-vLLM tests (they build a tiny model and start vLLM CPU replicas) and the
-# end-to-end trace tests (a real Arize Phoenix receiving OTLP).
+# then the browser tests (Debian's chromium driving the dashboard), the real-vLLM tests
+# (they build a tiny model and start vLLM CPU replicas) and the end-to-end trace tests
+# (a real Arize Phoenix receiving OTLP).
 test: install services lint typecheck
-	$(UV) run --frozen pytest -m "not vllm and not isolated and not phoenix" -q
+	$(UV) run --frozen pytest -m "not vllm and not isolated and not phoenix and not browser" -q
 	$(UV) run --frozen pytest -m isolated -q
+	$(MAKE) test-browser
 	$(MAKE) test-vllm
 	$(MAKE) test-phoenix
 
 test-fast: install services
-	$(UV) run --frozen pytest -m "not vllm and not isolated and not phoenix" -q -x
+	$(UV) run --frozen pytest -m "not vllm and not isolated and not phoenix and not browser" -q -x
 
 test-vllm: install
 	bash scripts/setup_vllm.sh
@@ -43,6 +45,12 @@ test-vllm: install
 test-phoenix: install
 	bash scripts/setup_phoenix.sh
 	BUDGETFLOW_REQUIRE_PHOENIX=1 $(UV) run --frozen pytest -m phoenix -q
+
+# Debian's chromium (installed by apt when missing) driven by Playwright; screenshots of the
+# dashboard's pages land in tests/browser/artifacts/ (or BUDGETFLOW_SCREENSHOTS).
+test-browser: install
+	bash scripts/setup_browser.sh
+	BUDGETFLOW_REQUIRE_BROWSER=1 $(UV) run --frozen pytest -m browser -q
 
 bench: bench-executor bench-planners
 
