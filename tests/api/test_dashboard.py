@@ -149,3 +149,19 @@ async def test_empty_database_renders_every_page(settings: Settings, path: str) 
         answer = await client.get(path)
     assert answer.status_code == 200
     assert f'<main data-page="{path.rsplit("/", 1)[-1] if path != "/ui" else "overview"}">' in answer.text
+
+
+async def test_a_running_run_shows_the_money_its_calls_in_flight_hold(settings: Settings) -> None:
+    async with asgi_client(make_app(settings)) as client:
+        answer = await client.post("/runs", json={"workflow": "slow", "budget_usd": "0.05"})
+        run_id = answer.json()["run_id"]
+        page = ""
+        for _ in range(500):  # until its call has started (in-process ASGI cannot stream events)
+            page = (await client.get(f"/ui/runs/{run_id}")).text
+            if 'data-field="reserved_usd">$0.000000<' not in page and 'data-field="reserved_usd"' in page:
+                break
+            await asyncio.sleep(0.02)
+        await client.post(f"/runs/{run_id}/cancel")
+    assert _field(page, "outcome") == "running"
+    assert f'data-run-id="{run_id}" data-live="1"' in page
+    assert Decimal(_field(page, "reserved_usd").lstrip("$")) > 0  # the attempt's call holds its worst case

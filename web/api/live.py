@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Final
 
-from orchestrator.events import Event, RunFinished
+from orchestrator.events import Event, LedgerView, RunFinished
 from web.api._payload import event_json
 
 __all__ = ["DEFAULT_CAPACITY", "LiveEvent", "LiveEvents", "LiveEventsObserver"]
@@ -59,6 +59,8 @@ class LiveEvents:
         self._closed = False
         self.finished = False
         """Whether the run's `RunFinished` was published."""
+        self.latest: tuple[float, LedgerView] | None = None
+        """Run time and money of the newest event (holds of calls in flight included)."""
 
     @property
     def closed(self) -> bool:
@@ -73,6 +75,7 @@ class LiveEvents:
             LiveEvent(event.seq, type(event).__name__, event_json(event, with_content=self._with_content))
         )
         self._seqs.append(event.seq)
+        self.latest = (event.at_s, event.ledger)
         if len(self._items) >= 2 * self._capacity:  # trim in chunks: amortised O(1) per event
             del self._items[: -self._capacity]
             del self._seqs[: -self._capacity]

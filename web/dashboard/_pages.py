@@ -9,6 +9,8 @@ app's authorizer for scope `read`; without credentials it answers 401 with how t
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -65,7 +67,12 @@ def _pct(value: float | None) -> str:
     return "–" if value is None else f"{value * 100:.1f}%"
 
 
-_TEMPLATES.env.filters.update(usd=_usd, secs=_secs, pct=_pct)
+def _pretty_json(value: object) -> str:
+    """JSON for people (indented, non-ASCII kept); autoescaping makes it safe in the page."""
+    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+
+
+_TEMPLATES.env.filters.update(usd=_usd, secs=_secs, pct=_pct, pretty_json=_pretty_json)
 _TEMPLATES.env.globals.update(outcome_colours=_OUTCOME_COLOURS)
 
 
@@ -221,7 +228,8 @@ def pages_router() -> APIRouter:
             raise
         ticket = api.queue.ticket(run_id)
         live = detail.run.outcome is Outcome.RUNNING and ticket is not None
-        return await asyncio.to_thread(run_view, detail, live=live)
+        latest = ticket.events.latest if ticket is not None and ticket.events is not None else None
+        return await asyncio.to_thread(functools.partial(run_view, detail, live=live, latest=latest))
 
     @router.get("/ui/runs/{run_id}", response_class=HTMLResponse)
     async def run(request: Request, api: State, run_id: str) -> Response:

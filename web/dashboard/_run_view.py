@@ -14,6 +14,7 @@ from decimal import Decimal
 from markupsafe import Markup
 
 from orchestrator.call_tree import AttemptNode, CallNode
+from orchestrator.events import LedgerView
 from orchestrator.records import AttemptStatus, CallKind, Outcome
 from storage import RunDetail, build_call_tree
 from web.dashboard._svg import FlameBox, Lane, Line, flame, lines, timeline
@@ -39,6 +40,8 @@ class RunView:
     calls: int
     """Model calls (agent and check spans are not calls)."""
     live: bool
+    reserved_usd: Decimal | None
+    """Held by calls in flight now (a run going in this process), else `None`."""
     burndown: Markup
     timeline: Markup
     flame: Markup
@@ -63,8 +66,9 @@ def _attempt_state(node: AttemptNode, winners: frozenset[str]) -> str:
     return "error"
 
 
-def run_view(detail: RunDetail, *, live: bool) -> RunView:
-    """The page's drawings for a recorded run."""
+def run_view(detail: RunDetail, *, live: bool, latest: tuple[float, LedgerView] | None = None) -> RunView:
+    """The page's drawings for a recorded run; `latest`: the run time and money of its newest
+    event, for a run going in this process (its calls in flight hold money not recorded yet)."""
     run = detail.run
     tree = build_call_tree(detail)
     winners = frozenset(s.winner_attempt_id for s in detail.subtasks if s.winner_attempt_id)
@@ -94,6 +98,14 @@ def run_view(detail: RunDetail, *, live: bool) -> RunView:
         spent_pts.append((at, float(spent)))
         held_pts.append((at, float(max(held, Decimal(0)))))
         left_pts.append((at, float(run.budget_usd - spent - max(held, Decimal(0)))))
+    if run.outcome is Outcome.RUNNING and latest is not None:
+        now_s, money = latest
+        spent, held = money.spent_usd, money.reserved_usd
+        end = max(end, now_s)
+    if end > 0:  # the lines reach the run's end (or now)
+        spent_pts.append((end, float(spent)))
+        held_pts.append((end, float(held)))
+        left_pts.append((end, float(run.budget_usd - spent - held)))
     series = [
         Line("left", left_pts, _LEFT),
         Line("spent", spent_pts, _SPENT),
@@ -165,6 +177,7 @@ def run_view(detail: RunDetail, *, live: bool) -> RunView:
         detail=detail,
         calls=len(llm),
         live=live,
+        reserved_usd=held if run.outcome is Outcome.RUNNING and latest is not None else None,
         burndown=burndown,
         timeline=timeline(
             "timeline",
