@@ -15,7 +15,10 @@
 
   async function refresh(final) {
     pending = null;
-    if (region.dataset.reload === "1") { window.location.reload(); return; }
+    if (region.dataset.reload === "1") {  // queued: look again shortly
+      setTimeout(() => window.location.reload(), 2000);
+      return;
+    }
     const keep = openNodes();
     const answer = await fetch(region.dataset.fragment, { credentials: "same-origin" });
     if (!answer.ok) return;
