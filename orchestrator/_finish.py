@@ -78,7 +78,10 @@ async def durable_by(
     wait = max(min_wait_s, deadline_at + DURABLE_GRACE_S - loop.time())
     task = asyncio.ensure_future(write)
     try:
-        await asyncio.wait_for(asyncio.shield(task), wait)
+        # `asyncio.timeout`, not `wait_for`: on Python 3.11 `wait_for` loses a cancellation
+        # that arrives as the write completes, and the caller would go on (e.g. send a call).
+        async with asyncio.timeout(wait):
+            await asyncio.shield(task)
     except TimeoutError:
         task.add_done_callback(_consume)
         raise StorageError(

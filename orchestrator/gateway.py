@@ -18,6 +18,8 @@ unrecorded. A reply that arrives after the deadline is recorded `cancelled`
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import random
 import uuid
 from collections.abc import Callable
@@ -199,6 +201,7 @@ class AttemptGateway:
         )
         progress = CallProgress()
         call_id = uuid.uuid4().hex
+        await self._journal(call_id, parent, spec, retry, prompt.tokens, reservation, loop.time())
         around = (
             s.hooks.call.enter(
                 CallInfo(
@@ -300,6 +303,70 @@ class AttemptGateway:
             raise error
         assert response is not None
         return response
+
+    async def _journal(
+        self,
+        call_id: str,
+        parent: str | None,
+        spec: ModelSpec,
+        retry: int,
+        prompt_tokens: int,
+        reservation: Reservation,
+        at: float,
+    ) -> None:
+        """Make the call's start durable before it is sent, its reservation as its cost: if the
+        process dies while it is in flight, resuming the run settles it at that (`lost_in_crash`).
+        A journal that cannot be written releases the hold and fails the call unsent."""
+        s = self._s
+        journal = CallRecord(
+            call_id=call_id,
+            run_id=s.run_id,
+            attempt_id=self._attempt_id,
+            parent_call_id=parent,
+            kind=CallKind.LLM,
+            subtask=self._subtask,
+            model=spec.name,
+            litellm_model=spec.litellm_model,
+            provider=spec.provider,
+            replica=None,
+            retry=retry,
+            input_tokens=prompt_tokens,
+            output_tokens=0,
+            cached_tokens=0,
+            cost_usd=nano_to_usd(reservation.amount_nano),
+            reserved_usd=nano_to_usd(reservation.amount_nano),
+            started_s=at - s.started_at,
+            latency_s=0.0,
+            ttft_s=None,
+            status=CallStatus.IN_FLIGHT,
+            error=None,
+            finish_reason=None,
+            response_id=None,
+            simulated=spec.simulated,
+            prompt=None,
+            response=None,
+        )
+        try:
+            await durable_by(
+                s.recorder.call_started(journal),
+                s.deadline_at,
+                what=f"the start of a call of subtask `{self._subtask}`",
+                min_wait_s=0.0 if s.storage_failure else 0.5,
+            )
+        except BaseException as exc:
+            await finish_anyway(s.ledger.settle(reservation, 0))
+            if isinstance(exc, StorageError):
+                s.storage_failure = s.storage_failure or exc
+            else:  # cancelled while journaling: the journal may be durable, so close it, unsent
+                unsent = dataclasses.replace(
+                    journal,
+                    status=CallStatus.CANCELLED,
+                    cost_usd=nano_to_usd(0),
+                    error="cancelled before it was sent",
+                )
+                with contextlib.suppress(StorageError):
+                    await finish_anyway(s.recorder.call_finished(unsent))
+            raise
 
     async def _record_then_settle(self, record: CallRecord, reservation: Reservation, cost: int) -> None:
         try:

@@ -36,6 +36,9 @@ class MemoryRecorder:
         """Keep the attempt."""
         self.attempts[attempt.attempt_id] = attempt
 
+    async def call_started(self, call: CallRecord) -> None:
+        """Nothing to keep: the call's final record follows (memory does not survive a crash)."""
+
     async def call_finished(self, call: CallRecord) -> None:
         """Keep the call."""
         self.calls.append(call)

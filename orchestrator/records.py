@@ -84,6 +84,11 @@ class CallStatus(StrEnum):
     OK = "ok"
     ERROR = "error"
     CANCELLED = "cancelled"
+    IN_FLIGHT = "in_flight"
+    """Journaled before it was sent (its reservation as its cost); replaced when it ends."""
+    LOST_IN_CRASH = "lost_in_crash"
+    """In flight when its process died: settled at its reservation when the run was resumed or
+    closed (the provider may have billed up to that)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -272,7 +277,9 @@ class Recorder(Protocol):
 
     `call_finished` must make the record durable before it returns: the
     executor settles the ledger only after it, so a crash never loses a
-    completed call.
+    completed call. `call_started` journals a model call before it is sent
+    (status `in_flight`, its reservation as its cost), durable when it returns,
+    so that a crash leaves a trace of every call that may have been billed.
     """
 
     async def run_started(self, run: RunRecord) -> None:
@@ -285,6 +292,10 @@ class Recorder(Protocol):
 
     async def attempt_started(self, attempt: AttemptRecord) -> None:
         """An attempt began."""
+        ...
+
+    async def call_started(self, call: CallRecord) -> None:
+        """A model call is about to be sent (status `in_flight`); durable when this returns."""
         ...
 
     async def call_finished(self, call: CallRecord) -> None:

@@ -219,6 +219,9 @@ class _KeptAndRecorded:
         await self._memory.attempt_started(attempt)
         await self._durable.attempt_started(attempt)
 
+    async def call_started(self, call: CallRecord) -> None:
+        await self._durable.call_started(call)
+
     async def call_finished(self, call: CallRecord) -> None:
         await self._memory.call_finished(call)
         await self._durable.call_finished(call)

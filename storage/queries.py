@@ -300,15 +300,28 @@ _R = TypeVar("_R", RunRecord, SubtaskRecord, AttemptRecord, CallRecord)
 
 def _record(row: Base, record_type: type[_R]) -> _R:
     """The record whose fields have the same names as the row's columns (enums rebuilt from text)."""
-    hints = typing.get_type_hints(record_type)
     values: dict[str, Any] = {}
-    for field in dataclasses.fields(record_type):
-        value = getattr(row, field.name)
-        kind = hints[field.name]
-        if isinstance(kind, type) and issubclass(kind, StrEnum):
-            value = kind(value)
-        values[field.name] = value
+    for name, enum in _fields(record_type):
+        value = getattr(row, name)
+        values[name] = value if enum is None else enum(value)
     return record_type(**values)
+
+
+_FIELDS: dict[type, tuple[tuple[str, type[StrEnum] | None], ...]] = {}
+
+
+def _fields(record_type: type[_R]) -> tuple[tuple[str, type[StrEnum] | None], ...]:
+    """A record type's field names, each with its enum type if it is one (type hints are slow,
+    so they are read once per type)."""
+    known = _FIELDS.get(record_type)
+    if known is None:
+        hints = typing.get_type_hints(record_type)
+        known = _FIELDS[record_type] = tuple(
+            (field.name, kind if isinstance(kind, type) and issubclass(kind, StrEnum) else None)
+            for field in dataclasses.fields(record_type)
+            for kind in (hints[field.name],)
+        )
+    return known
 
 
 def _decision_record(row: PlanDecision) -> DecisionRecord:

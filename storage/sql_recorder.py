@@ -270,6 +270,14 @@ class SqlRecorder:
         """Queue the attempt's row."""
         self._queue(Attempt, _row(attempt, record_content=self._record_content))
 
+    async def call_started(self, call: CallRecord) -> None:
+        """Journal a call about to be sent, and everything queued before it; wait for the commit.
+
+        Raises:
+            StorageError: this write, or an earlier queued one, failed.
+        """
+        await self._write_now(Call, _row(call, record_content=False))
+
     async def call_finished(self, call: CallRecord) -> None:
         """Write the call, and everything queued before it, and wait for the commit.
 

@@ -126,7 +126,9 @@ def test_deadline_cancels_in_flight_calls_promptly(sim_catalog: Catalog) -> None
     assert result.outcome is Outcome.DEADLINE_EXCEEDED
     assert result.makespan_s == pytest.approx(10.0, abs=1e-6)
     llm = [c for c in result.calls if c.kind is CallKind.LLM]
-    assert len(llm) == 3 and all(c.status is CallStatus.CANCELLED for c in llm)
+    assert len(llm) == 3 and all(c.status is CallStatus.CANCELLED for c in llm), [
+        (c.status, c.error, c.latency_s) for c in llm
+    ]
     assert all(c.latency_s == pytest.approx(10.0, abs=1e-6) for c in llm)
     # pro-rata: 10 s of a 50 s call => a fifth of its output tokens
     assert all(c.output_tokens == 100 for c in llm)
@@ -405,7 +407,9 @@ async def test_cancelling_a_run_records_it_as_cancelled(sim_catalog: Catalog) ->
         await task
     assert recorder.run is not None and recorder.run.outcome is Outcome.CANCELLED
     llm = [c for c in recorder.calls if c.kind is CallKind.LLM]
-    assert len(llm) == 3 and all(c.status is CallStatus.CANCELLED for c in llm)
+    assert len(llm) == 3 and all(c.status is CallStatus.CANCELLED for c in llm), [
+        (c.status, c.error, c.latency_s) for c in llm
+    ]
     assert recorder.subtasks["slow"].status.value == "cancelled"
 
 
