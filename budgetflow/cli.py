@@ -8,6 +8,8 @@ budgetflow runs list [--limit N] [--workflow NAME]
 budgetflow runs show RUN_ID
 budgetflow runs mark-abandoned [RUN_ID ...] [--older-than S]
 budgetflow serve [--host HOST] [--port PORT] [--workflow MODULE ...] [--metrics-public] [--insecure-no-auth]
+                 [--workers]
+budgetflow worker [--workflow MODULE ...] [--concurrency N] [--global-concurrency N] [--takeover-after S]
 budgetflow tokens create --name NAME --scope read|submit|admin [--expires-in 30d]
 budgetflow tokens list [--all]
 budgetflow tokens revoke ID
@@ -238,6 +240,67 @@ def _parser() -> _Parser:
         help="speed of simulated latencies: 0.1 runs ten times faster (default 1)",
     )
 
+    serve.add_argument(
+        "--workers",
+        action="store_true",
+        default=None,
+        help="enqueue runs for `budgetflow worker` processes (DBOS) instead of running them here"
+        " (default: BUDGETFLOW_WORKERS or `workers` in budgetflow.toml); see docs/scale-out.md",
+    )
+
+    worker = sub.add_parser(
+        "worker",
+        parents=[with_db],
+        help="execute runs the API enqueued (any number of workers); see docs/scale-out.md",
+    )
+    worker.add_argument(
+        "--workflow",
+        dest="api_workflows",
+        action="append",
+        metavar="MODULE",
+        help="a module whose `workflow` it may run, as the API's (repeat; default: BUDGETFLOW_API_WORKFLOWS)",
+    )
+    worker.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=4,
+        metavar="N",
+        help="runs at once on this worker (default 4)",
+    )
+    worker.add_argument(
+        "--global-concurrency",
+        type=_positive_int,
+        metavar="N",
+        help="runs at once across all workers (default: no limit)",
+    )
+    worker.add_argument(
+        "--takeover-after",
+        type=_positive_seconds,
+        default=15.0,
+        metavar="SECONDS",
+        help="a worker silent this long is dead and its runs continue elsewhere (default 15)",
+    )
+    worker.add_argument(
+        "--heartbeat",
+        type=_positive_seconds,
+        default=2.0,
+        metavar="SECONDS",
+        help="how often this worker says it is alive and looks for dead ones (default 2)",
+    )
+    worker.add_argument(
+        "--executor-id", metavar="ID", help="this worker's DBOS executor id (default: host-pid-random)"
+    )
+    worker.add_argument(
+        "--time-scale",
+        type=_positive_factor,
+        default=1.0,
+        metavar="FACTOR",
+        help="speed of simulated latencies: 0.1 runs ten times faster (default 1)",
+    )
+    worker.add_argument(
+        "--no-learn", action="store_true", help="plan from the workflows' priors only, not from recorded runs"
+    )
+
     tokens = sub.add_parser("tokens", help="create, list and revoke the HTTP API's tokens")
     tokens_sub = tokens.add_subparsers(
         dest="tokens_command", required=True, parser_class=_Parser, metavar="COMMAND"
@@ -303,6 +366,7 @@ def _dispatch(args_list: list[str], out: Console, err: Console) -> int:
                 "metrics_port": getattr(args, "metrics_port", None),
                 "metrics_host": getattr(args, "metrics_host", None),
                 "api_workflows": getattr(args, "api_workflows", None),
+                "workers": getattr(args, "workers", None),
             }
         )
         return _command(args, settings, out)
@@ -348,7 +412,53 @@ def _command(args: argparse.Namespace, settings: Settings, out: Console) -> int:
         )
     if args.command == "tokens":
         return _tokens(args, settings, out)
+    if args.command == "worker":
+        return _worker(args, settings, out)
     return _policies(out)
+
+
+def _worker(args: argparse.Namespace, settings: Settings, out: Console) -> int:
+    import asyncio
+    import logging
+
+    from budgetflow.worker import Worker, WorkerOptions
+
+    options = WorkerOptions(
+        concurrency=args.concurrency,
+        global_concurrency=args.global_concurrency,
+        executor_id=args.executor_id,
+        heartbeat_s=args.heartbeat,
+        takeover_after_s=args.takeover_after,
+        sim_time_scale=args.time_scale,
+        learn=not args.no_learn,
+    )
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("budgetflow").setLevel(logging.INFO)
+    worker = Worker(settings, options)
+    names = ", ".join(f"`{w.name}`" for w in worker.registry) or "none"
+    received: list[int] = []
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def stopping(signum: int) -> None:
+            received.append(signum)
+            stop.set()
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stopping, signum)
+        out.print(
+            f"budgetflow worker `{worker.executor_id}` (concurrency {options.concurrency});"
+            f" workflows: {names}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        await worker.run(stop)
+
+    asyncio.run(main())
+    out.print("stopped; runs still going were put back on the queue", style="dim")
+    return 128 + received[0] if received else 0
 
 
 def _tokens(args: argparse.Namespace, settings: Settings, out: Console) -> int:

@@ -2,7 +2,9 @@
 
 Requests are authorized by API tokens (`web.auth.authorizer_for(settings)`); the
 command prints the API's URL and a login URL carrying a fresh, short-lived admin token
-for the browser, as Jupyter does. Without `web.auth` (an installation without it), it
+for the browser, as Jupyter does. With `workers` (`--workers`, `BUDGETFLOW_WORKERS`), runs
+are enqueued on DBOS for `budgetflow worker` processes instead of running in this one.
+Without `web.auth` (an installation without it), it
 refuses to start unless `--insecure-no-auth` opens the API to anyone who can reach it,
 for local experiments only. SIGINT or SIGTERM stops the server: runs still going are
 cancelled and recorded `cancelled`; the exit code is then 130 (SIGINT) or 143 (SIGTERM).
@@ -106,6 +108,13 @@ def serve(
             highlight=False,
             soft_wrap=True,
         )
+        if settings.workers:
+            out.print(
+                "runs are enqueued for `budgetflow worker` processes (DBOS); start at least one with the"
+                " same database and workflows (docs/scale-out.md)",
+                highlight=False,
+                soft_wrap=True,
+            )
         if not app.state.workflows:
             out.print(
                 "register workflows to run with `--workflow MODULE` or `BUDGETFLOW_API_WORKFLOWS`,"

@@ -15,7 +15,14 @@ default. The settings file is TOML: `./budgetflow.toml`, or the path in
 | metrics_host   | `BUDGETFLOW_METRICS_HOST`   | `metrics_host`   | `127.0.0.1`                       |
 | session_secret | `BUDGETFLOW_SESSION_SECRET` | `session_secret` | random per process                |
 | api_workflows  | `BUDGETFLOW_API_WORKFLOWS`  | `api_workflows`  | none (the HTTP API runs nothing)  |
+| workers        | `BUDGETFLOW_WORKERS`        | `workers`        | `false` (the API runs in process) |
+| dbos_database_url | `BUDGETFLOW_DBOS_DATABASE_URL` | `dbos_database_url` | from `database_url` (see below) |
 | provider keys  | `OPENAI_API_KEY`, `ANTHROPIC_API_KEY`, ... (litellm's names)                    |
+
+`workers = true` makes the HTTP API enqueue runs on DBOS for `budgetflow worker` processes
+instead of running them itself (docs/scale-out.md). DBOS keeps its queue in `dbos_database_url`:
+by default the runs' PostgreSQL database (DBOS's tables in its own schema, `dbos`), or for
+SQLite a file beside the runs' one (`runs.db` -> `runs.dbos.db`).
 
 OpenTelemetry (off by default) is set by its own standard variables only:
 
@@ -71,6 +78,8 @@ _FILE_KEYS = (
     "metrics_host",
     "session_secret",
     "api_workflows",
+    "workers",
+    "dbos_database_url",
 )
 
 
@@ -97,6 +106,10 @@ class Settings:
     api_workflows: tuple[str, ...] = ()
     """Modules whose `workflow` the HTTP API may run (`examples.code_pipeline`); comma-separated in
     the environment, a list in the file."""
+    workers: bool = False
+    """The HTTP API enqueues runs for `budgetflow worker` processes (DBOS) instead of running them."""
+    dbos_database_url: str | None = None
+    """DBOS's system database (its queue); `None`: derived from `database_url` (`dbos_url`)."""
     provider_keys: Mapping[str, str] = field(default_factory=dict)
     """API keys found, by provider."""
     tracing: Literal["otlp", "console"] | None = None
@@ -157,6 +170,10 @@ def load_settings(overrides: Mapping[str, Any] | None = None, *, cwd: Path | Non
     metrics_host, host_from = pick("metrics_host", "BUDGETFLOW_METRICS_HOST", "metrics_host")
     secret, secret_from = pick("session_secret", "BUDGETFLOW_SESSION_SECRET", "session_secret")
     api_workflows, workflows_from = pick("api_workflows", "BUDGETFLOW_API_WORKFLOWS", "api_workflows")
+    workers, workers_from = pick("workers", "BUDGETFLOW_WORKERS", "workers")
+    if isinstance(workers, str):
+        workers = _bool(workers, workers_from)
+    dbos_url, _ = pick("dbos_database_url", "BUDGETFLOW_DBOS_DATABASE_URL", "dbos_database_url")
     keys = {provider: env[var] for provider, var in PROVIDER_KEY_VARS.items() if env.get(var)}
     tracing, otel_metrics = _otel_exporter(env, "traces"), _otel_exporter(env, "metrics")
     return Settings(
@@ -169,6 +186,8 @@ def load_settings(overrides: Mapping[str, Any] | None = None, *, cwd: Path | Non
         metrics_host=_host(metrics_host, host_from),
         session_secret=_secret(secret, secret_from),
         api_workflows=_module_paths(api_workflows, workflows_from),
+        workers=bool(workers),
+        dbos_database_url=None if not dbos_url else str(dbos_url),
         provider_keys=keys,
         tracing=tracing,
         otel_metrics=otel_metrics,
@@ -183,6 +202,7 @@ _FLAGS = {
     "metrics_port": "--metrics-port",
     "metrics_host": "--metrics-host",
     "api_workflows": "--workflow",
+    "workers": "--workers",
 }
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
 _VLLM_SCHEMES = ("http", "https")

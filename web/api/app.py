@@ -30,7 +30,7 @@ from web.api._errors import install_error_handlers
 from web.api._runs import runs_router
 from web.api._state import ApiState
 from web.api.registry import WorkflowRegistry
-from web.api.runner import InProcessRunner
+from web.api.runner import InProcessRunner, RunQueue
 from web.dashboard import mount_dashboard
 from web.metrics import BudgetflowMetrics
 from web.metrics_app import metrics_app
@@ -61,6 +61,9 @@ def create_app(
         sim_time_scale: speed of the simulated backend's latencies (0.1: ten times faster).
         max_concurrent_runs: runs executing at once; later ones wait, `queued`.
 
+    With `settings.workers`, runs are enqueued on DBOS for `budgetflow worker` processes
+    (`web.api.durable_queue.DurableRunQueue`) instead of running in this process.
+
     The app's `state.workflows` holds the registered workflows.
 
     Raises:
@@ -81,12 +84,18 @@ def create_app(
         engine = make_engine(settings.database_url)
         try:
             await asyncio.to_thread(upgrade, engine)
-            runner = InProcessRunner(
-                settings,
-                observers=observers,
-                sim_time_scale=sim_time_scale,
-                max_concurrent=max_concurrent_runs,
-            )
+            runner: RunQueue
+            if settings.workers:  # `budgetflow worker` processes execute (docs/scale-out.md)
+                from web.api.durable_queue import DurableRunQueue
+
+                runner = await DurableRunQueue.open(settings)
+            else:
+                runner = InProcessRunner(
+                    settings,
+                    observers=observers,
+                    sim_time_scale=sim_time_scale,
+                    max_concurrent=max_concurrent_runs,
+                )
             app.state.api = ApiState(settings=settings, workflows=registry, engine=engine, queue=runner)
             try:
                 yield
