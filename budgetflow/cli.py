@@ -7,6 +7,7 @@ budgetflow validate PATH.py [--input K=V ...] [--catalog FILE] [--policy NAME]
 budgetflow runs list [--limit N] [--workflow NAME]
 budgetflow runs show RUN_ID
 budgetflow runs mark-abandoned [RUN_ID ...] [--older-than S]
+budgetflow runs resume RUN_ID PATH.py [--older-than S] [--time-scale F] [--no-progress]
 budgetflow serve [--host HOST] [--port PORT] [--workflow MODULE ...] [--metrics-public] [--insecure-no-auth]
                  [--workers]
 budgetflow worker [--workflow MODULE ...] [--concurrency N] [--global-concurrency N] [--takeover-after S]
@@ -208,6 +209,31 @@ def _parser() -> _Parser:
         metavar="SECONDS",
         help="a run is abandoned when its last heartbeat is older than this (default 60)",
     )
+    resume = runs_sub.add_parser(
+        "resume",
+        parents=[with_db],
+        help="continue a run whose process died, from its calling tree (nothing paid twice)",
+    )
+    resume.add_argument("run_id", metavar="RUN_ID", help="the run's id, or any unique start of it")
+    resume.add_argument("path", help="the Python file defining the workflow it ran")
+    resume.add_argument(
+        "--older-than",
+        type=_positive_seconds,
+        metavar="SECONDS",
+        help="its process counts as dead when its last heartbeat is older than this (default 60)",
+    )
+    resume.add_argument("--catalog", metavar="FILE", help="catalog file overriding the file's")
+    resume.add_argument("--no-progress", action="store_true", help="no live view; print the summary only")
+    resume.add_argument(
+        "--no-learn", action="store_true", help="plan from the workflow's priors only, not from recorded runs"
+    )
+    resume.add_argument(
+        "--time-scale",
+        type=_positive_factor,
+        default=1.0,
+        metavar="FACTOR",
+        help="speed of simulated latencies: 0.1 runs ten times faster (default 1)",
+    )
 
     serve = sub.add_parser(
         "serve", parents=[with_db], help="serve the HTTP API (submit, follow and read runs); see docs/api.md"
@@ -239,7 +265,6 @@ def _parser() -> _Parser:
         metavar="FACTOR",
         help="speed of simulated latencies: 0.1 runs ten times faster (default 1)",
     )
-
     serve.add_argument(
         "--workers",
         action="store_true",
@@ -395,6 +420,8 @@ def _command(args: argparse.Namespace, settings: Settings, out: Console) -> int:
             from budgetflow.show import show_run
 
             return show_run(settings, args.run_id, out)
+        if args.runs_command == "resume":
+            return _resume(args, settings, out)
         from budgetflow.abandon import mark_abandoned
 
         return mark_abandoned(settings, out, run_ids=args.run_ids, older_than_s=args.older_than)
@@ -562,6 +589,66 @@ def _run(args: argparse.Namespace, settings: Settings, out: Console) -> int:
             live=not args.no_progress,
             learn=not args.no_learn,
             route=route_catalog,
+        ),
+        on_signal=stopping,
+    )
+    if ended.signum is not None:
+        return exit_code(ended.signum)
+    assert ended.value is not None
+    return 0 if ended.value.outcome.value == "completed" else 1
+
+
+def _resume(args: argparse.Namespace, settings: Settings, out: Console) -> int:
+    from budgetflow._signals import exit_code, run_interruptible
+    from budgetflow.execute import execute
+    from budgetflow.loader import load_workflow_file, prepare, route_catalog
+    from storage.abandoned import ABANDONED_AFTER_S
+    from storage.queries import resolve_run_id
+    from storage.resume import resume_point
+
+    run_id = resolve_run_id(settings.database_url, args.run_id)
+    loaded = load_workflow_file(args.path)
+    point = resume_point(
+        settings.database_url,
+        run_id,
+        stale_after_s=args.older_than if args.older_than is not None else ABANDONED_AFTER_S,
+    )
+    recorded = point.run
+    prepared = prepare(loaded, settings, inputs=dict(recorded.inputs), policy=recorded.policy)
+    left = None if recorded.deadline_s is None else recorded.deadline_s - point.elapsed_s
+    out.print(
+        f"resuming run {run_id} ({recorded.workflow}, {recorded.policy}): {len(point.completed)} of"
+        f" {len(loaded.workflow.subtasks)} subtasks done, ${point.spent_nano / 1e9:.6f} of"
+        f" ${recorded.budget_usd} spent"
+        + (
+            f", {point.lost_calls} call(s) in flight at the crash kept at their reservation"
+            if point.lost_calls
+            else ""
+        )
+        + ("" if left is None else f", {max(left, 0):.1f}s left before its deadline"),
+        highlight=False,
+    )
+
+    def stopping(signum: int) -> None:
+        name = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+        out.print(f"{name}: stopping the run", style="magenta", highlight=False)
+
+    ended = run_interruptible(
+        execute(
+            loaded.workflow,
+            catalog=prepared.catalog,
+            settings=settings,
+            budget_usd=recorded.budget_usd,
+            deadline_s=recorded.deadline_s,
+            inputs=prepared.inputs,
+            policy=recorded.policy,
+            seed=recorded.seed,
+            time_scale=args.time_scale,
+            console=out,
+            live=not args.no_progress,
+            learn=not args.no_learn,
+            route=route_catalog,
+            resume=point,
         ),
         on_signal=stopping,
     )

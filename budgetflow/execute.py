@@ -37,6 +37,7 @@ from budgetflow.settings import Settings
 from orchestrator.catalog import Catalog
 from orchestrator.events import Observer
 from orchestrator.records import Outcome, RunRecord
+from orchestrator.resume import ResumePoint
 from orchestrator.run import arun
 from orchestrator.workflow import Workflow
 
@@ -61,8 +62,12 @@ async def execute(
     live: bool,
     learn: bool,
     route: Callable[[Catalog, Settings], tuple[Catalog, list[str]]],
+    resume: ResumePoint | None = None,
 ) -> RunRecord:
     """Run, record to the settings' database, draw progress, print a summary; return the run's record.
+
+    With `resume`, the recorded run continues (`orchestrator.resume`): its id, budget,
+    deadline, inputs and seed are the recorded ones.
 
     Raises:
         asyncio.CancelledError: the run was cancelled (by a signal); it was recorded as
@@ -94,6 +99,7 @@ async def execute(
             learn=learn,
             simulated=simulated,
             served=served,
+            resume=resume,
         )
         if served is not None and served.server.scrapes:
             console.print(
@@ -122,13 +128,20 @@ async def _execute(
     learn: bool,
     simulated: list[str],
     served: ServedMetrics | None,
+    resume: ResumePoint | None = None,
 ) -> RunRecord:
     """The run itself, with the progress view and the closing summary."""
-    run_id = uuid.uuid4().hex[:12]
+    run_id = uuid.uuid4().hex[:12] if resume is None else resume.run.run_id
     view: ProgressView | None = None
     try:
         async with open_run_services(
-            settings, workflow=workflow, catalog=routed, budget_usd=budget_usd, run_id=run_id, learn=learn
+            settings,
+            workflow=workflow,
+            catalog=routed,
+            budget_usd=budget_usd,
+            run_id=run_id,
+            learn=learn,
+            spent_nano=None if resume is None else resume.spent_nano,
         ) as services:
             for note in services.notes:
                 console.print(note, highlight=False)
@@ -169,6 +182,7 @@ async def _execute(
                         record_content=settings.record_content,
                         learned_estimates=services.learned,
                         run_id=run_id,
+                        resume=resume,
                     )
             finally:
                 await client.aclose()

@@ -153,8 +153,12 @@ async def open_run_services(
     budget_usd: Decimal,
     run_id: str,
     learn: bool = True,
+    spent_nano: int | None = None,
 ) -> AsyncIterator[RunServices]:
     """Open the recorder and the ledger for one run; close them when it is over.
+
+    `spent_nano` resumes a run: its ledger starts with that spent (in Redis, the run's
+    ledger is restored under a new epoch, which refuses the old process's holds).
 
     Raises:
         ConfigError: a setting is invalid.
@@ -189,10 +193,19 @@ async def open_run_services(
             from storage._engine import redact
 
             redis_client = Redis.from_url(settings.redis_url)
-            ledger = await RedisLedger.create(redis_client, run_id, usd_to_nano(budget_usd))
+            if spent_nano is None:
+                ledger = await RedisLedger.create(redis_client, run_id, usd_to_nano(budget_usd))
+            else:
+                ledger = await RedisLedger.restore(
+                    redis_client,
+                    run_id,
+                    budget_nano=usd_to_nano(budget_usd),
+                    spent_nano=spent_nano,
+                    replace=True,
+                )
             notes.append(f"ledger: Redis at {redact(settings.redis_url)} (shared across workers)")
         else:
-            ledger = InProcessLedger(usd_to_nano(budget_usd))
+            ledger = InProcessLedger(usd_to_nano(budget_usd), spent_nano=spent_nano or 0)
         if settings.tracing or settings.otel_metrics:
             from budgetflow.tracing import telemetry_from_settings
 

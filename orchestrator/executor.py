@@ -98,6 +98,7 @@ from orchestrator.records import (
     SubtaskRecord,
     SubtaskStatus,
 )
+from orchestrator.resume import ResumePoint
 from orchestrator.workflow import Ancestry, RunLimits, Workflow
 
 __all__ = [
@@ -195,6 +196,7 @@ class Executor:
         cancel: asyncio.Event | None = None,
         observers: Sequence[Observer] = (),
         interceptors: Sequence[Interceptor] = (),
+        resume: ResumePoint | None = None,
     ) -> None:
         self.workflow = workflow
         self.catalog = catalog
@@ -207,7 +209,8 @@ class Executor:
         self.inputs = dict(inputs)
         self.estimates = estimates
         self.seed = seed
-        self.run_id = run_id or uuid.uuid4().hex[:12]
+        self._resume = resume
+        self.run_id = resume.run.run_id if resume is not None else run_id or uuid.uuid4().hex[:12]
         self.retry = retry or RetryPolicy()
         self.record_content = record_content
         self._cancel = cancel
@@ -258,6 +261,26 @@ class Executor:
         self._thresholds = list(BUDGET_THRESHOLDS)
         self.hooks = RunHooks(interceptors)
         """The interceptors' hooks around the run's work (`orchestrator.interceptors`)."""
+        if resume is not None:
+            self._resume_from(resume)
+
+    def _resume_from(self, point: ResumePoint) -> None:
+        """Take up a recorded run: its completed subtasks, counts, ids and spend."""
+        self._ids = itertools.count(point.next_id)
+        self._decisions = point.next_decision
+        self._tally.spent_nano = point.spent_nano
+        for name, sub in self._subs.items():
+            sub.attempts = point.attempts.get(name, 0)
+            sub.batches = point.batches.get(name, 0)
+            self._attempt_counts[name] = sub.attempts
+            done = point.completed.get(name)
+            if done is None:
+                continue
+            sub.output = done.output
+            sub.text = done.output if isinstance(done.output, str) else str(done.output)
+            sub.winner = done.winner_attempt_id
+            sub.started_s, sub.ended_s = done.started_s, done.ended_s
+            sub.spent_nano = usd_to_nano(done.spent_usd)
 
     # ---- public -------------------------------------------------------------------------
 
@@ -274,7 +297,8 @@ class Executor:
         """
         loop = asyncio.get_running_loop()
         self._clock = loop.time
-        self._t0 = loop.time()
+        # A resumed run's clock goes on from where it was: the deadline stays absolute.
+        self._t0 = loop.time() - (self._resume.elapsed_s if self._resume is not None else 0.0)
         deadline_at = None if self.limits.deadline_s is None else self._t0 + self.limits.deadline_s
         self._deadline_at = deadline_at
         self._shared = _Shared(
@@ -310,7 +334,7 @@ class Executor:
             deadline_s=self.limits.deadline_s,
             seed=self.seed,
             simulated=any(self.catalog.get(m).simulated for s in self._dag.models.values() for m in s),
-            started_at=datetime.now(UTC),
+            started_at=self._resume.run.started_at if self._resume is not None else datetime.now(UTC),
             inputs=jsonable(self.inputs) if self.record_content else redacted_inputs(self.inputs),
         )
         around = self.hooks.run.enter(RunInfo(run=record, dag=self._dag)) if self.hooks.run else None
@@ -362,9 +386,14 @@ class Executor:
     # ---- the loop -------------------------------------------------------------------------
 
     async def _loop(self) -> tuple[Outcome, str | None]:
-        for name in self._dag.subtasks:
-            if not self._dag.parents[name]:
-                self._set_status(self._subs[name], SubtaskStatus.READY)
+        for name, sub in self._subs.items():
+            if sub.winner is not None:  # completed before a resume
+                self._set_status(sub, SubtaskStatus.COMPLETED)
+                for child in self._children[name]:
+                    self._waiting_on[child] -= 1
+        for name, sub in self._subs.items():
+            if self._waiting_on[name] == 0 and sub.status is SubtaskStatus.PENDING:
+                self._set_status(sub, SubtaskStatus.READY)
         while True:
             if self._fatal is not None:
                 return Outcome.FAILED, _describe(self._fatal)

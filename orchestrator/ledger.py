@@ -97,11 +97,14 @@ class Ledger(Protocol):
 class InProcessLedger:
     """A ledger for one process; safe across asyncio tasks and threads."""
 
-    def __init__(self, budget_nano: int) -> None:
+    def __init__(self, budget_nano: int, *, spent_nano: int = 0) -> None:
+        """A ledger for `budget_nano`, of which `spent_nano` is already spent (a resumed run)."""
         if budget_nano <= 0:
             raise ValueError(f"budget must be positive, got {budget_nano} nano-USD")
+        if spent_nano < 0:
+            raise ValueError(f"spent must not be negative, got {spent_nano} nano-USD")
         self._budget = budget_nano
-        self._spent = 0
+        self._spent = min(spent_nano, budget_nano)
         self._overrun = 0
         self._held: dict[str, int] = {}
         self._reserved = 0

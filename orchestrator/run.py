@@ -36,6 +36,7 @@ from orchestrator.records import (
     RunRecord,
     SubtaskRecord,
 )
+from orchestrator.resume import ResumePoint
 from orchestrator.workflow import RunLimits, Workflow
 
 __all__ = ["RunResult", "arun", "run"]
@@ -105,6 +106,7 @@ async def arun(
     run_id: str | None = None,
     cancel: asyncio.Event | None = None,
     observer_drain_s: float = 0.5,
+    resume: ResumePoint | None = None,
 ) -> RunResult:
     """Run `workflow` once under a hard budget and a deadline, with the services given.
 
@@ -136,7 +138,29 @@ async def arun(
             running `arun` does the same, then raises `CancelledError`).
         observer_drain_s: after the run, how long observers may take to catch up before they
             are stopped (the run's own record is final before).
+        resume: continue this recorded run (`storage.resume.resume_point`) instead of starting
+            one: its id, budget, deadline, inputs and seed are the recorded ones (the arguments
+            for them are not used), its completed subtasks are not run again, its spend so far
+            is charged to the default ledger (a given ledger must hold it already), and its
+            deadline stays where it was.
+
+    Raises:
+        ConfigError: `resume` is of another workflow, or its inputs were not recorded.
     """
+    if resume is not None:
+        recorded = resume.run
+        if recorded.workflow != workflow.name:
+            raise ConfigError(
+                f"run `{recorded.run_id}` is of workflow `{recorded.workflow}`, not `{workflow.name}`;"
+                " resume it with the workflow it ran"
+            )
+        if any(isinstance(v, dict) and v.get("redacted") for v in recorded.inputs.values()):
+            raise ConfigError(
+                f"run `{recorded.run_id}` was recorded without content (its inputs are redacted),"
+                " so it cannot be resumed; start it again"
+            )
+        budget_usd, deadline_s, seed = recorded.budget_usd, recorded.deadline_s, recorded.seed
+        inputs, run_id = recorded.inputs, recorded.run_id
     inputs = dict(inputs or {})
     limits = RunLimits.checked(budget_usd, deadline_s)
     workflow.validate(catalog=catalog, inputs=inputs)
@@ -144,7 +168,8 @@ async def arun(
         catalog = catalog.resolve_prices()
     estimates = EstimateBook.build(workflow, catalog, learned_estimates)
     if ledger is None:
-        ledger = InProcessLedger(usd_to_nano(limits.budget_usd))
+        spent = 0 if resume is None else resume.spent_nano
+        ledger = InProcessLedger(usd_to_nano(limits.budget_usd), spent_nano=spent)
     else:
         snap = await ledger.snapshot()
         if snap.budget_nano > usd_to_nano(limits.budget_usd):
@@ -170,6 +195,7 @@ async def arun(
         cancel=cancel,
         observers=observers,
         interceptors=interceptors,
+        resume=resume,
     )
     try:
         # Slow one-time work (litellm's import, tokenizers, pool health) before the clock starts.

@@ -19,11 +19,11 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import sqlalchemy as sa
-from sqlalchemy.engine import URL, Engine
+from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from orchestrator.errors import ConfigError
-from orchestrator.records import AttemptStatus, Outcome, SubtaskStatus
+from orchestrator.records import AttemptStatus, CallStatus, Outcome, SubtaskStatus
 from storage._engine import make_engine, storage_error
 from storage.models import Attempt, Call, Run, SubtaskExecution
 from storage.run_rollups import rollup_run
@@ -31,8 +31,10 @@ from storage.run_rollups import rollup_run
 __all__ = [
     "ABANDONED_AFTER_S",
     "HEARTBEAT_INTERVAL_S",
+    "LOST_IN_CRASH_DETAIL",
     "AbandonedRun",
     "abandoned_cutoff",
+    "close_lost_calls",
     "find_abandoned",
     "mark_abandoned",
     "proven_spend",
@@ -126,6 +128,26 @@ def find_abandoned(
     ]
 
 
+LOST_IN_CRASH_DETAIL = "in flight when its process stopped; kept at its reservation"
+"""The error text of a `lost_in_crash` call."""
+
+
+def close_lost_calls(connection: Connection, run_id: str) -> int:
+    """Mark the run's `in_flight` calls `lost_in_crash` and its running attempts `cancelled`,
+    in the caller's transaction; the number of calls lost."""
+    lost = connection.execute(
+        sa.update(Call)
+        .where(Call.run_id == run_id, Call.status == CallStatus.IN_FLIGHT.value)
+        .values(status=CallStatus.LOST_IN_CRASH.value, error=LOST_IN_CRASH_DETAIL)
+    ).rowcount
+    connection.execute(
+        sa.update(Attempt)
+        .where(Attempt.run_id == run_id, Attempt.status == AttemptStatus.RUNNING.value)
+        .values(status=AttemptStatus.CANCELLED.value, check_detail="its process stopped")
+    )
+    return int(lost or 0)
+
+
 def mark_abandoned(
     target: str | URL | Engine,
     *,
@@ -179,11 +201,7 @@ def mark_abandoned(
                 )
                 if updated.rowcount != 1:
                     continue  # finished or came back meanwhile
-                connection.execute(
-                    sa.update(Attempt)
-                    .where(Attempt.run_id == run.run_id, Attempt.status == AttemptStatus.RUNNING.value)
-                    .values(status=AttemptStatus.CANCELLED.value, check_detail="run abandoned")
-                )
+                close_lost_calls(connection, run.run_id)
                 connection.execute(
                     sa.update(SubtaskExecution)
                     .where(
