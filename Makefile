@@ -3,7 +3,7 @@ UV ?= uv
 PY := .venv/bin/python
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: install services format lint typecheck test test-fast test-vllm test-phoenix test-browser bench bench-planners bench-executor bench-vllm demo clean
+.PHONY: install services format lint typecheck test test-fast test-workers test-vllm test-phoenix test-browser bench bench-planners bench-executor bench-vllm demo clean
 
 install:
 	@bash scripts/ensure_uv.sh
@@ -29,14 +29,19 @@ typecheck: install
 # (they build a tiny model and start vLLM CPU replicas) and the end-to-end trace tests
 # (a real Arize Phoenix receiving OTLP).
 test: install services lint typecheck
-	$(UV) run --frozen pytest -m "not vllm and not isolated and not phoenix and not browser" -q
+	$(UV) run --frozen pytest -m "not vllm and not isolated and not phoenix and not browser and not workers" -q
 	$(UV) run --frozen pytest -m isolated -q
+	$(MAKE) test-workers
 	$(MAKE) test-browser
 	$(MAKE) test-vllm
 	$(MAKE) test-phoenix
 
 test-fast: install services
-	$(UV) run --frozen pytest -m "not vllm and not isolated and not phoenix and not browser" -q -x
+	$(UV) run --frozen pytest -m "not vllm and not isolated and not phoenix and not browser and not workers" -q -x
+
+# `budgetflow worker` processes on DBOS: enqueue, share, cancel, take over a dead worker's runs.
+test-workers: install
+	$(UV) run --frozen pytest -m workers -q
 
 test-vllm: install
 	bash scripts/setup_vllm.sh

@@ -40,7 +40,6 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -51,7 +50,6 @@ from sqlalchemy.engine import make_url
 
 from budgetflow.settings import Settings
 from orchestrator.errors import ConfigError
-from orchestrator.ledger import InProcessLedger, Ledger, usd_to_nano
 from orchestrator.records import (
     AttemptRecord,
     CallRecord,
@@ -65,7 +63,8 @@ from orchestrator.records import (
 if TYPE_CHECKING:
     from dbos import DBOS, DBOSClient
 
-    from web.api.registry import RegisteredWorkflow, WorkflowRegistry
+    from orchestrator.resume import ResumePoint
+    from web.api.registry import WorkflowRegistry
 
 __all__ = [
     "APP_NAME",
@@ -104,6 +103,7 @@ DEFAULT_WATCH_S: Final = 0.5
 """How often a run's worker checks its DBOS workflow (cancelled; taken over)."""
 
 _ALIVE = ("PENDING", "CANCELLED")
+_RUN_STALE_S = 1e-3
 
 
 class RunPayload(TypedDict):
@@ -471,7 +471,7 @@ class Worker:
 
     async def _execute(self, payload: RunPayload) -> str:
         """The DBOS step: start the run, or resume it when an earlier execution recorded it."""
-        from budgetflow.services import default_client, pool_callers, resolve_policy
+        from budgetflow.services import default_client, open_run_services, pool_callers, resolve_policy
         from orchestrator.run import arun
 
         run_id = payload["run_id"]
@@ -489,15 +489,25 @@ class Worker:
                 return recorded.value  # it ended before its worker could tell DBOS
             budget = Decimal(payload["budget_usd"])
             catalog = registered.catalog
-            resume: dict[str, Any] = {}
+            point: ResumePoint | None = None
             if recorded is not None:
-                from storage.resume import resume_point  # type: ignore[import-not-found,unused-ignore]
+                from storage.resume import resume_point
 
                 _log.warning("run %s was started by a worker that died; resuming it", run_id)
-                resume["resume"] = await asyncio.to_thread(resume_point, self.settings.database_url, run_id)
-            async with _open_services(
-                self.settings, registered, budget, run_id, learn=self.options.learn, resume=bool(resume)
-            ) as (recorder, ledger, learned, interceptors):
+                # The takeover was decided on the workers' heartbeats and the old execution is fenced;
+                # the run's own heartbeat (every 5 s) is too slow a signal to wait for here.
+                point = await asyncio.to_thread(
+                    resume_point, self.settings.database_url, run_id, stale_after_s=_RUN_STALE_S
+                )
+            async with open_run_services(
+                self.settings,
+                workflow=registered.workflow,
+                catalog=catalog,
+                budget_usd=budget,
+                run_id=run_id,
+                learn=self.options.learn,
+                spent_nano=None if point is None else point.spent_nano,
+            ) as services:
                 pools = pool_callers(registered.workflow, catalog)
                 client = default_client(
                     registered.workflow,
@@ -516,14 +526,14 @@ class Worker:
                         deadline_s=payload["deadline_s"],
                         inputs=payload["inputs"],
                         seed=payload["seed"],
-                        recorder=FencedRecorder(recorder, self, execution),
-                        ledger=ledger,
-                        interceptors=interceptors,
+                        recorder=FencedRecorder(services.recorder, self, execution),
+                        ledger=services.ledger,
+                        interceptors=services.interceptors,
                         record_content=self.settings.record_content,
-                        learned_estimates=learned,
+                        learned_estimates=services.learned,
                         run_id=run_id,
                         cancel=execution.cancel,
-                        **resume,
+                        resume=point,
                     )
                 finally:
                     with contextlib.suppress(Exception):
@@ -566,69 +576,3 @@ def _recorded_outcome(database_url: str, run_id: str) -> Outcome | None:
     finally:
         engine.dispose()
     return None if value is None else Outcome(value)
-
-
-@contextlib.asynccontextmanager
-async def _open_services(
-    settings: Settings,
-    registered: RegisteredWorkflow,
-    budget: Decimal,
-    run_id: str,
-    *,
-    learn: bool,
-    resume: bool,
-) -> AsyncIterator[tuple[Recorder, Ledger, Mapping[tuple[str, str], Any], Sequence[Any]]]:
-    """The run's recorder, ledger, learned estimates and interceptors.
-
-    A new run gets `budgetflow.services.open_run_services`. A resumed one gets the same,
-    except its ledger: with Redis, the run's ledger is restored under a new epoch (which
-    fences the worker that had it: Redis refuses its holds and settles from then on) with
-    nothing spent; in process, a new ledger. Either holds the run's whole budget and
-    `arun(resume=...)` charges what the run spent before (its finished calls, and the
-    calls lost in the crash at their reservations).
-    """
-    from budgetflow.services import open_run_services
-
-    if not resume:
-        async with open_run_services(
-            settings,
-            workflow=registered.workflow,
-            catalog=registered.catalog,
-            budget_usd=budget,
-            run_id=run_id,
-            learn=learn,
-        ) as services:
-            yield services.recorder, services.ledger, services.learned, services.interceptors
-        return
-    from storage import SqlRecorder
-
-    recorder = await SqlRecorder.open(settings.database_url, record_content=settings.record_content)
-    redis_client: Any = None
-    try:
-        ledger: Ledger
-        if settings.redis_url:
-            from redis.asyncio import Redis
-
-            from storage import RedisLedger
-
-            redis_client = Redis.from_url(settings.redis_url)
-            ledger = await RedisLedger.restore(
-                redis_client, run_id, budget_nano=usd_to_nano(budget), spent_nano=0, replace=True
-            )
-        else:
-            ledger = InProcessLedger(usd_to_nano(budget))
-        learned: Mapping[tuple[str, str], Any] = {}
-        if learn:
-            from storage import learn_estimates
-
-            models = {name: spec.litellm_model for name, spec in registered.catalog.models.items()}
-            learned = await asyncio.to_thread(
-                learn_estimates, recorder.engine, registered.workflow.name, models=models
-            )
-        yield recorder, ledger, learned, []
-    finally:
-        try:
-            await recorder.aclose()
-        finally:
-            if redis_client is not None:
-                await redis_client.aclose()
