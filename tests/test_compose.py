@@ -286,3 +286,20 @@ def test_docker_compose_config_accepts_it() -> None:
             ["docker", "compose", *profile, "config", "-q"], cwd=ROOT, capture_output=True, text=True
         )
         assert out.returncode == 0, out.stderr
+
+
+def test_the_api_enqueues_and_scalable_workers_execute_on_the_same_database_and_workflows() -> None:
+    services = _services()
+    api, worker = services["api"], services["worker"]
+    assert "--workers" in _flags(api["command"])  # the API enqueues; it runs nothing itself
+    assert worker["build"] == api["build"]  # the same image
+    assert worker["command"][0] == "worker"
+    assert int(_flags(worker["command"])["--concurrency"]) >= 1
+    # Scalable with `--scale worker=N`: no fixed name, no published port.
+    assert "container_name" not in worker and "ports" not in worker
+    for key in ("BUDGETFLOW_DATABASE_URL", "BUDGETFLOW_REDIS_URL", "BUDGETFLOW_API_WORKFLOWS"):
+        assert worker["environment"][key] == api["environment"][key], key
+    assert worker["depends_on"]["api"]["condition"] == "service_healthy"
+    modules = worker["environment"]["BUDGETFLOW_API_WORKFLOWS"].split(",")
+    registry = WorkflowRegistry.from_modules(modules, Settings(api_workflows=tuple(modules)))
+    assert len(registry) == len(modules)
