@@ -173,3 +173,17 @@ async def test_estimates_are_keyed_by_the_litellm_model_too(tmp_path: Path) -> N
     assert learn_estimates(url, "w", models=simulated) == {}
     as_sim = learn_estimates(url, "w", models=simulated, include_simulated=True)[("report", "small")]
     assert len(as_sim.samples) == 9 and {s.output_tokens for s in as_sim.samples} == {500}
+
+
+async def test_the_newest_runs_are_learned_from_whatever_their_ids(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    mini = "openai/gpt-4o-mini"
+    # Ids sort the other way round from time: "zz-old" ran first, "aa-new" last.
+    await _record_run(url, "zz-old", [(mini, AttemptStatus.FAILED, 100)] * 10)
+    await _record_run(url, "aa-new", [(mini, AttemptStatus.PASSED, 100)] * 10)
+    newest = learn_estimates(url, "w", models={"small": mini}, max_samples=10)[("report", "small")]
+    assert newest.success_prob == 1.0
+    one_run = learn_estimates(url, "w", models={"small": mini}, max_runs=1)[("report", "small")]
+    assert one_run.success_prob == 1.0 and len(one_run.samples) == 10
+    both = learn_estimates(url, "w", models={"small": mini})[("report", "small")]
+    assert both.success_prob == 0.5 and len(both.samples) == 20
