@@ -50,7 +50,7 @@ def learn_estimates(
     models: Mapping[str, str] | None = None,
     min_samples: int = 8,
     max_samples: int = 500,
-    max_runs: int = 2_000,
+    max_runs: int = 500,
     include_simulated: bool = False,
 ) -> dict[tuple[str, str], AttemptEstimate]:
     """Empirical estimates per (subtask, model) from the recorded runs of `workflow`.
@@ -63,17 +63,21 @@ def learn_estimates(
             are not learned). `None` keys by catalog name alone.
         min_samples: fewer judged attempts than this and the pair is left to its prior.
         max_samples: use at most the newest this many attempts per pair.
-        max_runs: read at most the newest this many runs (by start), so that learning costs
+        max_runs: read at most the newest this many runs (by start; 500 by default), so that learning costs
             the same after a million recorded calls as after a thousand.
         include_simulated: also learn from simulated runs (off by default: their outcomes
             were drawn from the priors, so learning from them only echoes the priors).
     """
     with _session(target) as session:
-        chosen = sa.select(Run.run_id, Run.started_at).where(Run.workflow == workflow)
+        chosen = sa.select(Run.run_id).where(Run.workflow == workflow)
         if not include_simulated:
             chosen = chosen.where(Run.simulated.is_(False))
-        newest = chosen.order_by(Run.started_at.desc()).limit(max_runs).subquery()
-        runs = sa.select(newest.c.run_id)
+        # The ids first (index on workflow, started_at), then index lookups by run id.
+        order = session.scalars(chosen.order_by(Run.started_at.desc()).limit(max_runs)).all()
+        if not order:
+            return {}
+        rank = {run_id: i for i, run_id in enumerate(order)}
+        runs = list(order)
         same_model: sa.ColumnElement[bool] = (
             sa.true()
             if models is None
@@ -94,8 +98,9 @@ def learn_estimates(
             .group_by(Call.attempt_id)
             .subquery()
         )
-        rows = session.execute(
+        found = session.execute(
             sa.select(
+                Attempt.run_id,
                 Attempt.subtask,
                 Attempt.model,
                 Attempt.status,
@@ -105,17 +110,17 @@ def learn_estimates(
                 calls.c.inp,
             )
             .join(calls, calls.c.attempt_id == Attempt.attempt_id)
-            .join(newest, newest.c.run_id == Attempt.run_id)
             .where(
+                Attempt.run_id.in_(runs),
                 Attempt.status.in_(_JUDGED),
                 Attempt.ended_s.is_not(None),
                 calls.c.matched > 0,
             )
-            .order_by(newest.c.started_at.desc(), Attempt.run_id, Attempt.started_s.desc())
         ).all()
+    rows = sorted(found, key=lambda row: (rank[row.run_id], -row.started_s))
     samples: defaultdict[tuple[str, str], list[EmpiricalSample]] = defaultdict(list)
     inputs: defaultdict[tuple[str, str], list[float]] = defaultdict(list)
-    for subtask, model, status, started, ended, out, inp in rows:
+    for _, subtask, model, status, started, ended, out, inp in rows:
         key = (subtask, model)
         if len(samples[key]) >= max_samples:
             continue
