@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -123,7 +124,7 @@ async def test_a_run_whose_worker_is_killed_continues_on_another(
 
 
 async def test_a_paused_worker_whose_run_was_taken_over_writes_nothing_when_it_comes_back(
-    settings: Settings, api: httpx.AsyncClient, start_worker: StartWorker
+    settings: Settings, api: httpx.AsyncClient, start_worker: StartWorker, tmp_path: Path
 ) -> None:
     first = start_worker(name="first")
     run_id = await _submit(api, "steps")
@@ -141,6 +142,12 @@ async def test_a_paused_worker_whose_run_was_taken_over_writes_nothing_when_it_c
         first.send_signal(__import__("signal").SIGCONT)
     await _until("the run to complete", lambda: outcome(settings, run_id) is Outcome.COMPLETED, 50)
     assert first.poll() is None  # the old worker lives on, fenced
+    log = tmp_path / "first.log"
+    await _until(
+        "the old worker to see it lost the run",
+        lambda: "another worker took it over" in log.read_text(errors="replace"),
+        timeout_s=15,
+    )
     detail = recorded(settings, run_id)
     assert detail is not None and detail.run.outcome is Outcome.COMPLETED
     assert detail.run.spent_usd == sum(c.cost_usd for c in detail.calls)
