@@ -48,8 +48,11 @@ from typing import TYPE_CHECKING, Any, Final, TypedDict
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from budgetflow.services import ServedMetrics, open_metrics
 from budgetflow.settings import Settings
+from orchestrator.catalog import Catalog
 from orchestrator.errors import ConfigError
+from orchestrator.events import Observer
 from orchestrator.records import (
     AttemptRecord,
     CallRecord,
@@ -323,6 +326,20 @@ class Worker:
         self._sys_engine: sa.Engine | None = None
         self.taken_over: list[str] = []
         """Executor ids whose runs this worker put back on the queue."""
+        self._relay: Any = None
+        self._metrics: ServedMetrics | None = None
+
+    def _observers(self, run_id: str, catalog: Catalog) -> list[Observer]:
+        """What watches a run here: its events relayed to Redis for the API (`web.api.relay`),
+        and this worker's Prometheus metrics when it serves them."""
+        observers: list[Observer] = []
+        if self._relay is not None:
+            from web.api.relay import RelayObserver
+
+            observers.append(RelayObserver(self._relay, run_id, with_content=self.settings.record_content))
+        if self._metrics is not None:
+            observers.append(self._metrics.metrics.observer(catalog=catalog))
+        return observers
 
     async def run(self, stop: asyncio.Event) -> None:
         """Execute runs until `stop` is set; then hand the runs still going back to the queue.
@@ -358,7 +375,15 @@ class Worker:
             }
         )
         self._register(DBOS)
+        metrics = open_metrics(self.settings)
         try:
+            self._metrics = await metrics.__aenter__()
+            if self._metrics is not None:
+                _log.info("metrics: %s", self._metrics.server.url)
+            if self.settings.redis_url:
+                from redis.asyncio import Redis
+
+                self._relay = Redis.from_url(self.settings.redis_url)
             await asyncio.to_thread(DBOS.launch)
             await DBOS.register_queue_async(
                 QUEUE_NAME,
@@ -383,6 +408,9 @@ class Worker:
             if self._client is not None:
                 await asyncio.to_thread(self._client.destroy)
             await asyncio.to_thread(self._sys_engine.dispose)
+            if self._relay is not None:
+                await self._relay.aclose()
+            await metrics.__aexit__(None, None, None)
             # Last: DBOS shuts down the thread pool it gave this event loop.
             DBOS.destroy(destroy_registry=True)
 
@@ -528,6 +556,7 @@ class Worker:
                         seed=payload["seed"],
                         recorder=FencedRecorder(services.recorder, self, execution),
                         ledger=services.ledger,
+                        observers=self._observers(run_id, catalog),
                         interceptors=services.interceptors,
                         record_content=self.settings.record_content,
                         learned_estimates=services.learned,

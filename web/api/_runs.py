@@ -21,6 +21,7 @@ from web.api._detail import detail_out, unrecorded_out
 from web.api._errors import FieldError
 from web.api._payload import snapshot_json
 from web.api._state import ApiState, api_state
+from web.api.relay import follow_relay, is_relay_id, relayed
 from web.api.runner import RunOrder
 from web.api.schemas import CancelOut, RunDetailOut, RunPageOut, RunSubmission, SubmittedRun
 
@@ -187,6 +188,9 @@ def runs_router() -> APIRouter:
         ] = None,
     ) -> StreamingResponse:
         resume = after
+        relayed_after: str | None = None
+        if last_event_id is not None and is_relay_id(last_event_id.strip()):
+            relayed_after, last_event_id = last_event_id.strip(), None
         if last_event_id is not None and last_event_id.strip():
             if not last_event_id.strip().lstrip("-").isdigit():
                 raise FieldError(
@@ -198,6 +202,12 @@ def runs_router() -> APIRouter:
         events = None if ticket is None else ticket.events
         if events is None:
             record = await _recorded(api, run_id)
+            if record is None and ticket is None:
+                raise _not_found(run_id)
+            if api.relay is not None and (
+                record is None or record.outcome is Outcome.RUNNING or await relayed(api.relay, run_id)
+            ):
+                return _sse(_relayed(api, run_id, relayed_after))
             if record is None:
                 raise _not_found(run_id)
             return _sse(_one(snapshot_json(record)))
@@ -244,6 +254,23 @@ def runs_router() -> APIRouter:
         return CancelOut(run_id=run_id, status="already_finished")
 
     return router
+
+
+async def _relayed(api: ApiState, run_id: str, after: str | None) -> AsyncIterator[str]:
+    """The events a worker relays for the run (`web.api.relay`), until it finishes; if the stream
+    goes quiet and the record says the run ended (its worker died before relaying the end, or it
+    ended before this follower came), the record as one event."""
+    yield "retry: 2000\n\n"
+    async for item in follow_relay(api.relay, run_id, after=after, idle_s=KEEPALIVE_S):
+        if item is not None:
+            yield f"id: {item.id}\nevent: {item.type}\ndata: {item.data}\n\n"
+            continue
+        record = await _recorded(api, run_id)
+        if record is not None and record.outcome is not Outcome.RUNNING:
+            async for message in _one(snapshot_json(record)):
+                yield message
+            return
+        yield ": keep-alive\n\n"
 
 
 async def _one(snapshot: tuple[str, str]) -> AsyncIterator[str]:

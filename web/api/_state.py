@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import Request
 from sqlalchemy.engine import Engine
@@ -26,6 +27,9 @@ class ApiState:
     """The runs' database (read side)."""
     queue: RunQueue
     """Where submitted runs go."""
+    relay: Any = None
+    """An async Redis client to follow the events of runs executed elsewhere (`web.api.relay`),
+    when runs go to workers and Redis is set; else `None`."""
 
 
 def api_state(request: Request) -> ApiState:

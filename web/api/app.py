@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
@@ -47,6 +48,7 @@ def create_app(
     routers: Sequence[APIRouter] = (),
     sim_time_scale: float = 1.0,
     max_concurrent_runs: int = 8,
+    follow_relayed: bool | None = None,
 ) -> FastAPI:
     """The API app.
 
@@ -60,6 +62,8 @@ def create_app(
         routers: more routes, mounted as they are (e.g. `web.auth.auth_router`'s login and logout).
         sim_time_scale: speed of the simulated backend's latencies (0.1: ten times faster).
         max_concurrent_runs: runs executing at once; later ones wait, `queued`.
+        follow_relayed: follow the events of runs executed by other processes through Redis
+            (`web.api.relay`; needs `settings.redis_url`); default: when runs go to workers.
 
     With `settings.workers`, runs are enqueued on DBOS for `budgetflow worker` processes
     (`web.api.durable_queue.DurableRunQueue`) instead of running in this process.
@@ -82,6 +86,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ensure_sqlite_dir(settings.database_url)
         engine = make_engine(settings.database_url)
+        relay: Any = None
         try:
             await asyncio.to_thread(upgrade, engine)
             runner: RunQueue
@@ -96,11 +101,19 @@ def create_app(
                     sim_time_scale=sim_time_scale,
                     max_concurrent=max_concurrent_runs,
                 )
-            app.state.api = ApiState(settings=settings, workflows=registry, engine=engine, queue=runner)
+            if settings.redis_url and (settings.workers if follow_relayed is None else follow_relayed):
+                from redis.asyncio import Redis
+
+                relay = Redis.from_url(settings.redis_url)  # workers relay their runs' events there
+            app.state.api = ApiState(
+                settings=settings, workflows=registry, engine=engine, queue=runner, relay=relay
+            )
             try:
                 yield
             finally:
                 await runner.aclose()
+                if relay is not None:
+                    await relay.aclose()
         finally:
             await asyncio.to_thread(engine.dispose)
 

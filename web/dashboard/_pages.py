@@ -227,7 +227,8 @@ def pages_router() -> APIRouter:
                 return None
             raise
         ticket = api.queue.ticket(run_id)
-        live = detail.run.outcome is Outcome.RUNNING and ticket is not None
+        # Followed live when its events reach this server: it runs here, or a worker relays them.
+        live = detail.run.outcome is Outcome.RUNNING and (ticket is not None or api.relay is not None)
         latest = ticket.events.latest if ticket is not None and ticket.events is not None else None
         return await asyncio.to_thread(functools.partial(run_view, detail, live=live, latest=latest))
 
