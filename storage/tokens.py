@@ -49,6 +49,7 @@ __all__ = [
     "grants",
     "hash_token",
     "list_tokens",
+    "purge_expired",
     "revoke_token",
     "verify_token",
 ]
@@ -295,6 +296,27 @@ def revoke_token(target: str | URL | Engine, token_id: int, *, now: datetime | N
     if row is None:
         raise ConfigError(f"no token with id `{token_id}`; `budgetflow tokens list --all` shows the ids")
     return _info(row)
+
+
+def purge_expired(
+    target: str | URL | Engine, *, name: str, older_than: timedelta, now: datetime | None = None
+) -> int:
+    """Delete the tokens named `name` that expired more than `older_than` ago; how many went.
+
+    For tokens made by the machine, such as the login links `budgetflow serve` makes at each
+    start: they would pile up in `budgetflow tokens list --all`. Tokens people made are
+    never purged (their names are theirs).
+
+    Raises:
+        StorageError: the database cannot be written.
+    """
+    cutoff = (now or _now()) - older_than
+    c = _TABLE.c
+    with _connected(target, "purge expired tokens in") as connection:
+        gone = connection.execute(
+            sa.delete(ApiToken).where(c.name == name, c.expires_at.is_not(None), c.expires_at < cutoff)
+        ).rowcount
+    return int(gone or 0)
 
 
 def _select() -> sa.Select[Any]:

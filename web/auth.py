@@ -42,12 +42,13 @@ from budgetflow.settings import Settings
 from storage import make_engine
 from storage._engine import ensure_sqlite_dir
 from storage.migrate import upgrade
-from storage.tokens import Scope, TokenInfo, create_token, get_token, grants, verify_token
+from storage.tokens import Scope, TokenInfo, create_token, get_token, grants, purge_expired, verify_token
 from web._session import SessionCodec, SessionValue
 
 __all__ = [
     "CSRF_COOKIE",
     "CSRF_HEADER",
+    "LOGIN_TOKEN_KEPT",
     "LOGIN_TOKEN_TTL",
     "SESSION_COOKIE",
     "SESSION_TTL",
@@ -72,6 +73,8 @@ LOGIN_TOKEN_TTL: Final = timedelta(hours=24)
 
 _UNSAFE_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _LOGIN_TOKEN_NAME: Final = "login link of budgetflow serve"
+LOGIN_TOKEN_KEPT: Final = timedelta(days=7)
+"""Expired login links stay listed (`tokens list --all`) this long, then the next `serve` deletes them."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -320,6 +323,7 @@ def issue_login_token(target: str | URL | Engine, *, ttl: timedelta = LOGIN_TOKE
     Whoever started the server owns its data, as in Jupyter; the token is
     listed by `budgetflow tokens list` and can be revoked like any other.
     """
+    purge_expired(target, name=_LOGIN_TOKEN_NAME, older_than=LOGIN_TOKEN_KEPT)
     return create_token(target, name=_LOGIN_TOKEN_NAME, scopes=["admin"], expires_in=ttl).token
 
 

@@ -24,6 +24,7 @@ from storage.tokens import (
     grants,
     hash_token,
     list_tokens,
+    purge_expired,
     revoke_token,
     verify_token,
 )
@@ -86,6 +87,19 @@ def test_an_expired_token_stops_working_at_its_expiry(engine: Engine) -> None:
     assert verify_token(engine, new.token, now=T0 + timedelta(hours=1)) is None
     assert list_tokens(engine, now=T0 + timedelta(hours=2)) == []
     assert [t.name for t in list_tokens(engine, include_inactive=True)] == ["short"]
+
+
+def test_only_long_expired_tokens_of_the_given_name_are_purged(engine: Engine) -> None:
+    link = "login link of budgetflow serve"
+    create_token(engine, name=link, scopes=["admin"], expires_in=timedelta(hours=1), now=T0)
+    create_token(engine, name=link, scopes=["admin"], expires_in=timedelta(days=9), now=T0)
+    create_token(engine, name="alice", scopes=["read"], expires_in=timedelta(hours=1), now=T0)
+    create_token(engine, name=link, scopes=["admin"], now=T0)  # never expires
+    later = T0 + timedelta(days=8)
+    assert purge_expired(engine, name=link, older_than=timedelta(days=7), now=later) == 1
+    left = {(t.name, t.expires_at) for t in list_tokens(engine, include_inactive=True, now=later)}
+    assert left == {(link, T0 + timedelta(days=9)), ("alice", T0 + timedelta(hours=1)), (link, None)}
+    assert purge_expired(engine, name=link, older_than=timedelta(days=7), now=later) == 0
 
 
 def test_a_revoked_token_stops_working_and_revoking_twice_keeps_the_first_time(engine: Engine) -> None:
