@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from budgetflow.settings import Settings
 from orchestrator._estimate_book import EstimateBook
 from orchestrator.catalog import NO_MODEL, Catalog
+from orchestrator.errors import ConfigError
 from orchestrator.estimates import AttemptEstimate
 from orchestrator.ledger import InProcessLedger, Ledger, usd_to_nano
 from orchestrator.model_client import ModelClient
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
     from orchestrator.interceptors import Interceptor
     from orchestrator.pool import PooledLiteLLMCaller
     from storage import SqlRecorder
+    from storage.shared_budgets import SharedBudget
     from web import BudgetflowMetrics, MetricsServer
 
 __all__ = [
@@ -142,6 +145,24 @@ class RunServices:
     interceptors: list[Interceptor] = field(default_factory=list)
     """Hooks for the run's `arun(interceptors=...)`: OpenTelemetry tracing when the settings turn
     it on (`budgetflow.tracing`)."""
+    budgets: list[SharedBudget] = field(default_factory=list)
+    """The shared budgets above the run (team, API token, workflow; docs/budgets.md), held in
+    together with the run's own by `ledger`."""
+    downgraded: Callable[[], bool] | None = None
+    """Whether a `downgrade` budget above the run has passed its point (as the ledger last saw);
+    `None`: no such budget."""
+
+    def wrap_policy(self, policy: Policy) -> Policy:
+        """`policy`, planning with each subtask's cheapest model only while `downgraded()`."""
+        if self.downgraded is None:
+            return policy
+        from policies.downgrade import CheapestWhen
+
+        return CheapestWhen(policy, self.downgraded)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 @contextlib.asynccontextmanager
@@ -154,14 +175,20 @@ async def open_run_services(
     run_id: str,
     learn: bool = True,
     spent_nano: int | None = None,
+    api_token_id: str | int | None = None,
 ) -> AsyncIterator[RunServices]:
     """Open the recorder and the ledger for one run; close them when it is over.
 
     `spent_nano` resumes a run: its ledger starts with that spent (in Redis, the run's
     ledger is restored under a new epoch, which refuses the old process's holds).
 
+    The shared budgets above the run (its workflow's, `settings.team`'s, and the API token
+    `api_token_id`'s, when the API submitted it) are held in together with the run's own
+    budget, in one Redis script per operation (`storage.shared_ledger`): they need Redis.
+
     Raises:
-        ConfigError: a setting is invalid.
+        ConfigError: a setting is invalid, or shared budgets apply and Redis is not configured.
+        SharedBudgetPaused: a budget above the run is set to `pause` and has passed its point.
         StorageError: the database or Redis cannot be reached.
     """
     from storage import SqlRecorder
@@ -184,8 +211,57 @@ async def open_run_services(
                     f"planner estimates learned from recorded runs for {len(learned)} (subtask, model)"
                     f" pairs ({sum(len(e.samples) for e in learned.values())} attempts); priors for the rest"
                 )
+        from storage.shared_budgets import RunScope, budgets_for
+
+        scope = RunScope(
+            workflow=workflow.name,
+            team=settings.team,
+            token=None if api_token_id is None else str(api_token_id),
+        )
+        budgets = await asyncio.to_thread(budgets_for, recorder.engine, scope)
+        if budgets and not settings.redis_url:
+            names = ", ".join(f"`{b.name}` ({b.scope})" for b in budgets)
+            raise ConfigError(
+                f"shared budgets {names} are above this run, and they are kept in Redis, which is not"
+                " configured; set `BUDGETFLOW_REDIS_URL` (or `redis_url` in budgetflow.toml), or delete"
+                " them (`budgetflow budgets delete NAME`)"
+            )
         ledger: Ledger
-        if settings.redis_url:
+        downgraded: Callable[[], bool] | None = None
+        if settings.redis_url and budgets:
+            # The run's budget and every budget above it, held together in one script.
+            from redis.asyncio import Redis
+
+            from storage._engine import redact
+            from storage.shared_budgets import paused_by, read_budget_states
+            from storage.shared_ledger import SharedBudgetLedger
+
+            redis_client = Redis.from_url(settings.redis_url)
+            if spent_nano is None:
+                refused = paused_by(budgets, await read_budget_states(redis_client, budgets, now=_utcnow()))
+                if refused is not None:
+                    raise refused
+                shared = await SharedBudgetLedger.create(
+                    redis_client, run_id, usd_to_nano(budget_usd), budgets=budgets
+                )
+            else:
+                shared = await SharedBudgetLedger.restore(
+                    redis_client,
+                    run_id,
+                    budget_nano=usd_to_nano(budget_usd),
+                    spent_nano=spent_nano,
+                    replace=True,
+                    budgets=budgets,
+                )
+            await shared.refresh()
+            ledger = shared
+            if any(b.on_cross == "downgrade" for b in budgets):
+                downgraded = shared.downgraded
+            notes.append(
+                f"ledger: Redis at {redact(settings.redis_url)} (shared across workers), with the shared"
+                f" budgets {', '.join(f'`{b.name}`' for b in budgets)}"
+            )
+        elif settings.redis_url:
             # A budget shared by every process that works on this run.
             from redis.asyncio import Redis
 
@@ -216,6 +292,8 @@ async def open_run_services(
             learned=learned,
             notes=notes,
             interceptors=[] if telemetry is None else telemetry.interceptors,
+            budgets=budgets,
+            downgraded=downgraded,
         )
     finally:
         try:

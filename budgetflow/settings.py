@@ -17,6 +17,7 @@ default. The settings file is TOML: `./budgetflow.toml`, or the path in
 | api_workflows  | `BUDGETFLOW_API_WORKFLOWS`  | `api_workflows`  | none (the HTTP API runs nothing)  |
 | workers        | `BUDGETFLOW_WORKERS`        | `workers`        | `false` (the API runs in process) |
 | dbos_database_url | `BUDGETFLOW_DBOS_DATABASE_URL` | `dbos_database_url` | from `database_url` (see below) |
+| team           | `BUDGETFLOW_TEAM`           | `team`           | none (no team budgets apply)      |
 | provider keys  | `OPENAI_API_KEY`, `ANTHROPIC_API_KEY`, ... (litellm's names)                    |
 
 `workers = true` makes the HTTP API enqueue runs on DBOS for `budgetflow worker` processes
@@ -80,6 +81,7 @@ _FILE_KEYS = (
     "api_workflows",
     "workers",
     "dbos_database_url",
+    "team",
 )
 
 
@@ -110,6 +112,8 @@ class Settings:
     """The HTTP API enqueues runs for `budgetflow worker` processes (DBOS) instead of running them."""
     dbos_database_url: str | None = None
     """DBOS's system database (its queue); `None`: derived from `database_url` (`dbos_url`)."""
+    team: str | None = None
+    """The team this process runs for: the `team:` shared budgets above its runs (docs/budgets.md)."""
     provider_keys: Mapping[str, str] = field(default_factory=dict)
     """API keys found, by provider."""
     tracing: Literal["otlp", "console"] | None = None
@@ -174,6 +178,7 @@ def load_settings(overrides: Mapping[str, Any] | None = None, *, cwd: Path | Non
     if isinstance(workers, str):
         workers = _bool(workers, workers_from)
     dbos_url, _ = pick("dbos_database_url", "BUDGETFLOW_DBOS_DATABASE_URL", "dbos_database_url")
+    team, _ = pick("team", "BUDGETFLOW_TEAM", "team")
     keys = {provider: env[var] for provider, var in PROVIDER_KEY_VARS.items() if env.get(var)}
     tracing, otel_metrics = _otel_exporter(env, "traces"), _otel_exporter(env, "metrics")
     return Settings(
@@ -188,6 +193,7 @@ def load_settings(overrides: Mapping[str, Any] | None = None, *, cwd: Path | Non
         api_workflows=_module_paths(api_workflows, workflows_from),
         workers=bool(workers),
         dbos_database_url=None if not dbos_url else str(dbos_url),
+        team=str(team).strip() or None if team else None,
         provider_keys=keys,
         tracing=tracing,
         otel_metrics=otel_metrics,

@@ -10,7 +10,8 @@ RunStarted
   DecisionMade                 a policy decision (its state, its allocation, why)
   AttemptStarted               a sample of a subtask began
     CallFinished               a model call (or an agent span) ended, recorded durably
-    BudgetThresholdCrossed     spend passed 50 / 80 / 95 % of the budget
+    BudgetThresholdCrossed     spend passed 50 / 80 / 95 % of the budget (the run's, or a
+                               shared budget above it: `budget`)
   AttemptFinished              its final status (`passed` for the one winner)
   SubtaskChanged               ready, running, completed, failed, cancelled (with its output)
 RunFinished
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from orchestrator.ledger import nano_to_usd
 from orchestrator.plan import DagView
@@ -51,7 +52,9 @@ __all__ = [
     "Observer",
     "RunFinished",
     "RunStarted",
+    "SharedBudgetView",
     "SubtaskChanged",
+    "ThresholdSource",
 ]
 
 BUDGET_THRESHOLDS = (0.5, 0.8, 0.95)
@@ -96,6 +99,52 @@ class LedgerView:
     def left_usd(self) -> Decimal:
         """What new reservations may still take, USD."""
         return nano_to_usd(self.budget_nano - self.spent_nano - self.reserved_nano)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SharedBudgetView:
+    """A budget above runs (a team's, an API token's, a workflow's) in one window, in nano-USD.
+
+    Its totals count every run held in it, in every process (`storage.shared_budgets`)."""
+
+    name: str
+    """The budget's name (`budgetflow budgets list`)."""
+    window: str
+    """The window its totals are for: `2026-01-31` (a day, UTC), `2026-01` (a month), `` (none)."""
+    limit_nano: int
+    """Its limit."""
+    spent_nano: int
+    """Settled spend of every run under it, in the window."""
+    reserved_nano: int
+    """Held by the calls in flight of every run under it."""
+
+    @property
+    def limit_usd(self) -> Decimal:
+        """Its limit, USD."""
+        return nano_to_usd(self.limit_nano)
+
+    @property
+    def spent_usd(self) -> Decimal:
+        """Settled spend, USD."""
+        return nano_to_usd(self.spent_nano)
+
+    @property
+    def reserved_usd(self) -> Decimal:
+        """Held by calls in flight, USD."""
+        return nano_to_usd(self.reserved_nano)
+
+
+@runtime_checkable
+class ThresholdSource(Protocol):
+    """A ledger that also holds money in shared budgets and sees their thresholds crossed.
+
+    The executor drains it on every event and emits one `BudgetThresholdCrossed` (with
+    `budget` set) per crossing; a crossing is reported to exactly one run of the budget.
+    """
+
+    def take_crossings(self) -> list[tuple[float, SharedBudgetView]]:
+        """The crossings seen since the last call: (threshold, the budget just after), oldest first."""
+        ...
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -164,10 +213,14 @@ class SubtaskChanged(_Event):
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class BudgetThresholdCrossed(_Event):
-    """Spend passed a fraction of the budget (`BUDGET_THRESHOLDS`)."""
+    """Spend passed a fraction of the budget (`BUDGET_THRESHOLDS`): the run's, or a shared one's."""
 
     threshold: float
     """The fraction passed (0.5, 0.8 or 0.95)."""
+    budget: SharedBudgetView | None = None
+    """`None`: the run's own budget (`ledger`). Else the shared budget above the run whose spend,
+    summed over all its runs in its window, passed `threshold`; once per window, on the run whose
+    settle crossed it."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -81,6 +81,7 @@ from orchestrator.events import (
     RunFinished,
     RunStarted,
     SubtaskChanged,
+    ThresholdSource,
 )
 from orchestrator.gateway import RetryPolicy, _Shared
 from orchestrator.interceptors import DecisionInfo, Interceptor, RunHooks, RunInfo
@@ -259,6 +260,7 @@ class Executor:
         """Delivers the run's events to its observers."""
         self._seq = itertools.count()
         self._thresholds = list(BUDGET_THRESHOLDS)
+        self._shared_thresholds = ledger if isinstance(ledger, ThresholdSource) else None
         self.hooks = RunHooks(interceptors)
         """The interceptors' hooks around the run's work (`orchestrator.interceptors`)."""
         if resume is not None:
@@ -901,6 +903,20 @@ class Executor:
     def _emit(self, kind: type[Event], **fields: Any) -> None:
         """The one way the run tells its observers what happened (nothing is built that none want)."""
         hub = self.hub
+        if self._shared_thresholds is not None:
+            # Shared budgets' crossings the ledger saw, before the event that follows them.
+            for threshold, budget in self._shared_thresholds.take_crossings():
+                if hub and hub.wants(BudgetThresholdCrossed):
+                    hub.publish(
+                        BudgetThresholdCrossed(
+                            run_id=self.run_id,
+                            seq=next(self._seq),
+                            at_s=self._now(),
+                            ledger=self._tally.view(),
+                            threshold=threshold,
+                            budget=budget,
+                        )
+                    )
         if not hub:
             return
         if hub.wants(kind):

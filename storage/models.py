@@ -4,7 +4,8 @@ Tables mirror the records of `orchestrator.records`: `runs`,
 `subtask_executions`, `attempts`, `calls` (the calling tree) and
 `plan_decisions`; `run_model_stats`, pre-aggregates of a stopped run's calls per
 model (see `storage.run_rollups`); and `api_tokens`, the credentials of the HTTP API
-(see `storage.tokens`). Money is exact (`Money`: `NUMERIC(20, 9)` on PostgreSQL),
+(see `storage.tokens`); and `budgets`, the shared budgets above runs (see
+`storage.shared_budgets`). Money is exact (`Money`: `NUMERIC(20, 9)` on PostgreSQL),
 times are UTC, free-form documents are JSON.
 
 `calls.parent_call_id` points at another call of the same run but carries no
@@ -44,6 +45,7 @@ __all__ = [
     "ApiToken",
     "Attempt",
     "Base",
+    "Budget",
     "Call",
     "PlanDecision",
     "Run",
@@ -328,6 +330,34 @@ class ApiToken(Base):
     """Last successful use (UTC), to the minute."""
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     """When it was revoked (UTC); `NULL` while it is live."""
+
+
+class Budget(Base):
+    """A shared budget above runs: a team's, an API token's or a workflow's (`storage.shared_budgets`).
+
+    Only the definition is here; its money (spent, reserved, per window) is in Redis."""
+
+    __tablename__ = "budgets"
+    __table_args__ = (Index(None, "name", unique=True), Index(None, "scope_kind", "scope_value"))
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    """Random hex id; its Redis counters are keyed by it, so a name defined again starts from zero."""
+    name: Mapped[str] = mapped_column(String(_NAME))
+    """Unique name (the `budget` label of its metrics)."""
+    scope_kind: Mapped[str] = mapped_column(String(16))
+    """`team`, `token` or `workflow`."""
+    scope_value: Mapped[str] = mapped_column(String(_NAME))
+    """The team's name, the API token's id, or the workflow's name."""
+    limit_usd: Mapped[Decimal] = mapped_column(Money())
+    """The limit per window (or in all)."""
+    window: Mapped[str | None] = mapped_column(String(16))
+    """`day` or `month` (UTC calendar windows); `NULL`: one window forever."""
+    on_cross: Mapped[str] = mapped_column(String(16))
+    """What happens once spend passes `cross_at` of the limit: `none`, `downgrade` or `pause`."""
+    cross_at: Mapped[float] = mapped_column(Float)
+    """The fraction of the limit where `on_cross` applies."""
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    """When it was defined (UTC)."""
 
 
 RUN_MODEL_STATS = Table(

@@ -402,7 +402,7 @@ class RedisLedger:
         if not rid:
             raise ValueError("a reservation id cannot be empty")
         try:
-            answer = (await self._call(self._reserve_script, "reserve", rid, amount_nano))[0]
+            answer = (await self._call(self._reserve_script, "reserve", rid, amount_nano, rid=rid))[0]
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
                 await self._finish(self._close(rid, 0, release=True, once=False))
@@ -491,6 +491,7 @@ class RedisLedger:
                 actual_nano,
                 int(release),
                 once=once,
+                rid=rid,
             )
         except _Unanswered:
             self._doubtful[rid] = (actual_nano, release)
@@ -533,8 +534,24 @@ class RedisLedger:
                 f" to {op}, join the ledger with `await RedisLedger.join(client, run_id, epoch)`"
             )
 
-    async def _call(self, script: AsyncScript, op: str, *args: str | int, once: bool = False) -> list[int]:
-        """Run `script` until Redis answers or the retry window closes (`once`: one attempt)."""
+    def _request(self, rid: str | None) -> tuple[list[str], list[str | int]]:
+        """The keys a script about reservation `rid` touches and the arguments it appends.
+
+        The run's own keys and nothing more; `storage.shared_budgets.SharedBudgetLedger`
+        adds the keys of the shared budgets the reservation is held in.
+        """
+        return self._keys, []
+
+    def _replied(self, op: str, rid: str | None, values: list[int]) -> None:
+        """Hook: Redis answered `op` about `rid` with `values` (a subclass reads its own part)."""
+
+    async def _call(
+        self, script: AsyncScript, op: str, *args: str | int, once: bool = False, rid: str | None = None
+    ) -> list[int]:
+        """Run `script` until Redis answers or the retry window closes (`once`: one attempt).
+
+        `rid` is the reservation the operation is about (its keys: `_request`)."""
+        keys, extra = self._request(rid)
         loop = asyncio.get_running_loop()
         policy = self._retry
         deadline = loop.time() + policy.window_s
@@ -543,7 +560,7 @@ class RedisLedger:
             attempt += 1
             try:
                 async with asyncio.timeout(policy.attempt_timeout_s):
-                    reply = await script(keys=self._keys, args=[*self._identity(), *args])
+                    reply = await script(keys=keys, args=[*self._identity(), *args, *extra])
             except (AuthenticationError, AuthorizationError) as error:
                 raise self._failed(error) from error
             except _RETRYABLE as error:
@@ -564,6 +581,7 @@ class RedisLedger:
             values = [int(v) for v in reply]
             if values[1] > self._seen[1]:
                 self._seen = values
+            self._replied(op, rid, values)
             if self._doubtful and not once:
                 await self._close_doubtful()
             return values
