@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -31,10 +31,12 @@ from orchestrator.workflow import Workflow
 
 if TYPE_CHECKING:
     from budgetflow.tracing import Telemetry
+    from orchestrator.events import SharedBudgetView
     from orchestrator.interceptors import Interceptor
     from orchestrator.pool import PooledLiteLLMCaller
     from storage import SqlRecorder
     from storage.shared_budgets import SharedBudget
+    from storage.shared_ledger import SharedBudgetLedger
     from web import BudgetflowMetrics, MetricsServer
 
 __all__ = [
@@ -151,6 +153,9 @@ class RunServices:
     downgraded: Callable[[], bool] | None = None
     """Whether a `downgrade` budget above the run has passed its point (as the ledger last saw);
     `None`: no such budget."""
+    budget_views: Callable[[], Iterable[SharedBudgetView]] = tuple
+    """The shared budgets as the run's ledger last saw them, without I/O (for
+    `BudgetflowMetrics.watch_budgets`)."""
 
     def wrap_policy(self, policy: Policy) -> Policy:
         """`policy`, planning with each subtask's cheapest model only while `downgraded()`."""
@@ -228,6 +233,7 @@ async def open_run_services(
             )
         ledger: Ledger
         downgraded: Callable[[], bool] | None = None
+        shared: SharedBudgetLedger | None = None
         if settings.redis_url and budgets:
             # The run's budget and every budget above it, held together in one script.
             from redis.asyncio import Redis
@@ -294,6 +300,7 @@ async def open_run_services(
             interceptors=[] if telemetry is None else telemetry.interceptors,
             budgets=budgets,
             downgraded=downgraded,
+            budget_views=tuple if shared is None else shared.budget_views,
         )
     finally:
         try:

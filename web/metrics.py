@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
@@ -38,6 +38,7 @@ from orchestrator.events import (
     LedgerView,
     RunFinished,
     RunStarted,
+    SharedBudgetView,
 )
 from orchestrator.plan import DagView
 from orchestrator.pool.router import PoolRouter
@@ -185,6 +186,27 @@ METRICS: tuple[MetricSpec, ...] = (
         "Runs whose settled spend passed 50, 80 or 95 % of their budget.",
     ),
     _m("budgetflow_runs_in_progress", "gauge", ("workflow",), "Runs in progress."),
+    # shared budgets above runs (storage.shared_budgets)
+    _m(
+        "budgetflow_shared_budget_spent_usd",
+        "gauge",
+        ("budget",),
+        "Settled spend of every run under a shared budget in its current window, as this process"
+        " last saw it.",
+    ),
+    _m(
+        "budgetflow_shared_budget_limit_usd",
+        "gauge",
+        ("budget",),
+        "A shared budget's limit per window.",
+    ),
+    _m(
+        "budgetflow_shared_budget_threshold_crossings_total",
+        "counter",
+        ("budget", "threshold"),
+        "Shared budgets whose spend passed 50, 80 or 95 % of their limit (once per window, counted by"
+        " the process whose call crossed it).",
+    ),
     _m(
         "budgetflow_runs_in_progress_budget_usd",
         "gauge",
@@ -268,6 +290,7 @@ LABELS: Mapping[str, str] = {
     "pool": "a vLLM pool's name from the catalog",
     "replica": "a replica's base URL from its pool's spec",
     "reason": ", ".join(f"`{r}`" for r in ROUTE_REASONS),
+    "budget": "a shared budget's name (`budgetflow budgets list`): as many values as budgets are defined",
 }
 """Every label, with where its values come from and why they are few."""
 
@@ -358,6 +381,7 @@ class BudgetflowMetrics(Collector):
         self.run_seconds = HistogramTally(_SPECS["budgetflow_run_duration_seconds"])
         self.overrun = CounterTally(_SPECS["budgetflow_run_overrun_usd_total"])
         self.thresholds = CounterTally(_SPECS["budgetflow_budget_threshold_crossings_total"])
+        self.shared_crossings = CounterTally(_SPECS["budgetflow_shared_budget_threshold_crossings_total"])
         self._tallies: tuple[CounterTally | HistogramTally, ...] = tuple(
             t for t in vars(self).values() if isinstance(t, CounterTally | HistogramTally)
         )
@@ -366,6 +390,9 @@ class BudgetflowMetrics(Collector):
         self.zeroed: set[tuple[str, ...]] = set()
         """Label sets already created at zero (`MetricsObserver` creates the likely ones early)."""
         self._pools = PoolCollector(_SPECS)
+        self.shared_budgets: dict[str, SharedBudgetView] = {}
+        """Each shared budget as last seen (by a crossing event, or a watched source at scrape time)."""
+        self._budget_sources: list[Callable[[], Iterable[SharedBudgetView]]] = []
         registry.register(self)
 
     def collect(self) -> Iterable[Metric]:
@@ -373,7 +400,38 @@ class BudgetflowMetrics(Collector):
         families: list[Metric] = [t.family() for t in self._tallies]
         families.extend(self.in_progress.collect())
         families.extend(self._pools.collect())
+        families.extend(self._shared_budget_families())
         return families
+
+    def watch_budgets(
+        self, source: Callable[[], Iterable[SharedBudgetView]]
+    ) -> contextlib.AbstractContextManager[None]:
+        """Within the block, read the shared budgets' gauges from `source` at every scrape.
+
+        `source` is cheap and does no I/O: e.g. a run's `SharedBudgetLedger.budget_views`
+        (what Redis last answered it), through `RunServices.budget_views`.
+        """
+
+        @contextlib.contextmanager
+        def watching() -> Iterator[None]:
+            self._budget_sources.append(source)
+            try:
+                yield
+            finally:
+                self._budget_sources.remove(source)
+
+        return watching()
+
+    def _shared_budget_families(self) -> list[Metric]:
+        for source in list(self._budget_sources):
+            for view in source():
+                self.shared_budgets[view.name] = view
+        spent = _SPECS["budgetflow_shared_budget_spent_usd"].gauge_family()
+        limit = _SPECS["budgetflow_shared_budget_limit_usd"].gauge_family()
+        for name, view in sorted(self.shared_budgets.items()):
+            spent.add_metric([name], float(view.spent_usd))
+            limit.add_metric([name], float(view.limit_usd))
+        return [spent, limit]
 
     def describe(self) -> Iterable[Metric]:
         """The families without samples (lets the registry check names without collecting)."""
@@ -524,6 +582,10 @@ class MetricsObserver:
                 m.ttft_seconds.zero((model, tier))
 
     def _threshold(self, run: _Run, event: BudgetThresholdCrossed) -> None:
+        if event.budget is not None:
+            self._m.shared_budgets[event.budget.name] = event.budget
+            self._m.shared_crossings.inc((event.budget.name, f"{event.threshold:g}"))
+            return
         self._m.thresholds.inc((run.workflow, f"{event.threshold:g}"))
 
     def _decision(self, run: _Run, event: DecisionMade) -> None:
