@@ -14,11 +14,9 @@ budgetflow worker [--workflow MODULE ...] [--concurrency N] [--global-concurrenc
 budgetflow tokens create --name NAME --scope read|submit|admin [--expires-in 30d]
 budgetflow tokens list [--all]
 budgetflow tokens revoke ID
-budgetflow budgets create --name NAME --scope team:T|token:ID|workflow:W --limit-usd X [--window day|month]
-                          [--on-cross none|downgrade|pause] [--cross-at F]
-budgetflow budgets list
-budgetflow budgets delete NAME
 budgetflow policies
+budgetflow export attempts [--workflow NAME] [--since DATE] [--limit N] [--format jsonl|parquet] [--out FILE]
+                           [--include-simulated | --only-simulated]
 budgetflow bench planners [--pool FILE] ...
 ```
 
@@ -356,35 +354,39 @@ def _parser() -> _Parser:
 
     sub.add_parser("policies", help="list the policies and what each does")
 
-    budgets = sub.add_parser("budgets", help="define, list and delete shared budgets above runs")
-    budgets_sub = budgets.add_subparsers(
-        dest="budgets_command", required=True, parser_class=_Parser, metavar="COMMAND"
+    export = sub.add_parser("export", help="recorded data for outside tools")
+    export_sub = export.add_subparsers(
+        dest="export_command", required=True, parser_class=_Parser, metavar="WHAT"
     )
-    define = budgets_sub.add_parser("create", parents=[with_db], help="define a shared budget")
-    define.add_argument("--name", required=True, help="a unique name, e.g. `research-daily`")
-    define.add_argument(
-        "--scope",
-        required=True,
-        metavar="KIND:VALUE",
-        help="the runs it is above: `team:NAME` (BUDGETFLOW_TEAM), `token:ID` (an API token's id)"
-        " or `workflow:NAME`",
+    attempts = export_sub.add_parser(
+        "attempts",
+        parents=[with_db],
+        help="every recorded attempt as a training example, in JSONL or Parquet (docs/learning.md)",
     )
-    define.add_argument("--limit-usd", required=True, metavar="USD", help="its limit per window, e.g. 25")
-    define.add_argument(
-        "--window", choices=("day", "month"), default=None, help="a UTC calendar window (default: none)"
+    attempts.add_argument("--workflow", metavar="NAME", help="only runs of this workflow")
+    attempts.add_argument(
+        "--since",
+        metavar="DATE",
+        help="only runs started since then: 2025-06-01, 2025-06-01T12:00 (UTC), or 7d, 12h, 2w ago",
     )
-    define.add_argument(
-        "--on-cross",
-        choices=("none", "downgrade", "pause"),
-        default="none",
-        help="past --cross-at of the limit: nothing, cheapest models only, or refuse new runs",
+    attempts.add_argument(
+        "--limit", type=_positive_int, metavar="N", help="only the newest N runs (default: all)"
     )
-    define.add_argument(
-        "--cross-at", type=float, default=0.95, metavar="F", help="the fraction where --on-cross applies"
+    attempts.add_argument(
+        "--format",
+        choices=("jsonl", "parquet"),
+        help="file format (default: parquet when --out ends in .parquet, else jsonl)",
     )
-    budgets_sub.add_parser("list", parents=[with_db], help="budgets with their spend now (from Redis)")
-    drop = budgets_sub.add_parser("delete", parents=[with_db], help="delete a budget")
-    drop.add_argument("name", metavar="NAME", help="the budget's name (see `budgetflow budgets list`)")
+    attempts.add_argument(
+        "--out",
+        metavar="FILE",
+        help="where to write (default attempts.jsonl or attempts.parquet; `-`: JSONL on standard output)",
+    )
+    simulated = attempts.add_mutually_exclusive_group()
+    simulated.add_argument(
+        "--include-simulated", action="store_true", help="simulated runs as well as real ones"
+    )
+    simulated.add_argument("--only-simulated", action="store_true", help="simulated runs only")
 
     bench = sub.add_parser("bench", help="benchmarks")
     bench_sub = bench.add_subparsers(
@@ -475,7 +477,25 @@ def _command(args: argparse.Namespace, settings: Settings, out: Console) -> int:
         return _tokens(args, settings, out)
     if args.command == "worker":
         return _worker(args, settings, out)
+    if args.command == "export":
+        return _export(args, settings, out)
     return _policies(out)
+
+
+def _export(args: argparse.Namespace, settings: Settings, out: Console) -> int:
+    from budgetflow.export import export_attempts
+
+    return export_attempts(
+        settings,
+        out,
+        workflow=args.workflow,
+        since=args.since,
+        fmt=args.format,
+        out=args.out,
+        max_runs=args.limit,
+        include_simulated=args.include_simulated,
+        only_simulated=args.only_simulated,
+    )
 
 
 def _worker(args: argparse.Namespace, settings: Settings, out: Console) -> int:
@@ -509,8 +529,6 @@ def _worker(args: argparse.Namespace, settings: Settings, out: Console) -> int:
 
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stopping, signum)
-    if args.command == "budgets":
-        return _budgets(args, settings, out)
         out.print(
             f"budgetflow worker `{worker.executor_id}` (concurrency {options.concurrency});"
             f" workflows: {names}",
@@ -578,25 +596,6 @@ def _validate(args: argparse.Namespace, settings: Settings, out: Console) -> int
     for note in prepared.notes:
         out.print(f"note: {note}", style="yellow", highlight=False, markup=False)
     return 0
-def _budgets(args: argparse.Namespace, settings: Settings, out: Console) -> int:
-    from budgetflow import budgets
-
-    if args.budgets_command == "create":
-        return budgets.create_budget(
-            settings,
-            out,
-            name=args.name,
-            scope=args.scope,
-            limit_usd=args.limit_usd,
-            window=args.window,
-            on_cross=args.on_cross,
-            cross_at=args.cross_at,
-        )
-    if args.budgets_command == "list":
-        return budgets.list_budgets(settings, out)
-    return budgets.delete_budget(settings, out, name=args.name)
-
-
 
 
 def _run(args: argparse.Namespace, settings: Settings, out: Console) -> int:

@@ -5,6 +5,8 @@
   `search_runs`: runs filtered, sorted and paged by a cursor (the HTTP API).
 - `find_abandoned`, `mark_abandoned`: runs whose process died (stale heartbeat).
 - `learn_estimates`: empirical (subtask, model) estimates from recorded runs.
+- `extract_examples`, `iter_examples`: every recorded attempt as a typed training
+  example (`AttemptExample`; censored, error and lost attempts kept apart).
 - `create_token`, `verify_token`, `list_tokens`, `revoke_token`: the HTTP API's
   scoped tokens, stored as hashes (`storage.tokens`).
 - `upgrade`: bring a database's schema to the newest Alembic revision.
@@ -29,12 +31,16 @@ from storage.redis_ledger import LedgerRetry, RedisLedger
 from storage.run_search import RunPage, search_runs
 from storage.sql_recorder import SqlRecorder
 from storage.tokens import NewToken, TokenInfo, create_token, list_tokens, revoke_token, verify_token
+from storage.training_data import AttemptExample, AttemptOutcome, Embedder, extract_examples, iter_examples
 
 __all__ = [
     "AbandonedRun",
+    "AttemptExample",
     "AttemptNode",
+    "AttemptOutcome",
     "CallNode",
     "CallTree",
+    "Embedder",
     "LedgerRetry",
     "NewToken",
     "RedisLedger",
@@ -45,8 +51,10 @@ __all__ = [
     "TokenInfo",
     "build_call_tree",
     "create_token",
+    "extract_examples",
     "find_abandoned",
     "get_run",
+    "iter_examples",
     "learn_estimates",
     "list_runs",
     "list_tokens",
