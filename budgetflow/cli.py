@@ -14,6 +14,10 @@ budgetflow worker [--workflow MODULE ...] [--concurrency N] [--global-concurrenc
 budgetflow tokens create --name NAME --scope read|submit|admin [--expires-in 30d]
 budgetflow tokens list [--all]
 budgetflow tokens revoke ID
+budgetflow budgets create --name NAME --scope team:T|token:ID|workflow:W --limit-usd X [--window day|month]
+                          [--on-cross none|downgrade|pause] [--cross-at F]
+budgetflow budgets list
+budgetflow budgets delete NAME
 budgetflow policies
 budgetflow export attempts [--workflow NAME] [--since DATE] [--limit N] [--format jsonl|parquet] [--out FILE]
                            [--include-simulated | --only-simulated]
@@ -352,6 +356,36 @@ def _parser() -> _Parser:
     revoke = tokens_sub.add_parser("revoke", parents=[with_db], help="end a token (and its browser sessions)")
     revoke.add_argument("token_id", metavar="ID", help="the token's id (see `budgetflow tokens list`)")
 
+    budgets = sub.add_parser("budgets", help="define, list and delete shared budgets above runs")
+    budgets_sub = budgets.add_subparsers(
+        dest="budgets_command", required=True, parser_class=_Parser, metavar="COMMAND"
+    )
+    define = budgets_sub.add_parser("create", parents=[with_db], help="define a shared budget")
+    define.add_argument("--name", required=True, help="a unique name, e.g. `research-daily`")
+    define.add_argument(
+        "--scope",
+        required=True,
+        metavar="KIND:VALUE",
+        help="the runs it is above: `team:NAME` (BUDGETFLOW_TEAM), `token:ID` (an API token's id)"
+        " or `workflow:NAME`",
+    )
+    define.add_argument("--limit-usd", required=True, metavar="USD", help="its limit per window, e.g. 25")
+    define.add_argument(
+        "--window", choices=("day", "month"), default=None, help="a UTC calendar window (default: none)"
+    )
+    define.add_argument(
+        "--on-cross",
+        choices=("none", "downgrade", "pause"),
+        default="none",
+        help="past --cross-at of the limit: nothing, cheapest models only, or refuse new runs",
+    )
+    define.add_argument(
+        "--cross-at", type=float, default=0.95, metavar="F", help="the fraction where --on-cross applies"
+    )
+    budgets_sub.add_parser("list", parents=[with_db], help="budgets with their spend now (from Redis)")
+    drop = budgets_sub.add_parser("delete", parents=[with_db], help="delete a budget")
+    drop.add_argument("name", metavar="NAME", help="the budget's name (see `budgetflow budgets list`)")
+
     sub.add_parser("policies", help="list the policies and what each does")
 
     export = sub.add_parser("export", help="recorded data for outside tools")
@@ -475,6 +509,8 @@ def _command(args: argparse.Namespace, settings: Settings, out: Console) -> int:
         )
     if args.command == "tokens":
         return _tokens(args, settings, out)
+    if args.command == "budgets":
+        return _budgets(args, settings, out)
     if args.command == "worker":
         return _worker(args, settings, out)
     if args.command == "export":
@@ -540,6 +576,25 @@ def _worker(args: argparse.Namespace, settings: Settings, out: Console) -> int:
     asyncio.run(main())
     out.print("stopped; runs still going were put back on the queue", style="dim")
     return 128 + received[0] if received else 0
+
+
+def _budgets(args: argparse.Namespace, settings: Settings, out: Console) -> int:
+    from budgetflow import budgets
+
+    if args.budgets_command == "create":
+        return budgets.create_budget(
+            settings,
+            out,
+            name=args.name,
+            scope=args.scope,
+            limit_usd=args.limit_usd,
+            window=args.window,
+            on_cross=args.on_cross,
+            cross_at=args.cross_at,
+        )
+    if args.budgets_command == "list":
+        return budgets.list_budgets(settings, out)
+    return budgets.delete_budget(settings, out, name=args.name)
 
 
 def _tokens(args: argparse.Namespace, settings: Settings, out: Console) -> int:
