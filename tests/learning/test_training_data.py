@@ -33,7 +33,7 @@ async def test_examples_of_runs_recorded_by_arun(
 ) -> None:
     recorder = await SqlRecorder.open(db_url)
     try:
-        for seed in range(4):
+        for seed in range(3):
             await arun(
                 diamond(),
                 catalog=sim_catalog,
