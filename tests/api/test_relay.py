@@ -86,6 +86,10 @@ async def test_a_run_elsewhere_is_followed_through_redis(
                 )
             )
             await started.wait()
+            for _ in range(2000):  # the relay's own queue delivers soon after
+                if await relay.exists(f"budgetflow:events:{{{run_id}}}"):
+                    break
+                await asyncio.sleep(0.005)
             followed = asyncio.create_task(_events(base, run_id))
             page = await asyncio.to_thread(httpx.get, f"{base}/ui/runs/{run_id}", timeout=30)
             result = await run

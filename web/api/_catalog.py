@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import statistics
-from typing import Annotated
+import time
+from typing import Annotated, Final
 
 from fastapi import APIRouter, Depends
 from sqlalchemy.engine import Engine
@@ -15,7 +16,11 @@ from web.api._state import ApiState, api_state
 from web.api.registry import WorkflowRegistry
 from web.api.schemas import LearnedEstimateOut, ModelOut, WorkflowOut, WorkflowSubtaskOut
 
-__all__ = ["catalog_models", "catalog_router"]
+__all__ = ["MODELS_FRESH_S", "catalog_models", "catalog_router", "known_models"]
+
+MODELS_FRESH_S: Final = 10.0
+"""How long `GET /models` and the dashboard's models page reuse what they learned (learning
+reads hundreds of runs per workflow; a page reloaded in a loop must not redo it)."""
 
 State = Annotated[ApiState, Depends(api_state)]
 
@@ -66,6 +71,18 @@ def catalog_models(registry: WorkflowRegistry, engine: Engine) -> list[ModelOut]
     return sorted(found.values(), key=lambda m: (m.name, m.litellm_model))
 
 
+async def known_models(api: ApiState) -> list[ModelOut]:
+    """`catalog_models` of the app's workflows, learned at most `MODELS_FRESH_S` ago."""
+    now = time.monotonic()
+    cached = api.cache.get("models")
+    if cached is not None and now - cached[0] < MODELS_FRESH_S:
+        models: list[ModelOut] = cached[1]
+        return models
+    models = await asyncio.to_thread(catalog_models, api.workflows, api.engine)
+    api.cache["models"] = (now, models)
+    return models
+
+
 def catalog_router() -> APIRouter:
     """`/workflows` and `/models`."""
     router = APIRouter(tags=["catalog"], dependencies=[Depends(require("read"))])
@@ -96,6 +113,6 @@ def catalog_router() -> APIRouter:
         summary="Models of the registered workflows, with prices and learned success and latency",
     )
     async def models(api: State) -> list[ModelOut]:
-        return await asyncio.to_thread(catalog_models, api.workflows, api.engine)
+        return await known_models(api)
 
     return router

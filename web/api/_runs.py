@@ -202,11 +202,10 @@ def runs_router() -> APIRouter:
         events = None if ticket is None else ticket.events
         if events is None:
             record = await _recorded(api, run_id)
-            if record is None and ticket is None:
+            kept = api.relay is not None and await relayed(api.relay, run_id)
+            if record is None and ticket is None and not kept:
                 raise _not_found(run_id)
-            if api.relay is not None and (
-                record is None or record.outcome is Outcome.RUNNING or await relayed(api.relay, run_id)
-            ):
+            if api.relay is not None and (record is None or record.outcome is Outcome.RUNNING or kept):
                 return _sse(_relayed(api, run_id, relayed_after))
             if record is None:
                 raise _not_found(run_id)

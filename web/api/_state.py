@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Request
@@ -27,6 +27,8 @@ class ApiState:
     """The runs' database (read side)."""
     queue: RunQueue
     """Where submitted runs go."""
+    cache: dict[str, tuple[float, Any]] = field(default_factory=dict)
+    """Answers kept for a few seconds, by name (when they were made, what they were)."""
     relay: Any = None
     """An async Redis client to follow the events of runs executed elsewhere (`web.api.relay`),
     when runs go to workers and Redis is set; else `None`."""

@@ -27,7 +27,7 @@ from storage import get_run, search_runs
 from storage.queries import workflow_names
 from storage.run_search import RunSort
 from storage.usage import replica_usage, subtask_success, usage_since
-from web.api._catalog import catalog_models
+from web.api._catalog import known_models
 from web.api._state import ApiState, api_state
 from web.dashboard._run_view import run_view
 from web.dashboard._saving import saving_estimate
@@ -260,7 +260,7 @@ def pages_router() -> APIRouter:
         since = datetime.now(UTC) - timedelta(days=WINDOWS.get(window, 30))
         usage = await asyncio.to_thread(usage_since, api.engine, since)
         success = await asyncio.to_thread(subtask_success, api.engine, since)
-        catalog = await asyncio.to_thread(catalog_models, api.workflows, api.engine)
+        catalog = await known_models(api)
         learned = {
             (entry.workflow, entry.subtask, model.name): entry for model in catalog for entry in model.learned
         }
