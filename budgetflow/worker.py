@@ -534,7 +534,11 @@ class Worker:
                 budget_usd=budget,
                 run_id=run_id,
                 learn=self.options.learn,
-                spent_nano=None if point is None else point.spent_nano,
+                # Not recorded: no call was sent (a call is journaled first, which commits the run's
+                # row), so its spend is 0; but an earlier execution that died before that commit may
+                # have created the run's Redis ledger, which `create` refuses: restore it at 0 (a new
+                # epoch, which also fences that execution if it still lives).
+                spent_nano=0 if point is None else point.spent_nano,
             ) as services:
                 pools = pool_callers(registered.workflow, catalog)
                 client = default_client(
