@@ -4,25 +4,33 @@
     BUDGETFLOW_VLLM_URL=http://127.0.0.1:8000/v1 budgetflow run examples/local_model.py
 
 `local` is `hosted_vllm/local`: a server started with `--served-model-name local`
-(compose.yaml's `vllm-cpu` or `vllm-gpu` service). With `BUDGETFLOW_VLLM_URL` its calls
-go there; without it the simulated backend serves it under the same name and prices,
-as for a hosted model without a key. The checks only ask for some text: the CPU
+(compose.yaml's `vllm-cpu` or `vllm-gpu` service). With `LOCAL_MODEL_REPLICAS` (base
+URLs, comma-separated; the stack sets it) it is a vLLM pool of those replicas, routed for
+prefix-cache hits (docs/vllm_pool.md); with only `BUDGETFLOW_VLLM_URL` its calls go to that
+one server; without either the simulated backend serves it under the same name and
+prices, as for a hosted model without a key. The checks only ask for some text: the CPU
 profile's model has random weights, and this workflow is about the plumbing (routing,
 budget, recorded calls), not about the answers.
 """
 
 from __future__ import annotations
 
+import os
+
 from budgetflow import AttemptEstimate, Catalog, LatencyProfile, LLMAgent, ModelSpec, Workflow, checks
 from examples._models import catalog as hosted
 from examples._models import estimate
+from orchestrator.catalog import PoolSpec
 
 __all__ = ["budget_usd", "catalog", "deadline_s", "inputs", "workflow"]
+
+_REPLICAS = tuple(url.strip() for url in os.environ.get("LOCAL_MODEL_REPLICAS", "").split(",") if url.strip())
 
 catalog = Catalog.of(
     ModelSpec(
         name="local",
         litellm_model="hosted_vllm/local",
+        pool="local" if _REPLICAS else None,
         # litellm has no prices for a local model: what its hardware costs per token.
         input_price_per_mtok="0.02",
         output_price_per_mtok="0.05",
@@ -31,6 +39,7 @@ catalog = Catalog.of(
         tier="cheap",
     ),
     hosted.get("mini"),
+    pools=(PoolSpec(name="local", served_model="local", replicas=_REPLICAS),) if _REPLICAS else (),
 )
 
 

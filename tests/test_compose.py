@@ -249,19 +249,21 @@ def test_the_entrypoint_is_executable_and_runs_budgetflow() -> None:
 
 @pytest.mark.skipif(shutil.which("getent") is None, reason="getent is not installed here")
 @pytest.mark.parametrize(
-    ("stack_url", "preset", "expected"),
+    ("stack_url", "preset", "expected", "replicas"),
     [
-        ("http://localhost:8000/v1", "", "http://localhost:8000/v1"),  # the host resolves: used
-        ("http://no-such-host.invalid:8000/v1", "", ""),  # no vLLM profile: simulated
-        ("http://localhost:8000/v1", "http://elsewhere:9000/v1", "http://elsewhere:9000/v1"),  # set by hand
+        # the host resolves: used, and the local model is a pool of that one replica
+        ("http://localhost:8000/v1", "", "http://localhost:8000/v1", "http://localhost:8000"),
+        ("http://no-such-host.invalid:8000/v1", "", "", ""),  # no vLLM profile: simulated
+        # set by hand
+        ("http://localhost:8000/v1", "http://elsewhere:9000/v1", "http://elsewhere:9000/v1", ""),
     ],
 )
 def test_the_entrypoint_points_budgetflow_at_vllm_when_it_runs(
-    tmp_path: Path, stack_url: str, preset: str, expected: str
+    tmp_path: Path, stack_url: str, preset: str, expected: str, replicas: str
 ) -> None:
     # A stand-in `budgetflow` on PATH that prints its arguments and the URL it was given.
     fake = tmp_path / "budgetflow"
-    fake.write_text('#!/bin/sh\necho "$* url=${BUDGETFLOW_VLLM_URL:-}"\n')
+    fake.write_text('#!/bin/sh\necho "$* url=${BUDGETFLOW_VLLM_URL:-} replicas=${LOCAL_MODEL_REPLICAS:-}"\n')
     fake.chmod(0o755)
     env = {
         "PATH": f"{tmp_path}{os.pathsep}{os.environ['PATH']}",
@@ -276,7 +278,7 @@ def test_the_entrypoint_points_budgetflow_at_vllm_when_it_runs(
         timeout=30,
     )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == f"serve --port 8000 url={expected}"
+    assert out.stdout.strip() == f"serve --port 8000 url={expected} replicas={replicas}"
 
 
 @pytest.mark.skipif(not _compose_plugin(), reason="the docker compose plugin is not installed here")
