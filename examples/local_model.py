@@ -17,10 +17,18 @@ from __future__ import annotations
 
 import os
 
-from budgetflow import AttemptEstimate, Catalog, LatencyProfile, LLMAgent, ModelSpec, Workflow, checks
+from budgetflow import (
+    AttemptEstimate,
+    Catalog,
+    LatencyProfile,
+    LLMAgent,
+    ModelSpec,
+    PoolSpec,
+    Workflow,
+    checks,
+)
 from examples._models import catalog as hosted
 from examples._models import estimate
-from orchestrator.catalog import PoolSpec
 
 __all__ = ["budget_usd", "catalog", "deadline_s", "inputs", "workflow"]
 
