@@ -160,17 +160,19 @@ async def _execute(
             pools = pool_callers(workflow, routed)
             client = default_client(workflow, routed, seed=seed, sim_time_scale=time_scale, pools=pools)
             observers: list[Observer] = [view]
-            watching: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+            watching: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
             if served is not None:
                 observers.append(served.metrics.observer(catalog=routed))
-                watching = served.metrics.watch_pools(caller.router for caller in pools.values())
+                watching = contextlib.ExitStack()
+                watching.enter_context(served.metrics.watch_pools(caller.router for caller in pools.values()))
+                watching.enter_context(served.metrics.watch_budgets(services.budget_views))
             try:
                 with watching:
                     result = await arun(
                         workflow,
                         catalog=routed,
                         client=client,
-                        policy=resolve_policy(policy, seed),
+                        policy=services.wrap_policy(resolve_policy(policy, seed)),
                         budget_usd=budget_usd,
                         deadline_s=deadline_s,
                         inputs=inputs,

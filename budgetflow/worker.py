@@ -43,7 +43,7 @@ import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, TypedDict
+from typing import TYPE_CHECKING, Any, Final, NotRequired, TypedDict
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
@@ -126,6 +126,8 @@ class RunPayload(TypedDict):
     """Policy name."""
     seed: int
     """Seed."""
+    api_token_id: NotRequired[int | None]
+    """The API token that submitted it (shared budgets per token are above it)."""
 
 
 def dbos_url(settings: Settings) -> str:
@@ -539,6 +541,7 @@ class Worker:
                 # have created the run's Redis ledger, which `create` refuses: restore it at 0 (a new
                 # epoch, which also fences that execution if it still lives).
                 spent_nano=0 if point is None else point.spent_nano,
+                api_token_id=payload.get("api_token_id"),
             ) as services:
                 pools = pool_callers(registered.workflow, catalog)
                 client = default_client(
@@ -553,7 +556,7 @@ class Worker:
                         registered.workflow,
                         catalog=catalog,
                         client=client,
-                        policy=resolve_policy(payload["policy"], payload["seed"]),
+                        policy=services.wrap_policy(resolve_policy(payload["policy"], payload["seed"])),
                         budget_usd=budget,
                         deadline_s=payload["deadline_s"],
                         inputs=payload["inputs"],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Final
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
@@ -59,7 +59,7 @@ def runs_router() -> APIRouter:
         dependencies=[Depends(require("submit"))],
         summary="Start a run of a registered workflow (it runs outside the request)",
     )
-    async def submit(body: RunSubmission, api: State, response: Response) -> SubmittedRun:
+    async def submit(body: RunSubmission, api: State, request: Request, response: Response) -> SubmittedRun:
         try:
             registered = api.workflows.get(body.workflow)
         except KeyError as exc:
@@ -93,6 +93,9 @@ def runs_router() -> APIRouter:
             await asyncio.to_thread(check_policy, body.policy, registered.workflow, registered.catalog)
         except ConfigError as exc:
             raise FieldError("policy", f"{exc}; `budgetflow policies` lists them") from None
+        principal = getattr(request.state, "principal", None)
+        token_id: int | None = getattr(principal, "token_id", None)
+        await _refuse_if_paused(api, registered.name, token_id)
         run_id = uuid.uuid4().hex[:12]
         order = RunOrder(
             run_id=run_id,
@@ -102,6 +105,7 @@ def runs_router() -> APIRouter:
             deadline_s=deadline,
             policy=body.policy,
             seed=body.seed,
+            api_token_id=token_id,
         )
         await api.queue.submit(order)
         response.headers["Location"] = f"/runs/{run_id}"
@@ -253,6 +257,30 @@ def runs_router() -> APIRouter:
         return CancelOut(run_id=run_id, status="already_finished")
 
     return router
+
+
+async def _refuse_if_paused(api: ApiState, workflow: str, token_id: int | None) -> None:
+    """409 when a shared budget above the run is set to pause new runs and has passed its point
+    (`storage.shared_budgets`; the run's start would refuse it anyway, after the 202)."""
+    if not api.settings.redis_url:
+        return
+    from storage.shared_budgets import RunScope, budgets_for, paused_by, read_budget_states
+
+    scope = RunScope(
+        workflow=workflow, team=api.settings.team, token=None if token_id is None else str(token_id)
+    )
+    budgets = await asyncio.to_thread(budgets_for, api.engine, scope)
+    if not any(b.on_cross == "pause" for b in budgets):
+        return
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(api.settings.redis_url)
+    try:
+        refused = paused_by(budgets, await read_budget_states(client, budgets, now=datetime.now(UTC)))
+    finally:
+        await client.aclose()
+    if refused is not None:
+        raise FieldError("budget", str(refused), status=409)
 
 
 async def _relayed(api: ApiState, run_id: str, after: str | None) -> AsyncIterator[str]:

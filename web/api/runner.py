@@ -55,6 +55,8 @@ class RunOrder:
     """Policy name."""
     seed: int
     """Seed."""
+    api_token_id: int | None = None
+    """The API token that submitted it (shared budgets per token are above it)."""
 
 
 @dataclass(kw_only=True)
@@ -206,6 +208,7 @@ class InProcessRunner:
             budget_usd=order.budget_usd,
             run_id=order.run_id,
             learn=self._learn,
+            api_token_id=order.api_token_id,
         ) as services:
             pools = pool_callers(registered.workflow, catalog)
             client = default_client(
@@ -219,7 +222,7 @@ class InProcessRunner:
                     registered.workflow,
                     catalog=catalog,
                     client=client,
-                    policy=resolve_policy(order.policy, order.seed),
+                    policy=services.wrap_policy(resolve_policy(order.policy, order.seed)),
                     budget_usd=order.budget_usd,
                     deadline_s=order.deadline_s,
                     inputs=order.inputs,
