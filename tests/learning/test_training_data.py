@@ -13,7 +13,7 @@ from orchestrator import Catalog
 from orchestrator.errors import ConfigError
 from orchestrator.records import AttemptStatus, CallKind, CallStatus
 from storage import AttemptOutcome, SqlRecorder, extract_examples, get_run, list_runs
-from tests.conftest import WorkflowFactory
+from tests.conftest import WorkflowFactory, estimate
 from tests.learning.records import CALL_COST, MINI, PROMPT_TOKENS, Tried, record_run
 
 
@@ -35,7 +35,7 @@ async def test_examples_of_runs_recorded_by_arun(
     try:
         for seed in range(3):
             await arun(
-                diamond(),
+                diamond(small=estimate(0.5, latency=3.0, spread=1.0)),
                 catalog=sim_catalog,
                 budget_usd=1,
                 deadline_s=60,
@@ -43,7 +43,7 @@ async def test_examples_of_runs_recorded_by_arun(
                 policy="fixed:small:3",
                 seed=seed,
                 recorder=recorder,
-                sim_time_scale=0.0005,
+                sim_time_scale=0.002,
             )
     finally:
         await recorder.aclose()
