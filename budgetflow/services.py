@@ -180,12 +180,15 @@ async def open_run_services(
     run_id: str,
     learn: bool = True,
     spent_nano: int | None = None,
+    owner: str | None = None,
     api_token_id: str | int | None = None,
 ) -> AsyncIterator[RunServices]:
     """Open the recorder and the ledger for one run; close them when it is over.
 
     `spent_nano` resumes a run: its ledger starts with that spent (in Redis, the run's
-    ledger is restored under a new epoch, which refuses the old process's holds).
+    ledger is restored under a new epoch, which refuses the old process's holds). `owner` is
+    the fencing token of this execution: its recorder writes only while the run is its own
+    (`storage.sql_recorder.RunFence`).
 
     The shared budgets above the run (its workflow's, `settings.team`'s, and the API token
     `api_token_id`'s, when the API submitted it) are held in together with the run's own
@@ -198,9 +201,14 @@ async def open_run_services(
     """
     from storage import SqlRecorder
     from storage._engine import ensure_sqlite_dir
+    from storage.sql_recorder import RunFence
 
     ensure_sqlite_dir(settings.database_url)
-    recorder = await SqlRecorder.open(settings.database_url, record_content=settings.record_content)
+    recorder = await SqlRecorder.open(
+        settings.database_url,
+        record_content=settings.record_content,
+        fence=None if owner is None else RunFence(run_id, owner),
+    )
     redis_client: Any = None
     telemetry: Telemetry | None = None
     try:

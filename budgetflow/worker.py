@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import secrets
@@ -208,6 +209,9 @@ class _Execution:
     """It lost the run (taken over, or a newer execution here): it writes nothing more."""
     checked_at: float = 0.0
     """When its ownership was last confirmed (monotonic, so a pause counts)."""
+    token: str = field(default_factory=lambda: secrets.token_hex(8))
+    """Its fencing token in the runs database (`runs.owner`): once another execution claims
+    the run, this one's recorder refuses every write in the write's own transaction."""
 
     def fence(self, why: str) -> None:
         if not self.fenced:
@@ -527,7 +531,13 @@ class Worker:
                 # The takeover was decided on the workers' heartbeats and the old execution is fenced;
                 # the run's own heartbeat (every 5 s) is too slow a signal to wait for here.
                 point = await asyncio.to_thread(
-                    resume_point, self.settings.database_url, run_id, stale_after_s=_RUN_STALE_S
+                    functools.partial(
+                        resume_point,
+                        self.settings.database_url,
+                        run_id,
+                        stale_after_s=_RUN_STALE_S,
+                        owner=execution.token,
+                    )
                 )
             async with open_run_services(
                 self.settings,
@@ -542,6 +552,7 @@ class Worker:
                 # epoch, which also fences that execution if it still lives).
                 spent_nano=0 if point is None else point.spent_nano,
                 api_token_id=payload.get("api_token_id"),
+                owner=execution.token,
             ) as services:
                 pools = pool_callers(registered.workflow, catalog)
                 client = default_client(

@@ -113,6 +113,10 @@ class Run(Base):
     """Start to end."""
     heartbeat_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     """Last sign of life of the process running it (UTC); stale while `running` = abandoned."""
+    owner: Mapped[str | None] = mapped_column(String(_ID))
+    """The execution that may write the run's records (a fencing token, `SqlRecorder(fence=)`);
+    set by its first write and by a takeover (`storage.resume.resume_point(owner=)`); `NULL`: any.
+    Never overwritten by a run row's upsert."""
 
     subtasks: Mapped[list[SubtaskExecution]] = relationship(
         back_populates="run", cascade="all, delete-orphan", passive_deletes=True

@@ -37,8 +37,12 @@ def resume_point(
     *,
     stale_after_s: float = ABANDONED_AFTER_S,
     now: datetime | None = None,
+    owner: str | None = None,
 ) -> ResumePoint:
     """Where run `run_id` stopped; closes the calls and attempts its process left open.
+
+    With `owner`, the run's records belong to that fencing token from now on, in the same
+    transaction: a recorder of the old execution (`SqlRecorder(fence=)`) writes nothing more.
 
     Raises:
         ConfigError: the run ended (nothing to resume), or its process is alive (fresh heartbeat).
@@ -70,6 +74,8 @@ def resume_point(
             )
         try:
             with engine.begin() as connection:
+                if owner is not None:
+                    connection.execute(sa.update(Run).where(Run.run_id == run_id).values(owner=owner))
                 lost = close_lost_calls(connection, run_id)
         except SQLAlchemyError as error:
             raise storage_error("resume a run in", engine, error) from error

@@ -40,7 +40,7 @@ from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Final, Self
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -63,7 +63,7 @@ from storage.migrate import upgrade
 from storage.models import Attempt, Base, Call, PlanDecision, Run, SubtaskExecution
 from storage.run_rollups import rollup_run
 
-__all__ = ["SqlRecorder"]
+__all__ = ["RunFence", "RunFenced", "SqlRecorder"]
 
 _log = logging.getLogger(__name__)
 
@@ -134,6 +134,7 @@ class SqlRecorder:
         heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S,
         retry_window_s: float = RETRY_WINDOW_S,
         spill_path: Path | None = None,
+        fence: RunFence | None = None,
     ) -> None:
         """Wrap an engine whose schema is up to date; prefer `SqlRecorder.open`.
 
@@ -149,6 +150,9 @@ class SqlRecorder:
             retry_window_s: how long a write is retried while the database is unreachable.
             spill_path: where rows the database would not take are kept; `None`: nowhere
                 (the `StorageError` is all that remains).
+            fence: write only while the run's `owner` is this token (or unset, then claim it),
+                checked in each write's transaction; once another execution took the run over,
+                every write raises `RunFenced` and nothing more is written (or spilled).
         """
         if retry_window_s < 0:
             raise ValueError(f"retry_window_s must be >= 0, got {retry_window_s}")
@@ -176,6 +180,7 @@ class SqlRecorder:
         self._spill_count = 0
         self._spill_path = spill_path
         self._postgres = engine.dialect.name == "postgresql"
+        self._fence = fence
 
     @classmethod
     async def open(
@@ -189,6 +194,7 @@ class SqlRecorder:
         heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S,
         retry_window_s: float = RETRY_WINDOW_S,
         spill_path: Path | None = None,
+        fence: RunFence | None = None,
     ) -> SqlRecorder:
         """Connect to `url`, bring its schema to the newest revision, and return a recorder.
 
@@ -203,6 +209,7 @@ class SqlRecorder:
             spill_path: where rows the database would not take are kept (default: beside
                 a SQLite file, or `~/.cache/budgetflow/spill/` for a server); rows spilled
                 there earlier are written back now.
+            fence: the run this recorder writes and the token of its execution (see `__init__`).
 
         Raises:
             ConfigError: the URL is invalid.
@@ -219,6 +226,7 @@ class SqlRecorder:
             heartbeat_interval_s=heartbeat_interval_s,
             retry_window_s=retry_window_s,
             spill_path=spill_path,
+            fence=fence,
         )
         try:
             database_id = await asyncio.wrap_future(writer.submit(_prepare, engine, migrate))
@@ -504,12 +512,36 @@ class SqlRecorder:
     def _write_rows(self, rows: list[_Upsert]) -> None:
         """One transaction; a run's final row brings its pre-aggregates (`storage.run_rollups`) along."""
         with self._engine.begin() as connection:
+            if self._fence is not None:
+                self._check_fence(connection, self._fence)
             for row in rows:
                 values = _without_nul(row.values) if self._postgres else row.values
                 connection.execute(self._statement(row.model), values)
+            if self._fence is not None:  # the run's first write claims it
+                connection.execute(
+                    sa.update(Run)
+                    .where(Run.run_id == self._fence.run_id, Run.owner.is_(None))
+                    .values(owner=self._fence.token)
+                )
             for row in rows:
                 if row.model is Run and row.values["outcome"] != Outcome.RUNNING.value:
                     rollup_run(connection, str(row.values["run_id"]))
+
+    def _check_fence(self, connection: sa.Connection, fence: RunFence) -> None:
+        """Writer thread, in the write's transaction: refuse if another execution owns the run.
+
+        PostgreSQL locks the run's row until the commit, so a takeover waits for writes already
+        going; SQLite's single writer orders them the same way.
+        """
+        query = sa.select(Run.owner).where(Run.run_id == fence.run_id)
+        if self._postgres:
+            query = query.with_for_update()
+        owner = connection.execute(query).scalar_one_or_none()
+        if owner is not None and owner != fence.token:
+            raise RunFenced(
+                f"run `{fence.run_id}` was taken over by another execution; this one writes nothing"
+                " more (its records up to the takeover are kept)"
+            )
 
     def _statement(self, model: type[Base]) -> sa.Executable:
         """Writer thread: the upsert statement for a model, built once."""
@@ -520,8 +552,24 @@ class SqlRecorder:
         return statement
 
 
+_KEPT_ON_UPSERT: Final = frozenset({"owner"})
+"""Columns a record's upsert never overwrites: they are set by their own statements."""
+
+
+@dataclass(frozen=True)
+class RunFence:
+    """The run a recorder writes and the fencing token of the execution writing it."""
+
+    run_id: str
+    token: str
+
+
+class RunFenced(StorageError):
+    """Another execution took the run over: this one must write nothing more."""
+
+
 def _upsert(dialect: str, table: sa.Table) -> sa.Executable:
-    """`INSERT ... ON CONFLICT (primary key) DO UPDATE SET <every other column>`."""
+    """`INSERT ... ON CONFLICT (primary key) DO UPDATE SET <every other column>` (but `_KEPT_ON_UPSERT`)."""
     keys = [column.name for column in table.primary_key.columns]
     insert: postgresql.Insert | sqlite.Insert
     if dialect == "postgresql":
@@ -531,7 +579,9 @@ def _upsert(dialect: str, table: sa.Table) -> sa.Executable:
     else:  # pragma: no cover - parse_database_url admits only these two
         raise StorageError(f"no upsert for database dialect `{dialect}`")
     updates: dict[str, Any] = {
-        column.name: insert.excluded[column.name] for column in table.columns if column.name not in keys
+        column.name: insert.excluded[column.name]
+        for column in table.columns
+        if column.name not in keys and column.name not in _KEPT_ON_UPSERT
     }
     return insert.on_conflict_do_update(index_elements=keys, set_=updates)
 
