@@ -87,6 +87,10 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
+_RELAY_DRAIN_S: Final = 5.0
+"""After a run, how long its relay may take to deliver the last events (the API's followers
+wait for `RunFinished`)."""
+
 APP_NAME: Final = "budgetflow"
 """DBOS application name of the API's client and the workers."""
 QUEUE_NAME: Final = "budgetflow_runs"
@@ -575,6 +579,7 @@ class Worker:
                         recorder=FencedRecorder(services.recorder, self, execution),
                         ledger=services.ledger,
                         observers=self._observers(run_id, catalog),
+                        observer_drain_s=_RELAY_DRAIN_S,
                         interceptors=services.interceptors,
                         record_content=self.settings.record_content,
                         learned_estimates=services.learned,

@@ -83,6 +83,7 @@ async def test_a_run_elsewhere_is_followed_through_redis(
                     observers=[RelayObserver(relay, run_id), Started()],
                     run_id=run_id,
                     seed=1,
+                    observer_drain_s=5.0,  # as a worker lets its relay finish
                 )
             )
             await started.wait()

@@ -30,6 +30,10 @@ __all__ = ["KEEPALIVE_S", "runs_router"]
 KEEPALIVE_S: Final = 15.0
 """Seconds without an event after which the event stream sends a comment, so proxies keep it open."""
 
+_RELAY_CHECK_S: Final = 2.0
+"""While a relayed stream is quiet, how often its record is read (a worker that died, or a run
+that ended before its last event was relayed, ends the stream with the record)."""
+
 State = Annotated[ApiState, Depends(api_state)]
 _OUTCOMES = [o.value for o in Outcome]
 
@@ -288,8 +292,10 @@ async def _relayed(api: ApiState, run_id: str, after: str | None) -> AsyncIterat
     goes quiet and the record says the run ended (its worker died before relaying the end, or it
     ended before this follower came), the record as one event."""
     yield "retry: 2000\n\n"
-    async for item in follow_relay(api.relay, run_id, after=after, idle_s=KEEPALIVE_S):
+    quiet = 0.0
+    async for item in follow_relay(api.relay, run_id, after=after, idle_s=_RELAY_CHECK_S):
         if item is not None:
+            quiet = 0.0
             yield f"id: {item.id}\nevent: {item.type}\ndata: {item.data}\n\n"
             continue
         record = await _recorded(api, run_id)
@@ -297,7 +303,10 @@ async def _relayed(api: ApiState, run_id: str, after: str | None) -> AsyncIterat
             async for message in _one(snapshot_json(record)):
                 yield message
             return
-        yield ": keep-alive\n\n"
+        quiet += _RELAY_CHECK_S
+        if quiet >= KEEPALIVE_S:
+            quiet = 0.0
+            yield ": keep-alive\n\n"
 
 
 async def _one(snapshot: tuple[str, str]) -> AsyncIterator[str]:
