@@ -193,6 +193,14 @@ class MCPP:
         by_action = np.where(pool, evaluator.completion, -np.inf).reshape(len(cand.model), -1).max(axis=1)
         by_action[c_best] = -np.inf
         runner = float(by_action.max()) if len(by_action) > 1 else float("nan")
+        runner_up: dict[str, str] | None = None
+        if math.isfinite(runner):
+            c_runner = int(np.argmax(by_action))
+            runner_up = {
+                s: f"{prob.models[int(cand.model[c_runner, i])]}x{int(cand.k[c_runner, i])}"
+                for s, i in zip(view.ready, ready, strict=True)
+                if int(cand.k[c_runner, i]) > 0
+            }
         hopeless = bool(evaluator.completion[best_pair] == 0.0)
         if hopeless:
             # no rollout completes: keep the cheapest way forward open rather than a "progress" gamble
@@ -217,6 +225,7 @@ class MCPP:
             "rollouts": evaluator.used,
             "est_success": round(float(evaluator.completion[best_pair]), 4),
             "est_success_runner_up": round(runner, 4) if math.isfinite(runner) else None,
+            "runner_up": runner_up,
             "continuation": f"{prob.models[int(conts[0][q_best])]}:{int(conts[1][q_best])}",
             "rollouts_chosen": int(counts[best_pair]),
             "fallback_cheapest": hopeless,

@@ -60,6 +60,12 @@ async def test_run_page_shows_what_the_database_holds(settings: Settings) -> Non
         svg = re.search(rf'<svg class="chart" data-chart="{chart}".*?</svg>', page, re.S)
         assert svg and re.search(r"<(rect|polyline)", svg.group(0)), f"{chart} draws nothing"
     assert f'data-run-id="{run_id}" data-live="0"' in page  # a finished run is not followed
+    # The planner's decisions: the chosen allocation and its runner-up, each with its estimate.
+    runner_ups = [d.info["runner_up"] for d in detail.decisions if d.info.get("runner_up")]
+    assert runner_ups, "MCPP names the runner-up of its decisions"
+    for alternative in runner_ups:
+        for subtask, choice in alternative.items():
+            assert f"{subtask} → {choice}" in page
 
 
 async def test_recorded_text_is_shown_as_text(settings: Settings) -> None:
