@@ -25,9 +25,16 @@ _SERIES = {
         for suffix in ("bucket", "sum", "count")
     },
 }
-NOT_CHARTED = {"budgetflow_run_overrun_usd_total"}
+NOT_CHARTED = {
+    "budgetflow_run_overrun_usd_total",
+    "budgetflow_shared_budget_spent_usd",
+    "budgetflow_shared_budget_limit_usd",
+    "budgetflow_shared_budget_threshold_crossings_total",
+}
 """Metrics without a panel: overruns only happen when a provider bills above a reservation
-(docs/guarantees.md), so a panel of them would stay empty; alert on them instead."""
+(docs/guarantees.md), so a panel of them would stay empty; alert on them instead. Shared
+budgets (docs/budgets.md) have no panel yet: the board's real-Prometheus test runs no Redis,
+so such a panel could not be shown to return data."""
 
 
 def _board() -> dict[str, Any]:
