@@ -96,6 +96,12 @@ def _page(
     return _TEMPLATES.TemplateResponse(request, template, {"page": page, **context}, status_code=status_code)
 
 
+def _window(asked: str, default: str) -> tuple[str, datetime]:
+    """The window shown (`asked` if it is one of `WINDOWS`, else `default`) and its start."""
+    shown = asked if asked in WINDOWS else default
+    return shown, datetime.now(UTC) - timedelta(days=WINDOWS[shown])
+
+
 def pages_router() -> APIRouter:
     """`/` (to the overview) and `/ui/...`."""
     router = APIRouter(include_in_schema=False)
@@ -108,8 +114,7 @@ def pages_router() -> APIRouter:
     async def overview(request: Request, api: State, window: str = "30d") -> Response:
         if (denied := await _guard(request)) is not None:
             return denied
-        days = WINDOWS.get(window, 30)
-        since = datetime.now(UTC) - timedelta(days=days)
+        window, since = _window(window, "30d")
         usage = await asyncio.to_thread(usage_since, api.engine, since)
         outcomes = sorted(usage.outcomes.items(), key=lambda kv: -kv[1])
         saving = saving_estimate(usage.completed_by_workflow, api.workflows)
@@ -173,7 +178,7 @@ def pages_router() -> APIRouter:
             outcomes=outcomes,
             charts=charts,
             saving=saving,
-            window=window if window in WINDOWS else "30d",
+            window=window,
             windows=list(WINDOWS),
         )
 
@@ -257,7 +262,7 @@ def pages_router() -> APIRouter:
     async def models(request: Request, api: State, window: str = "30d") -> Response:
         if (denied := await _guard(request)) is not None:
             return denied
-        since = datetime.now(UTC) - timedelta(days=WINDOWS.get(window, 30))
+        window, since = _window(window, "30d")
         usage = await asyncio.to_thread(usage_since, api.engine, since)
         success = await asyncio.to_thread(subtask_success, api.engine, since)
         catalog = await known_models(api)
@@ -287,7 +292,7 @@ def pages_router() -> APIRouter:
             success=success,
             priors=priors,
             catalog=catalog,
-            window=window if window in WINDOWS else "30d",
+            window=window,
             windows=list(WINDOWS),
         )
 
@@ -295,7 +300,7 @@ def pages_router() -> APIRouter:
     async def pool(request: Request, api: State, window: str = "1d") -> Response:
         if (denied := await _guard(request)) is not None:
             return denied
-        since = datetime.now(UTC) - timedelta(days=WINDOWS.get(window, 1))
+        window, since = _window(window, "1d")
         replicas = await asyncio.to_thread(replica_usage, api.engine, since)
         health = await _replica_health(api)
         return _page(
@@ -310,7 +315,7 @@ def pages_router() -> APIRouter:
                 [Bar(f"{r.model} {r.replica}", r.hit_rate or 0.0, _pct(r.hit_rate)) for r in replicas],
                 vmax=1.0,
             ),
-            window=window if window in WINDOWS else "1d",
+            window=window,
             windows=list(WINDOWS),
         )
 
