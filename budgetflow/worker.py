@@ -111,7 +111,6 @@ DEFAULT_WATCH_S: Final = 0.5
 """How often a run's worker checks its DBOS workflow (cancelled; taken over)."""
 
 _ALIVE = ("PENDING", "CANCELLED")
-_RUN_STALE_S = 1e-3
 
 
 class RunPayload(TypedDict):
@@ -337,6 +336,8 @@ class Worker:
         self.taken_over: list[str] = []
         """Executor ids whose runs this worker put back on the queue."""
         self._relay: Any = None
+        self._runs_loop: asyncio.AbstractEventLoop | None = None
+        """The event loop DBOS executes runs on (not the worker's own): the relay's connections live there."""
         self._metrics: ServedMetrics | None = None
 
     def _observers(self, run_id: str, catalog: Catalog) -> list[Observer]:
@@ -419,7 +420,7 @@ class Worker:
                 await asyncio.to_thread(self._client.destroy)
             await asyncio.to_thread(self._sys_engine.dispose)
             if self._relay is not None:
-                await self._relay.aclose()
+                await self._close_relay()
             await metrics.__aexit__(None, None, None)
             # Last: DBOS shuts down the thread pool it gave this event loop.
             DBOS.destroy(destroy_registry=True)
@@ -515,6 +516,7 @@ class Worker:
         run_id = payload["run_id"]
         registered = self.registry.get(payload["workflow"])
         execution = _Execution(run_id, asyncio.get_running_loop())
+        self._runs_loop = execution.loop
         older = self._active.get(run_id)
         if older is not None:
             older.fence("a newer execution of this run started on this worker")
@@ -533,13 +535,14 @@ class Worker:
 
                 _log.warning("run %s was started by a worker that died; resuming it", run_id)
                 # The takeover was decided on the workers' heartbeats and the old execution is fenced;
-                # the run's own heartbeat (every 5 s) is too slow a signal to wait for here.
+                # the run's own heartbeat (every 5 s) is too slow a signal, and a paused old worker may
+                # write one more when it comes back (refused once `owner` is ours).
                 point = await asyncio.to_thread(
                     functools.partial(
                         resume_point,
                         self.settings.database_url,
                         run_id,
-                        stale_after_s=_RUN_STALE_S,
+                        stale_after_s=None,
                         owner=execution.token,
                     )
                 )
@@ -597,6 +600,18 @@ class Worker:
                 await watcher
             if self._active.get(run_id) is execution:
                 del self._active[run_id]
+
+    async def _close_relay(self) -> None:
+        """Close the relay's Redis client on the loop its connections were opened on (DBOS's)."""
+        loop = self._runs_loop
+        if loop is None or loop is asyncio.get_running_loop() or not loop.is_running():
+            await self._relay.aclose()
+            return
+        closing = asyncio.run_coroutine_threadsafe(self._relay.aclose(), loop)
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(closing), _RELAY_DRAIN_S)
+        except Exception:
+            _log.warning("the event relay's Redis connections did not close cleanly", exc_info=True)
 
     async def _hand_back(self) -> None:
         """At shutdown: stop the runs going here without recording them and put them back on the queue."""

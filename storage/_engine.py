@@ -45,6 +45,13 @@ _SQLITE_DRIVERS = frozenset({"sqlite", "sqlite+pysqlite"})
 _POSTGRES_DRIVERS = frozenset({"postgresql", "postgres", "postgresql+psycopg"})
 _PASSWORD = re.compile(r"(://[^:/@]*):[^@]*@")
 _BUSY_TIMEOUT_S = 30.0
+_IDLE_IN_TRANSACTION_S = 10
+"""PostgreSQL ends a session of ours that sits this long inside a transaction.
+
+budgetflow never keeps a transaction open while it waits, so only a process that stopped
+mid-transaction (SIGSTOP, a freeze, a cut network) hits it; without it, that process's row
+locks would block every other writer of its runs (the worker taking them over) until it
+came back. Its own write then fails, and is retried as any lost connection's is."""
 
 
 def redact(url: str | URL) -> str:
@@ -122,6 +129,15 @@ def _json_default(value: object) -> object:
 _json_dumps = functools.partial(json.dumps, default=_json_default)
 
 
+def _postgres_on_connect(dbapi_connection: Any, _record: object) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"SET idle_in_transaction_session_timeout = '{_IDLE_IN_TRANSACTION_S}s'")
+    finally:
+        cursor.close()
+    dbapi_connection.commit()  # a session setting made in a rolled-back transaction is undone
+
+
 def _sqlite_on_connect(dbapi_connection: Any, _record: object, *, file: bool) -> None:
     cursor = dbapi_connection.cursor()
     try:
@@ -177,7 +193,9 @@ def make_engine(url: str | URL, *, must_exist: bool = False) -> Engine:
         )
         sa.event.listen(engine, "connect", functools.partial(_sqlite_on_connect, file=path is not None))
         return engine
-    return sa.create_engine(parsed, json_serializer=_json_dumps, pool_pre_ping=True)
+    engine = sa.create_engine(parsed, json_serializer=_json_dumps, pool_pre_ping=True)
+    sa.event.listen(engine, "connect", _postgres_on_connect)
+    return engine
 
 
 def storage_error(action: str, engine: Engine, error: BaseException) -> StorageError:

@@ -35,12 +35,15 @@ def resume_point(
     target: str | URL | Engine,
     run_id: str,
     *,
-    stale_after_s: float = ABANDONED_AFTER_S,
+    stale_after_s: float | None = ABANDONED_AFTER_S,
     now: datetime | None = None,
     owner: str | None = None,
 ) -> ResumePoint:
     """Where run `run_id` stopped; closes the calls and attempts its process left open.
 
+    A running run is resumed only when its heartbeat is `stale_after_s` old; `None`: whatever
+    its heartbeat, for a caller that knows its process lost it (a worker taking over a dead
+    worker's run, with `owner`: a paused old process may still beat once before it sees it).
     With `owner`, the run's records belong to that fencing token from now on, in the same
     transaction: a recorder of the old execution (`SqlRecorder(fence=)`) writes nothing more.
 
@@ -66,7 +69,11 @@ def resume_point(
                 " (running with a stale heartbeat, or abandoned) can be resumed"
             )
         beat = row.heartbeat_at or row.started_at
-        if outcome is Outcome.RUNNING and beat > abandoned_cutoff(stale_after_s, now=at):
+        if (
+            stale_after_s is not None
+            and outcome is Outcome.RUNNING
+            and beat > abandoned_cutoff(stale_after_s, now=at)
+        ):
             raise ConfigError(
                 f"run `{run_id}` is running: its process beat at {beat:%H:%M:%S} UTC, less than"
                 f" {stale_after_s:g}s ago; stop that process first, or wait until its heartbeat"

@@ -368,11 +368,10 @@ class SqlRecorder:
 
     async def _beat(self, run_id: str) -> None:
         """Refresh `runs.heartbeat_at` of a running run until cancelled."""
-        statement = (
-            sa.update(Run)
-            .where(Run.run_id == run_id, Run.outcome == "running")
-            .values(heartbeat_at=sa.bindparam("now"))
-        )
+        statement = sa.update(Run).where(Run.run_id == run_id, Run.outcome == "running")
+        if self._fence is not None:  # a taken-over execution's beats would make its run look alive
+            statement = statement.where(sa.or_(Run.owner.is_(None), Run.owner == self._fence.token))
+        statement = statement.values(heartbeat_at=sa.bindparam("now"))
 
         def write() -> None:
             with self._engine.begin() as connection:

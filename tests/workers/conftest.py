@@ -68,6 +68,9 @@ def start_worker(settings: Settings, tmp_path: Path) -> Iterator[StartWorker]:
         return process
 
     yield start
+    for log in sorted(tmp_path.glob("*.log")):  # shown by pytest when the test failed
+        tail = log.read_text(errors="replace").splitlines()[-40:]
+        print(f"---- {log.name} (last 40 lines)\n" + "\n".join(tail))
     for process in started:
         if process.poll() is None:
             process.send_signal(signal.SIGCONT)
