@@ -141,11 +141,6 @@ def test_postgres_restart_mid_load(
     assert all(p.poll() is None for p in cluster.workers.values())  # no worker died of it
 
 
-@pytest.mark.skipif(
-    os.environ.get("FAULTS_PAUSE") != "1",
-    reason="open bug (docs/scale-out.md, Faults): a taken-over run sometimes does not end while the old"
-    " worker is stopped or cut off; run with FAULTS_PAUSE=1",
-)
 @pytest.mark.timeout(180)
 def test_paused_worker_loses_its_runs_and_spends_nothing_when_resumed(
     cluster: Cluster, postgres: PostgresProcess, ledger_redis: OwnRedis
@@ -180,11 +175,6 @@ def test_paused_worker_loses_its_runs_and_spends_nothing_when_resumed(
     assert report.resumed > 0
 
 
-@pytest.mark.skipif(
-    os.environ.get("FAULTS_PAUSE") != "1",
-    reason="open bug (docs/scale-out.md, Faults): a taken-over run sometimes does not end while the old"
-    " worker is stopped or cut off; run with FAULTS_PAUSE=1",
-)
 @pytest.mark.timeout(180)
 def test_partitioned_worker_loses_its_runs_and_spends_nothing_when_healed(
     cluster: Cluster, postgres: PostgresProcess, ledger_redis: OwnRedis
