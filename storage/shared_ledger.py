@@ -162,6 +162,7 @@ if n > 0 then
     while s[4] < #T and s[1] >= T[s[4] + 1] * limit do s[4] = s[4] + 1 end
     redis.call('HSET', KEYS[4 + i], 'spent', fmt(s[1]), 'reserved', fmt(s[2]), 'overrun', fmt(s[5]),
                'crossed', fmt(s[4]))
+    redis.call('HINCRBY', KEYS[1], 'shared:' .. KEYS[4 + i], fmt(actual))
   end
   redis.call('HDEL', KEYS[4], ARGV[3])
 end
@@ -169,12 +170,21 @@ return sreply(charged)
 """
 )
 
-# As `RedisLedger`'s install (ARGV[3] budget, [4] spent, [5] overrun, [6] '1' to
-# replace), and the holds of the ledger it replaces are charged, in full, to the shared
-# budgets they are held in (a crashed process's calls may have run: the conservative
-# settle). KEYS after the run's four: every budget key those holds name, else it refuses.
+# As `RedisLedger`'s install (ARGV[3] budget, [4] spent, [5] overrun, [6] '1' to replace),
+# [7] the thresholds, [8] n, then per budget now above the run: the start of its keys
+# (`budget_totals_key(id, '')`) and its limit. KEYS after the run's four: those n budgets'
+# keys in the current window, then every key the replaced ledger's holds name (else it
+# refuses). Replacing a ledger (a crashed or fenced process's) brings each budget the run
+# was charged in to what the run's records say it spent: its holds are released, and the
+# difference between the new spend + overrun (from the records) and what its settles
+# charged the budget (fields `shared:<key>` of the run's totals) is charged, or given
+# back, in the budget's current window; past the limit, as overrun. So a budget's spend +
+# overrun is always the sum of its runs' recorded calls, whatever the crash interrupted.
 _INSTALL = """
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
+local n = tonumber(ARGV[8])
+local total = tonumber(ARGV[4]) + tonumber(ARGV[5])
+local charged = {}
 if epoch ~= ARGV[1] then
   if ARGV[6] ~= '1' and redis.call('EXISTS', KEYS[1], KEYS[2], KEYS[3], KEYS[4]) > 0 then
     return redis.error_reply('BUDGETFLOW_EXISTS')
@@ -187,17 +197,50 @@ if epoch ~= ARGV[1] then
       if not declared[key] then return redis.error_reply('BUDGETFLOW_KEYS ' .. key) end
     end
   end
+  local involved = {}
   for i = 1, #shared, 2 do
     local amount = tonumber(redis.call('HGET', KEYS[2], shared[i])) or 0
     for key in string.gmatch(shared[i + 1], '[^\\n]+') do
-      local h = redis.call('HMGET', key, 'spent', 'reserved')
-      redis.call('HSET', key, 'spent', string.format('%d', (tonumber(h[1]) or 0) + amount),
-                 'reserved', string.format('%d', (tonumber(h[2]) or 0) - amount))
+      local r = tonumber(redis.call('HGET', key, 'reserved')) or 0
+      redis.call('HSET', key, 'reserved', string.format('%d', r - amount))
+      involved[key] = true
+    end
+  end
+  local old = redis.call('HGETALL', KEYS[1])
+  for b = 1, n do
+    local prefix = ARGV[8 + 2 * b - 1]
+    local settled, seen = 0, false
+    for i = 1, #old, 2 do
+      if string.sub(old[i], 1, 7 + #prefix) == 'shared:' .. prefix then
+        settled = settled + tonumber(old[i + 1]); seen = true
+      end
+    end
+    for key in pairs(involved) do
+      if string.sub(key, 1, #prefix) == prefix then seen = true end
+    end
+    if seen then
+      local key, limit = KEYS[4 + b], tonumber(ARGV[8 + 2 * b])
+      local h = redis.call('HMGET', key, 'spent', 'reserved', 'overrun')
+      local sp, re, ov = tonumber(h[1]) or 0, tonumber(h[2]) or 0, tonumber(h[3]) or 0
+      local delta = total - settled
+      if delta >= 0 then
+        local c = math.min(delta, math.max(0, limit - sp - re))
+        sp = sp + c; ov = ov + delta - c
+      else
+        local back = math.min(-delta, ov)
+        ov = ov - back; sp = math.max(0, sp + delta + back)
+      end
+      redis.call('HSET', key, 'limit', ARGV[8 + 2 * b], 'spent', string.format('%d', sp),
+                 'reserved', string.format('%d', re), 'overrun', string.format('%d', ov))
+      charged[key] = total
     end
   end
   redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
   redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'seq', '1', 'budget', ARGV[3], 'spent', ARGV[4],
              'reserved', '0', 'overrun', ARGV[5])
+  for key, amount in pairs(charged) do
+    redis.call('HSET', KEYS[1], 'shared:' .. key, string.format('%d', amount))
+  end
 end
 local t = redis.call('HMGET', KEYS[1], 'seq', 'spent', 'reserved', 'overrun', 'budget')
 return {1, tonumber(t[1]), tonumber(t[2]), tonumber(t[3]), tonumber(t[4]), tonumber(t[5])}
@@ -234,8 +277,8 @@ class SharedBudgetLedger(RedisLedger):
     """A run's `RedisLedger` whose every hold is also taken from the shared budgets above the run.
 
     The executor uses it as any `Ledger`. Build it with `create` (a new run), `restore`
-    (a resumed run: the holds of the ledger it replaces are charged to the shared
-    budgets, conservatively) or `join`, each with the run's `budgets`.
+    (a resumed run: the shared budgets are brought to what the run's records say it
+    spent) or `join`, each with the run's `budgets`.
     """
 
     def __init__(
@@ -269,6 +312,7 @@ class SharedBudgetLedger(RedisLedger):
         self._delete_script = client.register_script(_DELETE)
         self._holds: dict[str, _Hold] = {}
         self._install_keys: list[str] = []
+        self._install_args: list[str | int] = []
         self._crossings: list[tuple[float, SharedBudgetView]] = []
         self._states: dict[str, SharedBudgetView] = {}
 
@@ -305,9 +349,12 @@ class SharedBudgetLedger(RedisLedger):
     ) -> SharedBudgetLedger:
         """Rebuild the run's ledger under a new epoch (see `RedisLedger.restore`).
 
-        The holds of the ledger it replaces (a crashed process's calls in flight) are
-        charged in full to the shared budgets they were held in: those calls may have
-        run, and the conservative settle never under-counts a shared budget.
+        Each shared budget the replaced ledger charged (a crashed or fenced process's) is
+        brought to what the run's records say: its holds are released, and `spent_nano`
+        plus the overrun, less what its settles charged the budget, is charged in the
+        budget's current window (given back when negative), so a budget's spend + overrun
+        stays the sum of its runs' recorded calls, in-flight calls counted as the records
+        count them (`lost_in_crash`, at their reservation).
         """
         if not 0 < budget_nano <= MAX_LEDGER_NANO:
             raise ValueError(f"budget must be between 1 and {MAX_LEDGER_NANO} nano-USD, got {budget_nano}")
@@ -359,10 +406,16 @@ class SharedBudgetLedger(RedisLedger):
         return views
 
     async def _install(self, budget_nano: int, *, spent_nano: int, replace: bool) -> None:
+        now = self._clock()
+        current = [budget.key(now) for budget in self.budgets]
         for _ in range(_INSTALL_TRIES):
             found = await self._client.hvals(ledger_shared_key(self._run_id))
             names = {k.decode() if isinstance(k, bytes) else str(k) for k in found}
-            self._install_keys = sorted({key for value in names for key in value.split("\n") if key})
+            held = sorted({key for value in names for key in value.split("\n") if key})
+            self._install_keys = [*current, *held]
+            self._install_args = [len(current)]
+            for budget, key in zip(self.budgets, current, strict=True):
+                self._install_args += [key[: key.rindex(":") + 1], budget.limit_nano]
             try:
                 await super()._install(budget_nano, spent_nano=spent_nano, replace=replace)
                 return
@@ -370,7 +423,7 @@ class SharedBudgetLedger(RedisLedger):
                 if "BUDGETFLOW_KEYS" not in str(error):
                     raise
             finally:
-                self._install_keys = []
+                self._install_keys, self._install_args = [], []
         raise StorageError(
             f"run `{self._run_id}`'s ledger kept gaining holds while it was being replaced; stop the"
             " run's workers, then restore it"
@@ -379,7 +432,7 @@ class SharedBudgetLedger(RedisLedger):
     def _request(self, rid: str | None) -> tuple[list[str], list[str | int]]:
         hold = None if rid is None else self._holds.get(rid)
         if hold is None:
-            return [*self._keys, *self._install_keys], [_THRESHOLDS]
+            return [*self._keys, *self._install_keys], [_THRESHOLDS, *self._install_args]
         return [*self._keys, *hold.keys], hold.args
 
     def _replied(self, op: str, rid: str | None, values: list[int]) -> None:

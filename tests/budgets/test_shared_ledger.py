@@ -139,12 +139,89 @@ async def test_restore_charges_a_dead_process_holds_to_the_shared_budgets(
         redis_client, run_id, budget_nano=50_000, spent_nano=4_000, replace=True, budgets=[team]
     )
     key = team.key(resumed._clock())
-    # The lost call's hold is now spend (the conservative settle), and nothing stays held.
+    # The lost call's hold is now spend (its record is `lost_in_crash` at it), and nothing stays held.
     assert await totals(redis_client, key) == (4_000, 0)
     snap = await resumed.snapshot()
     assert (snap.spent_nano, snap.reserved_nano) == (4_000, 0)
     with pytest.raises(StorageError):
         await dead.reserve(10)  # the old epoch is refused
+
+
+async def overrun_of(client: Redis, key: str) -> int:
+    return int(await client.hget(key, "overrun") or 0)
+
+
+@pytest.mark.parametrize(
+    ("records_nano", "why"),
+    [
+        (1_000, "the held call was never journaled, so never sent: its hold is released"),
+        (3_000, "the held call was journaled and is `lost_in_crash` at its reservation"),
+        (2_200, "the held call's reply (1,200) was recorded, its settle did not happen"),
+    ],
+)
+async def test_restore_brings_the_shared_budget_to_the_run_records(
+    redis_client: Redis, run_id: str, records_nano: int, why: str
+) -> None:
+    """Whatever a crash interrupted between hold, journal, reply, record and settle, the budget's spend
+    after the restore is what the run's records say it spent."""
+    team, untouched = budget("team", 10_000), budget("other", 10_000)
+    dead = await SharedBudgetLedger.create(redis_client, run_id, 50_000, budgets=[team])
+    done = await dead.reserve(1_000)
+    assert done is not None
+    await dead.settle(done, 1_000)
+    assert await dead.reserve(2_000) is not None  # in flight when the process died
+    resumed = await SharedBudgetLedger.restore(
+        redis_client,
+        run_id,
+        budget_nano=50_000,
+        spent_nano=records_nano,
+        replace=True,
+        budgets=[team, untouched],
+    )
+    now = resumed._clock()
+    assert await totals(redis_client, team.key(now)) == (records_nano, 0), why
+    assert await totals(redis_client, untouched.key(now)) == (0, 0)  # the run never spent in it
+    again = await resumed.reserve(500)
+    assert again is not None
+    await resumed.settle(again, 400)
+    crashed_again = await SharedBudgetLedger.restore(
+        redis_client, run_id, budget_nano=50_000, spent_nano=records_nano + 400, replace=True, budgets=[team]
+    )
+    assert await totals(redis_client, team.key(crashed_again._clock())) == (records_nano + 400, 0)
+
+
+async def test_a_settle_recorded_lower_than_redis_charged_is_given_back(
+    redis_client: Redis, run_id: str
+) -> None:
+    """Settled at 500 in Redis, then the process died before its final record: the records keep that
+    call `lost_in_crash` at its 800 reservation, so the budget is charged 300 more, not less."""
+    team = budget("team", 10_000)
+    dead = await SharedBudgetLedger.create(redis_client, run_id, 50_000, budgets=[team])
+    held = await dead.reserve(800)
+    assert held is not None
+    await dead.settle(held, 500)
+    restored = await SharedBudgetLedger.restore(
+        redis_client, run_id, budget_nano=50_000, spent_nano=800, replace=True, budgets=[team]
+    )
+    assert await totals(redis_client, team.key(restored._clock())) == (800, 0)
+    again = await SharedBudgetLedger.restore(
+        redis_client, run_id, budget_nano=50_000, spent_nano=600, replace=True, budgets=[team]
+    )
+    assert await totals(redis_client, team.key(again._clock())) == (600, 0)  # records lower: given back
+
+
+async def test_a_restore_never_pushes_a_budget_past_its_limit(redis_client: Redis, run_id: str) -> None:
+    team = budget("team", 1_000)
+    dead = await SharedBudgetLedger.create(redis_client, run_id, 50_000, budgets=[team])
+    held = await dead.reserve(900)
+    assert held is not None
+    await dead.settle(held, 900)
+    restored = await SharedBudgetLedger.restore(
+        redis_client, run_id, budget_nano=50_000, spent_nano=1_300, replace=True, budgets=[team]
+    )
+    key = team.key(restored._clock())
+    assert await totals(redis_client, key) == (1_000, 0)  # the limit
+    assert await overrun_of(redis_client, key) == 300  # the rest, as overrun
 
 
 async def test_a_settle_must_name_the_windows_of_its_hold(redis_client: Redis, run_id: str) -> None:

@@ -59,6 +59,8 @@ class Cluster:
     heartbeat_s: float = 0.5
     takeover_after_s: float = 3.0
     concurrency: int = 4
+    team: str | None = None
+    """The workers' team (`BUDGETFLOW_TEAM`): the `team:` shared budgets above their runs."""
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     """Executor id -> process, every worker ever started."""
     _started: int = 0
@@ -87,6 +89,8 @@ class Cluster:
         redis_url = redis_url or self.redis_url
         if redis_url:
             env["BUDGETFLOW_REDIS_URL"] = redis_url
+        if self.team:
+            env["BUDGETFLOW_TEAM"] = self.team
         argv = [sys.executable, "-m", "budgetflow", "worker", "--db", database_url or self.database_url]
         argv += ["--workflow", WORKFLOW_MODULE, "--executor-id", executor, "--no-learn"]
         argv += ["--time-scale", str(self.time_scale), "--heartbeat", str(self.heartbeat_s)]

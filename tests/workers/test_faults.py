@@ -15,12 +15,18 @@ from __future__ import annotations
 import os
 import random
 import signal
+import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import redis
 
+from orchestrator.ledger import nano_to_usd, usd_to_nano
+from storage.shared_budgets import create_budget
 from tests.servers import REDIS_SERVER, OwnRedis, PostgresProcess
 from tests.workers.cluster import Cluster, check_load, wait_until
 from tests.workers.proxy import TcpProxy
@@ -76,26 +82,81 @@ def _ids(prefix: str, n: int) -> list[str]:
     return [f"{prefix}-{i:04d}" for i in range(n)]
 
 
+TEAM_SHARE = Decimal("0.7")
+"""The load's team budget, as a share of what its runs spend without one: it binds before the end."""
+RUN_SPEND_USD = Decimal("0.00027")
+"""What one load run spends, about (measured: 1,000 runs spent $0.2685)."""
+
+
+class BudgetSampler:
+    """Reads a shared budget's counters in Redis every `every_s` on a thread until stopped."""
+
+    def __init__(self, url: str, key: str, every_s: float = 0.05) -> None:
+        self.samples: list[tuple[int, int, int]] = []
+        """(spent, reserved, limit) as read, nano-USD."""
+        self._client = redis.Redis.from_url(url)
+        self._key, self._every_s = key, every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="budget sampler", daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self._every_s):
+            spent, reserved, limit = self._client.hmget(self._key, ["spent", "reserved", "limit"])
+            if limit is not None:
+                self.samples.append((int(spent or 0), int(reserved or 0), int(limit)))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._client.close()
+
+
 @pytest.mark.timeout(max(240, RUNS))
 def test_load_with_kills(cluster: Cluster, postgres: PostgresProcess, ledger_redis: OwnRedis) -> None:
-    """`RUNS` runs across 4 workers; a random worker SIGKILLed `KILLS` times and replaced by a new one."""
+    """`RUNS` runs across 4 workers under one team budget; a random worker SIGKILLed `KILLS` times and
+    replaced by a new one. The team budget is never exceeded, at any sample, and ends equal to the sum
+    of its runs' recorded calls (a killed worker's runs brought it to their records when resumed)."""
     rng = random.Random(SEED)
+    limit = (RUN_SPEND_USD * RUNS * TEAM_SHARE).quantize(Decimal("0.000001"))
+    team = create_budget(postgres.url, name="load-team", scope="team:load", limit_usd=limit)
+    cluster.team = "load"
     cluster.wait_beating([cluster.start_worker() for _ in range(4)])
     run_ids = _ids("load", RUNS)
-    started = time.monotonic()
-    cluster.enqueue(run_ids, seed=SEED)
-    interrupted = 0
-    for _ in range(KILLS):
-        time.sleep(rng.uniform(0.3, 1.5))
-        victim = rng.choice(cluster.live())
-        interrupted += sum(e == victim and s == "PENDING" for s, e in cluster.statuses(run_ids).values())
-        cluster.kill(victim)
-        cluster.start_worker()
-    cluster.wait_final(run_ids, timeout_s=120 + RUNS / 2)
-    elapsed = time.monotonic() - started
+    sampler = BudgetSampler(ledger_redis.url, team.key(datetime.now(UTC)))
+    try:
+        started = time.monotonic()
+        cluster.enqueue(run_ids, seed=SEED)
+        interrupted = 0
+        for _ in range(KILLS):
+            time.sleep(rng.uniform(0.3, 1.5))
+            victim = rng.choice(cluster.live())
+            interrupted += sum(e == victim and s == "PENDING" for s, e in cluster.statuses(run_ids).values())
+            cluster.kill(victim)
+            cluster.start_worker()
+        cluster.wait_final(run_ids, timeout_s=120 + RUNS / 2)
+        elapsed = time.monotonic() - started
+    finally:
+        sampler.stop()
     report = check_load(postgres.url, ledger_redis.url, run_ids, cluster.root)
-    print(f"\n{KILLS} kills ({interrupted} runs interrupted) in {elapsed:.0f} s: {report.summary()}")
-    assert report.outcomes == {"completed": RUNS}
+    over = [s for s in sampler.samples if s[0] + s[1] > s[2]]
+    with redis.Redis.from_url(ledger_redis.url) as client:
+        spent, reserved, overrun = (
+            int(v or 0) for v in client.hmget(team.key(datetime.now(UTC)), ["spent", "reserved", "overrun"])
+        )
+    recorded = sum(usd_to_nano(c.cost_usd) for d in report.details.values() for c in d.calls)
+    print(
+        f"\n{KILLS} kills ({interrupted} runs interrupted) in {elapsed:.0f} s: {report.summary()};"
+        f" team budget ${limit}: spent ${nano_to_usd(spent)} + overrun ${nano_to_usd(overrun)},"
+        f" {len(sampler.samples)} samples, none over"
+    )
+    assert over == [], f"the team budget was exceeded at {len(over)} samples, e.g. {over[:3]}"
+    assert len(sampler.samples) > 20
+    assert (spent + overrun, reserved) == (recorded, 0), "the team budget disagrees with the records"
+    assert spent <= team.limit_nano
+    assert set(report.outcomes) <= {"completed", "budget_exhausted"}, report.outcomes
+    assert report.outcomes.get("budget_exhausted", 0) > 0  # the team budget bound before the end
+    assert report.outcomes.get("completed", 0) > RUNS // 2
     assert report.replies > 0 and report.resumed > 0
 
 
