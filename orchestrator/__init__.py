@@ -5,6 +5,7 @@ serving plug in through the `Recorder`, `Ledger` and `ModelClient` protocols.
 """
 
 from orchestrator.agent import Agent, AttemptContext, AttemptOutput, ChatGateway, Check, CheckResult
+from orchestrator.belief_updates import InRunUpdate
 from orchestrator.call_tree import AttemptNode, CallNode, CallTree
 from orchestrator.catalog import Catalog, LatencyProfile, ModelSpec, PoolSpec
 from orchestrator.errors import (
@@ -22,6 +23,7 @@ from orchestrator.errors import (
     WorkflowError,
 )
 from orchestrator.estimates import AttemptEstimate, EmpiricalSample, LogNormal
+from orchestrator.estimator import Estimator, RequestFeatures, TableEstimator
 from orchestrator.gateway import RetryPolicy
 from orchestrator.interceptors import (
     AttemptInfo,
@@ -88,8 +90,10 @@ __all__ = [
     "DecisionInfo",
     "DecisionRecord",
     "EmpiricalSample",
+    "Estimator",
     "InFlight",
     "InProcessLedger",
+    "InRunUpdate",
     "Interceptor",
     "InterceptorStats",
     "LatencyProfile",
@@ -109,6 +113,7 @@ __all__ = [
     "ProviderError",
     "Recorder",
     "ReplicaUnavailable",
+    "RequestFeatures",
     "Reservation",
     "RetryPolicy",
     "RunError",
@@ -123,6 +128,7 @@ __all__ = [
     "SubtaskRecord",
     "SubtaskRef",
     "SubtaskStatus",
+    "TableEstimator",
     "UserError",
     "Workflow",
     "WorkflowError",

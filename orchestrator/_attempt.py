@@ -60,6 +60,8 @@ class AttemptEnded:
     """What its calls were charged."""
     ended_s: float = 0.0
     """Run-relative end."""
+    truncated_at: int | None = None
+    """The `max_tokens` one of its model calls stopped at, if one did."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -232,4 +234,12 @@ async def _close(
         fatal = fatal or exc
         shared.storage_failure = shared.storage_failure or exc
     finally:
-        closed.append(replace(ending, fatal=fatal, spent_nano=gateway.spent_nano, ended_s=scope.now()))
+        closed.append(
+            replace(
+                ending,
+                fatal=fatal,
+                spent_nano=gateway.spent_nano,
+                ended_s=scope.now(),
+                truncated_at=gateway.truncated_at,
+            )
+        )

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from orchestrator._estimate_book import EstimateBook
 from orchestrator.catalog import NO_MODEL, Catalog
 from orchestrator.errors import UserError
-from orchestrator.estimates import default_max_tokens
+from orchestrator.estimates import AttemptEstimate, default_max_tokens
 from orchestrator.ledger import nano_to_usd
 from orchestrator.plan import Allocation, Assignment, DagView
 
@@ -50,7 +50,8 @@ class AllocationRepair:
         self._catalog = catalog
         self._ceilings = ceilings
         self._estimates = estimates
-        self._caps: dict[tuple[str, str], int] = {}
+        self._caps: dict[tuple[str, str], tuple[AttemptEstimate, int]] = {}
+        """Default caps, each with the estimate it was computed from (beliefs change in a run)."""
 
     def checked(self, allocation: Allocation, ready: list[str]) -> tuple[Allocation, dict[str, str]]:
         """Check the policy's answer; bound samples and max_tokens; fill in max_tokens."""
@@ -146,10 +147,10 @@ class AllocationRepair:
 
     def _default_cap(self, subtask: str, model: str) -> int:
         key = (subtask, model)
-        cap = self._caps.get(key)
-        if cap is None:
-            cap = default_max_tokens(
-                self._estimates().get(subtask, model), ceiling=self._ceilings.get(subtask)
-            )
-            self._caps[key] = cap
+        est = self._estimates().get(subtask, model)
+        cached = self._caps.get(key)
+        if cached is not None and cached[0] is est:
+            return cached[1]
+        cap = default_max_tokens(est, ceiling=self._ceilings.get(subtask))
+        self._caps[key] = (est, cap)
         return cap

@@ -11,7 +11,7 @@ from typing import Any
 from orchestrator.plan import PlanState
 from orchestrator.workflow import Ancestry
 
-__all__ = ["AncestorView", "SetView", "jsonable", "redacted_inputs", "state_summary"]
+__all__ = ["AncestorView", "SetView", "input_sizes", "jsonable", "redacted_inputs", "state_summary"]
 
 
 class AncestorView(Mapping[str, Any]):
@@ -93,6 +93,11 @@ def redacted_inputs(inputs: Mapping[str, Any]) -> dict[str, Any]:
     very document the run is about.
     """
     return {str(name): {"redacted": True, "chars": _chars(value)} for name, value in inputs.items()}
+
+
+def input_sizes(inputs: Mapping[str, Any]) -> dict[str, int]:
+    """Each input's size in characters (of its text, or of its JSON): what a redacted run records."""
+    return {str(name): _chars(value) for name, value in inputs.items()}
 
 
 def _chars(value: object) -> int:

@@ -13,6 +13,13 @@ Rules (the simulator in `policies.rollout` assumes exactly these):
   siblings are cancelled at once and settled for what they consumed.
 - If every started sample fails, the subtask is ready again and the policy
   decides anew (up to the subtask's `max_attempts`).
+- After every attempt that ends, the run's beliefs about its subtask are updated
+  (`orchestrator.belief_updates`, unless the run turned that off): a failed check
+  lowers the odds of that model and, less, of the subtask's other models; a pass
+  raises them; a truncated output raises the model's output tokens; an error or a
+  cancellation changes nothing. The policy plans on the updated beliefs, and each
+  decision record keeps what was learned about the subtasks it decided
+  (`info.in_run_beliefs`).
 - At the deadline every in-flight call is cancelled and the run ends
   `deadline_exceeded`. With nothing in flight, a decision that starts nothing
   ends the run: `budget_exhausted` when holds were refused, else `failed`.
@@ -57,9 +64,17 @@ from orchestrator._attempt import AttemptEnded, AttemptScope, run_attempt
 from orchestrator._estimate_book import EstimateBook
 from orchestrator._finish import durable_by, finish_anyway
 from orchestrator._repair import MAX_SAMPLES_PER_BATCH, AllocationRepair
-from orchestrator._run_views import AncestorView, SetView, jsonable, redacted_inputs, state_summary
+from orchestrator._run_views import (
+    SUMMARY_LIMIT,
+    AncestorView,
+    SetView,
+    jsonable,
+    redacted_inputs,
+    state_summary,
+)
 from orchestrator._tally import TallyLedger
 from orchestrator.agent import PromptPreview, template_values
+from orchestrator.belief_updates import InRunBeliefs, InRunUpdate
 from orchestrator.catalog import NO_MODEL, Catalog, ModelSpec
 from orchestrator.errors import (
     BudgetflowError,
@@ -170,6 +185,9 @@ class _DeadlineDuringDecision(Exception):
     """The deadline passed while a policy was still deciding."""
 
 
+_VERDICTS = (AttemptStatus.PASSED, AttemptStatus.FAILED)
+"""Endings with a check's verdict: the only ones that change beliefs about success."""
+
 _DEADLINE = object()
 _TICK = object()
 _CANCEL = object()
@@ -198,6 +216,7 @@ class Executor:
         observers: Sequence[Observer] = (),
         interceptors: Sequence[Interceptor] = (),
         resume: ResumePoint | None = None,
+        in_run: InRunUpdate | None = None,
     ) -> None:
         self.workflow = workflow
         self.catalog = catalog
@@ -208,7 +227,9 @@ class Executor:
         self.recorder = recorder
         self.limits = limits
         self.inputs = dict(inputs)
-        self.estimates = estimates
+        self._table = dict(estimates.table)
+        """The run's beliefs, changed in place as prompts are counted and attempts end."""
+        self.estimates = estimates.updated(self._table)
         self.seed = seed
         self._resume = resume
         self.run_id = resume.run.run_id if resume is not None else run_id or uuid.uuid4().hex[:12]
@@ -220,6 +241,7 @@ class Executor:
         self._children = self._dag.children()
         self._topo = {name: i for i, name in enumerate(self._dag.subtasks)}
         self._ancestry = Ancestry(self._dag.parents)
+        self._beliefs = None if in_run is None else InRunBeliefs(in_run, self._dag.models)
         self._subs = {name: _SubtaskRun(name=name) for name in self._dag.subtasks}
         # Incremental indexes, so that an event costs O(what changed), not O(subtasks).
         self._ready: set[str] = set()
@@ -549,6 +571,8 @@ class Executor:
         info = dict(allocation.info)
         if repairs:
             info["repaired"] = repairs
+        if self._beliefs is not None and (learned := self._beliefs.evidence(ready, SUMMARY_LIMIT)):
+            info["in_run_beliefs"] = learned
         decision = DecisionRecord(
             run_id=self.run_id,
             index=self._decisions,
@@ -657,6 +681,11 @@ class Executor:
         if event.fatal is not None and self._fatal is None:
             self._fatal = event.fatal
         verdict = event.verdict
+        if self._beliefs is not None:
+            passed = verdict.passed if verdict is not None and event.status in _VERDICTS else None
+            model, cut = att.batch.model.name, event.truncated_at
+            learned = self._beliefs.observe(self._table, att.sub.name, model, passed=passed, truncated_at=cut)
+            self._table.update(learned)
         final = replace(
             att.record,
             status=status,
@@ -815,11 +844,11 @@ class Executor:
     async def _measure_prompts(self) -> None:
         """Count the prompts of subtasks that just became ready, for every model they may use.
 
-        Holds and the planner's beliefs then use the real prompt size instead of a prior.
+        Holds and the planner's beliefs then use the real prompt size instead of a prior, and
+        the estimator is asked again with the count among the request's features.
         """
         names, self._newly_ready = self._newly_ready, []
-        table = dict(self.estimates.table)
-        changed = False
+        table = self._table
         for name in names:
             agent = self._defs[name].agent
             if not self._previews.setdefault(type(agent), isinstance(agent, PromptPreview)):
@@ -842,12 +871,7 @@ class Executor:
                 except ProviderError:
                     continue  # counted again, or bounded, by the call itself
                 self._prompt_tokens[(name, model)] = count.tokens
-                est = table[(name, model)]
-                if est.input_tokens != count.tokens:
-                    table[(name, model)] = replace(est, input_tokens=count.tokens)
-                    changed = True
-        if changed:
-            self.estimates = EstimateBook(table)
+                table[(name, model)] = self.estimates.with_prompt_tokens(name, model, count.tokens)
 
     async def _plan_state(self, ready: list[str], *, snapshot: bool = False) -> PlanState:
         """What the policy sees; with `snapshot`, copies (the policy reads them on another thread,
@@ -876,7 +900,7 @@ class Executor:
             reserved_usd=snap.reserved_nano / 1e9,
             remaining_time_s=remaining,
             elapsed_s=now,
-            estimates=self.estimates.table,
+            estimates=dict(self._table) if snapshot else MappingProxyType(self._table),
             prices=self._prices,
             attempts=dict(self._attempt_counts) if snapshot else MappingProxyType(self._attempt_counts),
             decision_index=self._decisions,

@@ -107,6 +107,8 @@ class AttemptGateway:
         """Settled cost of this attempt's calls so far (what the ledger charged)."""
         self.billed_nano = 0
         """What providers billed for this attempt's calls (above `spent_nano` by any overrun)."""
+        self.truncated_at: int | None = None
+        """The largest `max_tokens` one of this attempt's calls stopped at, if one did."""
 
     def release_unused(self) -> Reservation | None:
         """The up-front hold if no call used it (the executor settles it at zero)."""
@@ -302,6 +304,8 @@ class AttemptGateway:
         if error is not None:
             raise error
         assert response is not None
+        if response.finish_reason == "length":  # stopped at its max_tokens
+            self.truncated_at = max(self.truncated_at or 0, cap)
         return response
 
     async def _journal(

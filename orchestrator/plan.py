@@ -86,7 +86,8 @@ class PlanState:
     elapsed_s: float
     """Time since the run started."""
     estimates: Mapping[tuple[str, str], AttemptEstimate]
-    """Beliefs per (subtask, model)."""
+    """Beliefs per (subtask, model), as they stand now: a run updates them as prompts are counted
+    and attempts end (a live view during `decide`; copy it to keep it)."""
     prices: Mapping[str, ModelPrice]
     """Prices per model."""
     attempts: Mapping[str, int] = field(default_factory=dict)

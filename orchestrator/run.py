@@ -14,10 +14,12 @@ from decimal import Decimal
 from typing import Any
 
 from orchestrator._estimate_book import EstimateBook
+from orchestrator.belief_updates import InRunUpdate
 from orchestrator.call_tree import CallTree
 from orchestrator.catalog import Catalog
 from orchestrator.errors import ConfigError
 from orchestrator.estimates import AttemptEstimate
+from orchestrator.estimator import Estimator
 from orchestrator.events import Observer
 from orchestrator.executor import Executor
 from orchestrator.gateway import RetryPolicy
@@ -101,6 +103,8 @@ async def arun(
     observers: Sequence[Observer] = (),
     interceptors: Sequence[Interceptor] = (),
     learned_estimates: Mapping[tuple[str, str], AttemptEstimate] | None = None,
+    estimator: Estimator | None = None,
+    update_in_run: bool | InRunUpdate = True,
     retry: RetryPolicy | None = None,
     record_content: bool = True,
     run_id: str | None = None,
@@ -128,7 +132,14 @@ async def arun(
         observers: watch the run's events (`orchestrator.events`), off its critical path.
         interceptors: hooks around the run, each decision, attempt and model call, in the
             task doing the work (`orchestrator.interceptors`); tracing is one.
-        learned_estimates: estimates learned from recorded runs, preferred over priors.
+        learned_estimates: estimates learned from recorded runs per (subtask, model), preferred
+            over priors (a `TableEstimator`, asked after `estimator`).
+        estimator: the planner's beliefs per (subtask, model, request features)
+            (`orchestrator.estimator`); where it answers `None`, `learned_estimates`, then the
+            subtask's priors, then the catalog's defaults apply.
+        update_in_run: update the run's beliefs after every finished attempt
+            (`orchestrator.belief_updates`): `True` with the default constants, an
+            `InRunUpdate` with others, `False` to plan on the starting beliefs throughout.
         retry: how provider errors are retried.
         record_content: store prompt and response text, outputs and the run's inputs;
             `False` records each input as its size only (`{"redacted": true, "chars": N}`).
@@ -166,7 +177,7 @@ async def arun(
     workflow.validate(catalog=catalog, inputs=inputs)
     if any(not catalog.get(m).priced for s in workflow.subtasks.values() for m in s.models):
         catalog = catalog.resolve_prices()
-    estimates = EstimateBook.build(workflow, catalog, learned_estimates)
+    estimates = EstimateBook.build(workflow, catalog, learned_estimates, estimator=estimator, inputs=inputs)
     if ledger is None:
         spent = 0 if resume is None else resume.spent_nano
         ledger = InProcessLedger(usd_to_nano(limits.budget_usd), spent_nano=spent)
@@ -196,6 +207,7 @@ async def arun(
         observers=observers,
         interceptors=interceptors,
         resume=resume,
+        in_run=InRunUpdate() if update_in_run is True else update_in_run or None,
     )
     try:
         # Slow one-time work (litellm's import, tokenizers, pool health) before the clock starts.

@@ -10,6 +10,22 @@ Draws use common random numbers: the n-th call of (subtask, model) in a run
 with seed s always sees the same draw, whatever happened before, so two
 policies compared on the same seed face the same luck.
 
+Per-input difficulty (`difficulty=σ`, off by default). With σ = 0 every attempt
+succeeds independently with its estimate's probability p, as if each attempt saw a
+fresh input. Real inputs are not like that: a hard one fails the cheap model again
+and again, and the strong one more often too. With σ > 0 the run's input has, per
+subtask, a latent difficulty drawn once from the seed,
+
+    z ~ Normal(0, σ)          (the same for every model of the subtask)
+    P(pass | z) = sigmoid(c · logit(p) − z),   c = sqrt(1 + π σ² / 8),
+
+and attempts are independent given z. The factor `c` keeps the marginal success
+rate, averaged over inputs, at p (the probit approximation of the logistic-normal
+integral: within about 0.01 for σ ≤ 2), while attempts on one input are
+correlated: the larger σ, the more a failure predicts the next one. p = 0 and p = 1
+stay as they are. The draws keep common random numbers: the n-th call of (subtask,
+model) compares the same uniform number with its input's P(pass | z).
+
 `SimulatedClient` is the `ModelClient` used directly (fast path for
 benchmarks on virtual time); `register_litellm_provider` makes the same
 backend reachable through litellm as provider `budgetflow-sim`, so demo
@@ -23,7 +39,7 @@ import math
 import zlib
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -34,6 +50,10 @@ from orchestrator.model_client import CallProgress, ChatMessage, ChatRequest, Ch
 from orchestrator.tokens import SIMULATED_ENCODING, count_locally, load_encoding, tiktoken_count
 
 __all__ = ["SimulatedBackend", "SimulatedClient", "SimulatedDraw"]
+
+
+_DIFFICULTY_STREAM = 0x5EED_D1FF
+"""Tells the difficulty's random stream apart from the calls' (which end in a call number)."""
 
 
 def _stable_hash(text: str) -> int:
@@ -66,6 +86,7 @@ class SimulatedBackend:
         seed: int = 0,
         time_scale: float = 1.0,
         error_rate: float = 0.0,
+        difficulty: float = 0.0,
     ) -> None:
         """Make a backend.
 
@@ -74,6 +95,8 @@ class SimulatedBackend:
             seed: run seed; with the same seed, the n-th call of a (subtask, model) is the same.
             time_scale: multiply drawn latencies (0.1 runs ten times faster on a real clock).
             error_rate: probability that a call fails with a retryable 503, for retry tests.
+            difficulty: σ of the per-input latent difficulty (see the module docstring);
+                0 draws every attempt independently.
         """
         if time_scale <= 0:
             raise ValueError(f"time_scale must be positive, got {time_scale}")
@@ -83,6 +106,11 @@ class SimulatedBackend:
         self._seed = seed
         self._time_scale = time_scale
         self._error_rate = error_rate
+        if not (difficulty >= 0 and math.isfinite(difficulty)):
+            raise ValueError(f"difficulty must be a finite σ >= 0, got {difficulty}")
+        self._difficulty = difficulty
+        self._on_input: dict[tuple[str, str], AttemptEstimate] = {}
+        """Per (subtask, model), its estimate with this input's success probability."""
         self._counts: defaultdict[tuple[str, str], int] = defaultdict(int)
 
     def estimate(self, subtask: str, model: str) -> AttemptEstimate:
@@ -108,6 +136,8 @@ class SimulatedBackend:
             input_tokens: the prompt's tokens, billed as they are; `None`: the estimate's.
         """
         est = self.estimate(subtask, model)
+        if self._difficulty > 0:
+            est = self._given_difficulty(subtask, model, est)
         n = self._counts[(subtask, model)]
         self._counts[(subtask, model)] = n + 1
         rng = np.random.default_rng([self._seed, _stable_hash(subtask), _stable_hash(model), n])
@@ -118,6 +148,9 @@ class SimulatedBackend:
                 status_code=503,
             )
         raw = est.draw(rng, 1)
+        if self._difficulty > 0 and est.samples:
+            # Resampled attempts carry their own verdicts: this input's odds decide instead.
+            raw = replace(raw, success=rng.random(1) < est.success_prob)
         capped = truncate(raw, max_tokens)
         return SimulatedDraw(
             success=bool(capped.success[0]),
@@ -126,6 +159,26 @@ class SimulatedBackend:
             latency_s=float(capped.latency_s[0]) * self._time_scale,
             truncated=bool(capped.output_tokens[0] < raw.output_tokens[0]),
         )
+
+    def input_difficulty(self, subtask: str) -> float:
+        """The latent difficulty z of this run's input for `subtask` (0 without `difficulty`)."""
+        if self._difficulty == 0:
+            return 0.0
+        rng = np.random.default_rng([self._seed, _stable_hash(subtask), _DIFFICULTY_STREAM])
+        return float(rng.normal(0.0, self._difficulty))
+
+    def _given_difficulty(self, subtask: str, model: str, est: AttemptEstimate) -> AttemptEstimate:
+        key = (subtask, model)
+        found = self._on_input.get(key)
+        if found is None:
+            p = est.success_prob
+            if 0 < p < 1:
+                scale = math.sqrt(1 + math.pi * self._difficulty**2 / 8)
+                x = scale * math.log(p / (1 - p)) - self.input_difficulty(subtask)
+                p = 0.5 * (1 + math.tanh(x / 2))  # sigmoid(x), without overflow
+            found = replace(est, success_prob=p)
+            self._on_input[key] = found
+        return found
 
     async def generate(self, request: ChatRequest, progress: CallProgress, *, subtask: str) -> ChatResponse:
         """Play one call out on the loop's clock; on cancellation, `progress` holds the partial usage.

@@ -11,7 +11,9 @@ from decimal import Decimal
 from typing import Any
 
 from orchestrator._estimate_book import EstimateBook
+from orchestrator.belief_updates import InRunUpdate
 from orchestrator.catalog import Catalog
+from orchestrator.estimator import Estimator
 from orchestrator.events import Observer
 from orchestrator.plan import Policy
 from orchestrator.run import RunResult, arun
@@ -32,6 +34,9 @@ def simulate(
     seed: int = 0,
     inputs: Mapping[str, Any] | None = None,
     error_rate: float = 0.0,
+    difficulty: float = 0.0,
+    update_in_run: bool | InRunUpdate = True,
+    estimator: Estimator | None = None,
     record_content: bool = False,
     observers: Sequence[Observer] = (),
 ) -> RunResult:
@@ -39,9 +44,16 @@ def simulate(
 
     Common random numbers: the n-th call of a (subtask, model) sees the same draw for
     the same `seed`, whatever the policy, so policies compared on one seed face the same luck.
+
+    The backend draws from the workflow's priors (the truth of the simulation); the run's
+    planner believes what `estimator` says, where it says something, and updates its beliefs
+    within the run unless `update_in_run` is `False` (see `arun`). `difficulty` is the σ of
+    the per-input latent difficulty that makes one input's attempts fail together
+    (`orchestrator.simulated`; 0, the default, draws every attempt independently).
     """
     estimates = EstimateBook.build(workflow, catalog)
-    client = SimulatedClient(SimulatedBackend(estimates.table, seed=seed, error_rate=error_rate))
+    backend = SimulatedBackend(estimates.table, seed=seed, error_rate=error_rate, difficulty=difficulty)
+    client = SimulatedClient(backend)
     return run_virtual(
         arun(
             workflow,
@@ -54,5 +66,7 @@ def simulate(
             client=client,
             record_content=record_content,
             observers=observers,
+            estimator=estimator,
+            update_in_run=update_in_run,
         )
     )

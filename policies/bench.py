@@ -56,8 +56,9 @@ def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float,
 class StateCapture:
     """A policy that passes every decision to `inner` and keeps a frozen copy of each state with ready work.
 
-    The copies outlive the run (`completed` and `attempts` are copied out of the executor's
-    live views), so that other policies can be timed or judged on exactly the states visited.
+    The copies outlive the run (`completed`, `attempts` and `estimates` are copied out of the
+    executor's live views), so that other policies can be timed or judged on exactly the states
+    visited.
     """
 
     def __init__(self, inner: Policy) -> None:
@@ -70,7 +71,10 @@ class StateCapture:
         if state.ready:
             self.states.append(
                 dataclasses.replace(
-                    state, completed=frozenset(state.completed), attempts=dict(state.attempts)
+                    state,
+                    completed=frozenset(state.completed),
+                    attempts=dict(state.attempts),
+                    estimates=dict(state.estimates),
                 )
             )
         return self.inner.decide(state)

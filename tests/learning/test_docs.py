@@ -1,4 +1,4 @@
-"""docs/learning.md's Python example runs as written, and its export section matches the CLI."""
+"""docs/learning.md's Python examples run as written, and its export section matches the CLI."""
 
 from __future__ import annotations
 
@@ -25,10 +25,23 @@ async def test_the_example_runs(sqlite_url: str, capsys: pytest.CaptureFixture[s
         ],
         workflow="fix-bug",
     )
-    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
-    assert len(blocks) == 1, "docs/learning.md should have one Python example"
-    exec(compile(blocks[0], str(DOC), "exec"), {"DATABASE_URL": sqlite_url})
+    exec(compile(_example("extract_examples"), str(DOC), "exec"), {"DATABASE_URL": sqlite_url})
     assert capsys.readouterr().out.split() == ["1", "1", "2"]
+
+
+def test_the_estimator_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.conftest import simulated_catalog
+
+    exec(compile(_example("class LongIssuesAreHard"), str(DOC), "exec"), {"CATALOG": simulated_catalog()})
+    assert capsys.readouterr().out.split() == ["large"]
+
+
+def _example(marker: str) -> str:
+    """The one Python example of the page that contains `marker`."""
+    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
+    assert len(blocks) == 2, "docs/learning.md has two Python examples, each run by a test"
+    (found,) = [b for b in blocks if marker in b]
+    return str(found)
 
 
 def test_every_export_option_is_documented() -> None:
