@@ -377,6 +377,7 @@ class Worker:
         self._sys_engine = sa.create_engine(self.dbos_url)
         await asyncio.to_thread(self._beats.metadata.create_all, self._sys_engine)
         await asyncio.to_thread(self._beat)  # before dequeuing anything: a worker without one is dead
+        await self._warm_up()
         DBOS(
             config={
                 "name": APP_NAME,
@@ -424,6 +425,26 @@ class Worker:
             await metrics.__aexit__(None, None, None)
             # Last: DBOS shuts down the thread pool it gave this event loop.
             DBOS.destroy(destroy_registry=True)
+
+    async def _warm_up(self) -> None:
+        """Pay the process's one-time costs before taking runs: the planner's modules (numpy, numba's
+        compiled kernels), litellm and the tokenizers of every registered workflow's models.
+
+        Otherwise the first runs a worker dequeues wait for them (~12 s on two cores), and with
+        them every run queued behind; a run's clock would not count it, but the queue does. The
+        worker has beaten once; it holds no run yet, so a takeover meanwhile would take nothing."""
+        from budgetflow.services import default_client, resolve_policy
+        from orchestrator.run import arun  # noqa: F401  (imported for its import cost)
+
+        started = time.monotonic()
+        await asyncio.to_thread(resolve_policy, "mcpp", 0)
+        for registered in self.registry:
+            client = default_client(registered.workflow, registered.catalog, pools={})
+            try:
+                await client.prepare()
+            finally:
+                await client.aclose()
+        _log.info("ready in %.1f s (planner, litellm and tokenizers loaded)", time.monotonic() - started)
 
     def _register(self, dbos: type[DBOS]) -> None:
         worker = self
