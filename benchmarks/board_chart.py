@@ -10,7 +10,8 @@ requests with HTTP 500), Prometheus (`benchmarks._prometheus.PrometheusServer`: 
 temporary directory, a free loopback port, the shipped config, stopped by its PID at the
 end, also on error) and `benchmarks.board_load` serving `/metrics` on another free port:
 the example workflows on the simulated backend plus a workflow on the two replicas,
-rounds every `--round-s` seconds for `--seconds` seconds. Once the load has exited (it
+rounds every `--round-s` seconds for `--seconds` seconds, with a redis-server of its own
+for the runs under a shared team budget (when `redis-server` is installed). Once the load has exited (it
 waits for a last scrape), every query of every panel of the shipped board
 (`deploy/grafana/dashboards/budgetflow.json`) is evaluated with `query_range` from just
 before the first run to the end, `--points` steps, with Grafana's variables filled in as Grafana
@@ -57,6 +58,7 @@ from benchmarks._prometheus import (
     free_port,
 )
 from tests.pool.replica_stub import StubReplica, serve_replica
+from tests.servers import REDIS_SERVER, OwnRedis
 
 __all__ = ["Drawn", "Panel", "main", "read_board"]
 
@@ -518,6 +520,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.no_pool:
             pool = [r.base_url for r in stack.enter_context(stand_in_replicas())]
             say(f"stand-in vLLM replicas: {', '.join(pool)}")
+        redis_url: list[str] = []
+        if REDIS_SERVER.exists():
+            (Path(tmp) / "redis").mkdir()
+            redis = OwnRedis(Path(tmp) / "redis", "--save", "", "--appendonly", "no")
+            redis.start_now()
+            stack.callback(redis.kill)
+            redis_url = ["--redis-url", redis.url]
+            say(f"redis-server on {redis.url} (the shared team budget)")
         port = free_port()
         server = PrometheusServer(Path(tmp), targets=[f"127.0.0.1:{port}"], scrape_interval=scrape)
         stack.callback(server.stop)
@@ -533,6 +543,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "--round-s",
             f"{args.round_s:g}",
             *(["--pool-model", "stub-model", "--pool-replicas", *pool] if pool else []),
+            *redis_url,
         )
         stack.callback(load.kill)
         say(f"benchmarks.board_load: rounds of runs every {args.round_s:g} s for {args.seconds:g} s ...")

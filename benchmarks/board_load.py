@@ -2,7 +2,8 @@
 
 ```
 .venv/bin/python -m benchmarks.board_load --metrics-port 9464 --seconds 20 \\
-    [--pool-replicas http://127.0.0.1:8001 http://127.0.0.1:8002 --pool-model tiny-llama]
+    [--pool-replicas http://127.0.0.1:8001 http://127.0.0.1:8002 --pool-model tiny-llama] \\
+    [--redis-url redis://127.0.0.1:6379/0]
 ```
 
 Built like `budgetflow run` builds a run (`budgetflow.services`: the metrics server, the
@@ -17,6 +18,7 @@ set) and, given replicas, a workflow on a vLLM pool. Each round starts, at once:
 | `code-pipeline`, $0.008, `always_cheapest` | budget thresholds crossed |
 | `code-pipeline`, deadline 1 s | a deadline exceeded (and how far past it the run ended) |
 | `pool-summaries` on the pool, if replicas are given | pool routing, prefix-cache hits, replica errors |
+| with `--redis-url`, the first run above under the team budget `board-team` ($0.02) | shared budgets |
 
 The model clients are prepared first (litellm's import takes seconds), and the first
 round waits for a first scrape of `/metrics` (at most `--scrape-wait-s`), as a long-lived
@@ -30,14 +32,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import secrets
 import sys
 import time
+import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
+
+from redis.asyncio import Redis
 
 from agents import LLMAgent
 from budgetflow.loader import route_catalog
@@ -46,14 +53,21 @@ from budgetflow.settings import Settings
 from examples import code_pipeline, hard_step
 from orchestrator.catalog import Catalog, ModelSpec, PoolSpec
 from orchestrator.estimates import AttemptEstimate, LogNormal
+from orchestrator.ledger import usd_to_nano
 from orchestrator.model_client import ModelClient
 from orchestrator.pool import PoolRouter
 from orchestrator.run import arun
 from orchestrator.workflow import Workflow
+from storage.shared_budgets import BudgetScope, SharedBudget
+from storage.shared_ledger import SharedBudgetLedger
 
 __all__ = ["LoadConfig", "main", "pool_workflow", "run_load"]
 
 POOL_WORKFLOW = "pool-summaries"
+SHARED_BUDGET = "board-team"
+"""The shared budget of the runs under one (`--redis-url`)."""
+SHARED_LIMIT_USD = Decimal("0.02")
+"""Its limit: a few rounds cross its thresholds, then its runs end `budget_exhausted`."""
 _SYSTEM = "You write short, plain technical summaries for engineers. " + " ".join(
     f"Rule {i}: keep sentence {i} under twenty words and name one concrete thing." for i in range(24)
 )
@@ -77,6 +91,8 @@ class LoadConfig:
     """How long to wait for a first scrape before the load, and for a last one after it."""
     seed: int = 0
     """Seed of the first round (each round adds one)."""
+    redis_url: str | None = None
+    """Redis for the shared team budget; `None`: no run is under a shared budget."""
 
 
 def pool_workflow() -> Workflow:
@@ -134,6 +150,8 @@ class _Kind:
     budget_usd: Decimal
     deadline_s: float | None
     policy: str
+    shared: bool = False
+    """Under the shared team budget (with `--redis-url`)."""
 
 
 def _kinds(config: LoadConfig) -> list[_Kind]:
@@ -147,6 +165,7 @@ def _kinds(config: LoadConfig) -> list[_Kind]:
             budget_usd=Decimal("0.05"),
             deadline_s=45.0,
             policy="mcpp",
+            shared=config.redis_url is not None,
         ),
         _Kind(
             workflow=hard_step.workflow,
@@ -207,20 +226,38 @@ async def run_load(config: LoadConfig, served: ServedMetrics) -> dict[str, Any]:
     for client in clients.values():
         await client.prepare()
     outcomes: Counter[str] = Counter()
+    redis = None if config.redis_url is None else Redis.from_url(config.redis_url)
+    team = SharedBudget(
+        budget_id=secrets.token_hex(8),
+        name=SHARED_BUDGET,
+        scope=BudgetScope(kind="team", value="board"),
+        limit_nano=usd_to_nano(SHARED_LIMIT_USD),
+    )
 
     async def one(kind: _Kind, seed: int) -> None:
-        result = await arun(
-            kind.workflow,
-            catalog=kind.catalog,
-            client=clients[kind.workflow.name],
-            policy=resolve_policy(kind.policy, seed),
-            budget_usd=kind.budget_usd,
-            deadline_s=kind.deadline_s,
-            inputs=kind.inputs,
-            seed=seed,
-            observers=[served.metrics.observer(catalog=kind.catalog)],
-        )
-        outcomes[f"{kind.workflow.name}: {result.outcome.value}"] += 1
+        ledger: SharedBudgetLedger | None = None
+        run_id = uuid.uuid4().hex[:12]
+        if kind.shared and redis is not None:
+            budget_nano = usd_to_nano(kind.budget_usd)
+            ledger = await SharedBudgetLedger.create(redis, run_id, budget_nano, budgets=[team])
+        with contextlib.ExitStack() as watching:
+            if ledger is not None:
+                watching.enter_context(served.metrics.watch_budgets(ledger.budget_views))
+            result = await arun(
+                kind.workflow,
+                catalog=kind.catalog,
+                client=clients[kind.workflow.name],
+                policy=resolve_policy(kind.policy, seed),
+                budget_usd=kind.budget_usd,
+                deadline_s=kind.deadline_s,
+                inputs=kind.inputs,
+                seed=seed,
+                observers=[served.metrics.observer(catalog=kind.catalog)],
+                ledger=ledger,
+                run_id=run_id,
+            )
+        shared = " (shared budget)" if ledger is not None else ""
+        outcomes[f"{kind.workflow.name}{shared}: {result.outcome.value}"] += 1
 
     tasks: list[asyncio.Task[None]] = []
     started = time.monotonic()
@@ -235,6 +272,8 @@ async def run_load(config: LoadConfig, served: ServedMetrics) -> dict[str, Any]:
     finally:
         for client in clients.values():
             await client.aclose()
+        if redis is not None:
+            await redis.aclose()
     return {
         "runs": len(tasks),
         "outcomes": dict(sorted(outcomes.items())),
@@ -276,6 +315,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=LoadConfig.scrape_wait_s,
         help="wait this long at most for a first scrape before the load and a last one after it",
     )
+    parser.add_argument(
+        "--redis-url", default=None, help=f"Redis for runs under the shared budget `{SHARED_BUDGET}`"
+    )
     args = parser.parse_args(argv)
     config = LoadConfig(
         seconds=args.seconds,
@@ -285,6 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         pool_model=args.pool_model,
         seed=args.seed,
         scrape_wait_s=args.scrape_wait_s,
+        redis_url=args.redis_url,
     )
     settings = Settings(metrics_port=args.metrics_port, metrics_host=args.metrics_host)
     summary = asyncio.run(_main(config, settings))

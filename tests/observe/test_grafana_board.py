@@ -25,16 +25,9 @@ _SERIES = {
         for suffix in ("bucket", "sum", "count")
     },
 }
-NOT_CHARTED = {
-    "budgetflow_run_overrun_usd_total",
-    "budgetflow_shared_budget_spent_usd",
-    "budgetflow_shared_budget_limit_usd",
-    "budgetflow_shared_budget_threshold_crossings_total",
-}
+NOT_CHARTED = {"budgetflow_run_overrun_usd_total"}
 """Metrics without a panel: overruns only happen when a provider bills above a reservation
-(docs/guarantees.md), so a panel of them would stay empty; alert on them instead. Shared
-budgets (docs/budgets.md) have no panel yet: the board's real-Prometheus test runs no Redis,
-so such a panel could not be shown to return data."""
+(docs/guarantees.md), so a panel of them would stay empty; alert on them instead."""
 
 
 def _board() -> dict[str, Any]:
@@ -114,5 +107,7 @@ def test_the_board_covers_what_the_issue_asks_for() -> None:
         "prefix-cache hit rate",
         "load per replica",
         "error rate",
+        "shared budget spend and limit",
+        "shared budget thresholds crossed",
     ):
         assert topic in titles, topic

@@ -29,6 +29,7 @@ import pytest
 
 from benchmarks._prometheus import PROMETHEUS_CONFIG, Process, PrometheusServer, board_queries, free_port
 from tests.pool.replica_stub import StubReplica, serve_replica
+from tests.servers import REDIS_SERVER, OwnRedis
 
 StartPrometheus = Callable[[Sequence[str]], PrometheusServer]
 
@@ -86,11 +87,27 @@ def replicas() -> Iterator[tuple[StubReplica, StubReplica]]:
         yield a, b
 
 
+@pytest.fixture
+def board_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    """A redis-server for the load's shared team budget."""
+    if not REDIS_SERVER.exists():
+        pytest.skip(f"redis-server not found at `{REDIS_SERVER}`")
+    root = tmp_path / "redis"
+    root.mkdir()
+    server = OwnRedis(root, "--save", "", "--appendonly", "no")
+    server.start_now()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
 @pytest.mark.timeout(90)
 def test_every_panel_of_the_board_returns_data_from_a_real_prometheus(
     prometheus: StartPrometheus,
     spawn: Spawn,
     replicas: tuple[StubReplica, StubReplica],
+    board_redis: OwnRedis,
 ) -> None:
     port = free_port()
     server = prometheus([f"127.0.0.1:{port}"])
@@ -105,6 +122,8 @@ def test_every_panel_of_the_board_returns_data_from_a_real_prometheus(
         "2",
         "--pool-model",
         "stub-model",
+        "--redis-url",
+        board_redis.url,
         "--pool-replicas",
         *(r.base_url for r in replicas),
     )
@@ -117,6 +136,7 @@ def test_every_panel_of_the_board_returns_data_from_a_real_prometheus(
     outcomes = summary["outcomes"]
     assert outcomes.get("pool-summaries: completed", 0) > 0, outcomes
     assert outcomes.get("code-pipeline: deadline_exceeded", 0) > 0, outcomes
+    assert any(k.startswith("code-pipeline (shared budget)") for k in outcomes), outcomes
     target = server.targets()[0]
     assert target["labels"]["job"] == "budgetflow", target
 
