@@ -37,8 +37,9 @@ import math
 import signal
 import sys
 from collections.abc import Sequence
+from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -47,6 +48,10 @@ from rich.table import Table
 from budgetflow._format import plural
 from budgetflow.settings import Settings, load_settings
 from orchestrator.errors import BudgetflowError, ConfigError, StorageError, UserError
+
+if TYPE_CHECKING:
+    from budgetflow.loader import LoadedWorkflow, Prepared
+    from orchestrator.resume import ResumePoint
 
 __all__ = ["main", "run_cli"]
 
@@ -654,8 +659,7 @@ def _validate(args: argparse.Namespace, settings: Settings, out: Console) -> int
 
 
 def _run(args: argparse.Namespace, settings: Settings, out: Console) -> int:
-    from budgetflow._signals import exit_code, run_interruptible
-    from budgetflow.loader import load_workflow_file, prepare, route_catalog
+    from budgetflow.loader import load_workflow_file, prepare
     from orchestrator.workflow import RunLimits
 
     budget = RunLimits.check_budget(args.budget, name="--budget") if args.budget is not None else None
@@ -673,7 +677,36 @@ def _run(args: argparse.Namespace, settings: Settings, out: Console) -> int:
     deadline = deadline if deadline_given else loaded.deadline_s
     for note in prepared.notes:
         out.print(f"note: {note}", style="yellow", highlight=False, markup=False)
+    return _execute_interruptibly(
+        args,
+        settings,
+        out,
+        loaded,
+        prepared,
+        budget_usd=budget,
+        deadline_s=deadline,
+        policy=args.policy,
+        seed=args.seed,
+    )
+
+
+def _execute_interruptibly(
+    args: argparse.Namespace,
+    settings: Settings,
+    out: Console,
+    loaded: LoadedWorkflow,
+    prepared: Prepared,
+    *,
+    budget_usd: Decimal,
+    deadline_s: float | None,
+    policy: str,
+    seed: int,
+    resume: ResumePoint | None = None,
+) -> int:
+    """Execute a run (`run`, `runs resume`) until it ends or a signal stops it; its exit code."""
+    from budgetflow._signals import exit_code, run_interruptible
     from budgetflow.execute import execute
+    from budgetflow.loader import route_catalog
 
     def stopping(signum: int) -> None:
         name = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
@@ -688,16 +721,17 @@ def _run(args: argparse.Namespace, settings: Settings, out: Console) -> int:
             loaded.workflow,
             catalog=prepared.catalog,
             settings=settings,
-            budget_usd=budget,
-            deadline_s=deadline,
+            budget_usd=budget_usd,
+            deadline_s=deadline_s,
             inputs=prepared.inputs,
-            policy=args.policy,
-            seed=args.seed,
+            policy=policy,
+            seed=seed,
             time_scale=args.time_scale,
             console=out,
             live=not args.no_progress,
             learn=not args.no_learn,
             route=route_catalog,
+            resume=resume,
         ),
         on_signal=stopping,
     )
@@ -708,9 +742,7 @@ def _run(args: argparse.Namespace, settings: Settings, out: Console) -> int:
 
 
 def _resume(args: argparse.Namespace, settings: Settings, out: Console) -> int:
-    from budgetflow._signals import exit_code, run_interruptible
-    from budgetflow.execute import execute
-    from budgetflow.loader import load_workflow_file, prepare, route_catalog
+    from budgetflow.loader import load_workflow_file, prepare
     from storage.abandoned import ABANDONED_AFTER_S
     from storage.queries import resolve_run_id
     from storage.resume import resume_point
@@ -738,33 +770,18 @@ def _resume(args: argparse.Namespace, settings: Settings, out: Console) -> int:
         highlight=False,
     )
 
-    def stopping(signum: int) -> None:
-        name = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
-        out.print(f"{name}: stopping the run", style="magenta", highlight=False)
-
-    ended = run_interruptible(
-        execute(
-            loaded.workflow,
-            catalog=prepared.catalog,
-            settings=settings,
-            budget_usd=recorded.budget_usd,
-            deadline_s=recorded.deadline_s,
-            inputs=prepared.inputs,
-            policy=recorded.policy,
-            seed=recorded.seed,
-            time_scale=args.time_scale,
-            console=out,
-            live=not args.no_progress,
-            learn=not args.no_learn,
-            route=route_catalog,
-            resume=point,
-        ),
-        on_signal=stopping,
+    return _execute_interruptibly(
+        args,
+        settings,
+        out,
+        loaded,
+        prepared,
+        budget_usd=recorded.budget_usd,
+        deadline_s=recorded.deadline_s,
+        policy=recorded.policy,
+        seed=recorded.seed,
+        resume=point,
     )
-    if ended.signum is not None:
-        return exit_code(ended.signum)
-    assert ended.value is not None
-    return 0 if ended.value.outcome.value == "completed" else 1
 
 
 def run_cli() -> None:
