@@ -33,8 +33,11 @@ REPO = Path(__file__).resolve().parents[2]
 _PRICE_IN, _PRICE_OUT = Decimal("0.15") / 10**6, Decimal("0.60") / 10**6
 
 
-def _wait_for_a_call_in_flight(db: str, *, after_completed: int, timeout_s: float = 60) -> str:
-    """Poll the database until `after_completed` subtasks are done and a call is in flight; its run id."""
+def _wait_for_a_call_in_flight(
+    db: str, provider: BillingProvider, *, after_completed: int, timeout_s: float = 60
+) -> str:
+    """Poll the database until `after_completed` subtasks are done and a call is in flight, and the
+    provider until it is answering a request (a journaled call reaches it a moment later); its run id."""
     engine = make_engine(db)
     give_up = time.monotonic() + timeout_s
     try:
@@ -47,7 +50,8 @@ def _wait_for_a_call_in_flight(db: str, *, after_completed: int, timeout_s: floa
                     flying = connection.execute(
                         sa.select(Call.run_id).where(Call.status == CallStatus.IN_FLIGHT.value)
                     ).first()
-                if (done or 0) >= after_completed and flying is not None:
+                answering = flying is not None and any(e.ended is None for e in provider.log())
+                if (done or 0) >= after_completed and flying is not None and answering:
                     return str(flying.run_id)
             except sa.exc.OperationalError:
                 pass  # not created yet
@@ -75,7 +79,7 @@ def test_a_killed_run_resumes_from_its_calling_tree_without_paying_twice(
     argv += ["--deadline", "90", "--policy", "always_cheapest", "--no-progress"]
     process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        run_id = _wait_for_a_call_in_flight(db, after_completed=2)
+        run_id = _wait_for_a_call_in_flight(db, provider, after_completed=2)
     finally:
         process.send_signal(signal.SIGKILL)
         process.communicate(timeout=30)
