@@ -75,7 +75,7 @@ class _Stack:
 def throughput(workers: int, runs: int) -> dict[str, Any]:
     with _Stack() as stack:
         cluster = stack.cluster(concurrency=8)
-        cluster.wait_beating([cluster.start_worker() for _ in range(workers)])
+        cluster.wait_ready([cluster.start_worker() for _ in range(workers)])  # warm: steady throughput
         run_ids = [f"tp{workers}-{i:04d}" for i in range(runs)]
         started = time.monotonic()
         cluster.enqueue(run_ids)
@@ -110,8 +110,8 @@ def takeover(kills: int, heartbeat_s: float, takeover_after_s: float) -> dict[st
         survivor = cluster.start_worker()
         for k in range(kills):
             victim = cluster.start_worker()
-            cluster.wait_beating([survivor, victim])
-            run_ids = [f"to-{k}-{i}" for i in range(8)]
+            cluster.wait_ready([survivor, victim])
+            run_ids = [f"to-{k}-{i}" for i in range(2 * cluster.concurrency)]  # more than one takes
             all_ids += run_ids
             cluster.enqueue(run_ids, seed=100 * k)
             wait_until(

@@ -21,9 +21,11 @@ from decimal import Decimal
 from typing import Any
 
 from budgetflow.services import default_client, resolve_policy
+from orchestrator.belief_updates import InRunUpdate
 from orchestrator.catalog import Catalog
 from orchestrator.errors import ConfigError
 from orchestrator.estimates import AttemptEstimate
+from orchestrator.estimator import Estimator
 from orchestrator.events import Event, Observer, RunFinished
 from orchestrator.gateway import RetryPolicy
 from orchestrator.interceptors import Interceptor
@@ -57,6 +59,8 @@ async def arun(
     observers: Sequence[Observer] = (),
     interceptors: Sequence[Interceptor] = (),
     learned_estimates: Mapping[tuple[str, str], AttemptEstimate] | None = None,
+    estimator: Estimator | None = None,
+    update_in_run: bool | InRunUpdate = True,
     retry: RetryPolicy | None = None,
     record_content: bool = True,
     sim_time_scale: float = 1.0,
@@ -80,6 +84,10 @@ async def arun(
         interceptors: hooks around the run, each decision, attempt and model call, in the
             task doing the work (`orchestrator.interceptors`); e.g. `budgetflow.tracing.TracingInterceptor()`.
         learned_estimates: estimates learned from recorded runs, preferred over priors.
+        estimator: asked first for each (subtask, model), with the request's features
+            (`orchestrator.estimator`); its `None` falls through to `learned_estimates`, priors.
+        update_in_run: update the beliefs after every finished attempt of a subtask
+            (`orchestrator.belief_updates`); `False`: fixed beliefs for the whole run.
         retry: how provider errors are retried.
         record_content: store prompt and response text, outputs and inputs.
         sim_time_scale: speed of the simulated backend on a real clock (0.1 = ten times faster).
@@ -107,6 +115,8 @@ async def arun(
             observers=observers,
             interceptors=interceptors,
             learned_estimates=learned_estimates,
+            estimator=estimator,
+            update_in_run=update_in_run,
             retry=retry,
             record_content=record_content,
             run_id=run_id,
@@ -136,10 +146,16 @@ def simulate(
     seed: int = 0,
     inputs: Mapping[str, Any] | None = None,
     error_rate: float = 0.0,
+    difficulty: float = 0.0,
+    estimator: Estimator | None = None,
+    update_in_run: bool | InRunUpdate = True,
     record_content: bool = False,
     observers: Sequence[Observer] = (),
 ) -> RunResult:
     """Run `workflow` once on virtual time with the seeded simulated backend (instant).
+
+    `difficulty` (σ of a per-input latent difficulty: one input's attempts fail together),
+    `estimator` and `update_in_run` as in `orchestrator.simulation.simulate` and `arun`.
 
     Common random numbers: the n-th call of a (subtask, model) sees the same draw for the
     same `seed`, whatever the policy, so policies compared on one seed face the same luck.
@@ -153,6 +169,9 @@ def simulate(
         seed=seed,
         inputs=inputs,
         error_rate=error_rate,
+        difficulty=difficulty,
+        estimator=estimator,
+        update_in_run=update_in_run,
         record_content=record_content,
         observers=observers,
     )

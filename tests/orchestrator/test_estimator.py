@@ -144,3 +144,23 @@ def test_a_table_estimator_answers_for_its_workflow_only() -> None:
     assert table.estimate("other", "plan", "small", features) is None
     anywhere = TableEstimator({("plan", "small"): estimate(0.2)})
     assert anywhere.estimate("other", "plan", "small", features) == estimate(0.2)
+
+
+def test_the_public_api_passes_the_estimator_and_the_update_switch_through() -> None:
+    from budgetflow.api import simulate as public_simulate
+
+    capture = StateCapture(FixedModel(model="large"))
+    result = public_simulate(
+        _workflow(),
+        catalog=simulated_catalog(),
+        policy=capture,
+        budget_usd=1.0,
+        deadline_s=None,
+        seed=3,
+        inputs={"topic": TOPIC},
+        estimator=_Asked(estimate(0.123)),
+        update_in_run=False,
+    )
+    assert result.outcome.value == "completed"
+    assert capture.states[0].estimates[("plan", "small")].success_prob == 0.123
+    assert all("in_run_beliefs" not in d.info for d in result.decisions)

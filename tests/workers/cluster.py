@@ -139,6 +139,15 @@ class Cluster:
         wanted = set(executors)
         wait_until(f"workers {sorted(wanted)} to beat", lambda: wanted <= set(self.beats()), timeout_s)
 
+    def wait_ready(self, executors: Iterable[str], timeout_s: float = 60.0) -> None:
+        """Until each of `executors` takes runs (it beats before it loads the planner and litellm)."""
+        wanted = sorted(set(executors))
+        wait_until(
+            f"workers {wanted} to take runs",
+            lambda: all("executing runs of queue" in self.log(e) for e in wanted),
+            timeout_s,
+        )
+
     def beats(self) -> dict[str, float]:
         """Executor id -> its last heartbeat (epoch seconds, the database's clock)."""
         rows = self._query("SELECT executor_id, beat_at FROM dbos.budgetflow_workers")
