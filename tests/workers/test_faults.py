@@ -28,7 +28,7 @@ import redis
 from orchestrator.ledger import nano_to_usd, usd_to_nano
 from storage.shared_budgets import create_budget
 from tests.servers import REDIS_SERVER, OwnRedis, PostgresProcess
-from tests.workers.cluster import Cluster, check_load, wait_until
+from tests.workers.cluster import FINAL, Cluster, check_load, wait_until
 from tests.workers.proxy import TcpProxy
 
 pytestmark = pytest.mark.workers
@@ -128,11 +128,20 @@ def test_load_with_kills(cluster: Cluster, postgres: PostgresProcess, ledger_red
         started = time.monotonic()
         cluster.enqueue(run_ids, seed=SEED)
         interrupted = 0
-        for _ in range(KILLS):
+        kills = 0
+        while kills < KILLS:
             time.sleep(rng.uniform(0.3, 1.5))
-            victim = rng.choice(cluster.live())
-            interrupted += sum(e == victim and s == "PENDING" for s, e in cluster.statuses(run_ids).values())
+            states = cluster.statuses(run_ids)
+            if all(status in FINAL for status, _ in states.values()):
+                break  # the load ended before every kill
+            # A worker in the middle of runs (a replacement loads the planner before it takes any).
+            busy = sorted({e for status, e in states.values() if status == "PENDING" and e in cluster.live()})
+            if not busy:
+                continue
+            victim = rng.choice(busy)
+            interrupted += sum(e == victim and status == "PENDING" for status, e in states.values())
             cluster.kill(victim)
+            kills += 1
             cluster.start_worker()
         cluster.wait_final(run_ids, timeout_s=120 + RUNS / 2)
         elapsed = time.monotonic() - started
@@ -146,7 +155,7 @@ def test_load_with_kills(cluster: Cluster, postgres: PostgresProcess, ledger_red
         )
     recorded = sum(usd_to_nano(c.cost_usd) for d in report.details.values() for c in d.calls)
     print(
-        f"\n{KILLS} kills ({interrupted} runs interrupted) in {elapsed:.0f} s: {report.summary()};"
+        f"\n{kills} kills ({interrupted} runs interrupted) in {elapsed:.0f} s: {report.summary()};"
         f" team budget ${limit}: spent ${nano_to_usd(spent)} + overrun ${nano_to_usd(overrun)},"
         f" {len(sampler.samples)} samples, none over"
     )
@@ -157,6 +166,7 @@ def test_load_with_kills(cluster: Cluster, postgres: PostgresProcess, ledger_red
     assert set(report.outcomes) <= {"completed", "budget_exhausted"}, report.outcomes
     assert report.outcomes.get("budget_exhausted", 0) > 0  # the team budget bound before the end
     assert report.outcomes.get("completed", 0) > RUNS // 2
+    assert kills == KILLS and interrupted > 0  # every kill stopped a worker in the middle of runs
     assert report.replies > 0 and report.resumed > 0
 
 
