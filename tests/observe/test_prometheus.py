@@ -29,7 +29,7 @@ import pytest
 
 from benchmarks._prometheus import PROMETHEUS_CONFIG, Process, PrometheusServer, board_queries, free_port
 from tests.pool.replica_stub import StubReplica, serve_replica
-from tests.servers import REDIS_SERVER, OwnRedis
+from tests.servers import OwnRedis
 
 StartPrometheus = Callable[[Sequence[str]], PrometheusServer]
 
@@ -87,28 +87,14 @@ def replicas() -> Iterator[tuple[StubReplica, StubReplica]]:
         yield a, b
 
 
-@pytest.fixture
-def board_redis(tmp_path: Path) -> Iterator[OwnRedis]:
-    """A redis-server for the load's shared team budget."""
-    if not REDIS_SERVER.exists():
-        pytest.skip(f"redis-server not found at `{REDIS_SERVER}`")
-    root = tmp_path / "redis"
-    root.mkdir()
-    server = OwnRedis(root, "--save", "", "--appendonly", "no")
-    server.start_now()
-    try:
-        yield server
-    finally:
-        server.kill()
-
-
 @pytest.mark.timeout(90)
 def test_every_panel_of_the_board_returns_data_from_a_real_prometheus(
     prometheus: StartPrometheus,
     spawn: Spawn,
     replicas: tuple[StubReplica, StubReplica],
-    board_redis: OwnRedis,
+    own_redis: Callable[..., OwnRedis],
 ) -> None:
+    board_redis = own_redis("--save", "", "--appendonly", "no")  # the load's shared team budget
     port = free_port()
     server = prometheus([f"127.0.0.1:{port}"])
     started = time.time()
