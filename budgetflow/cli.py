@@ -21,6 +21,7 @@ budgetflow budgets delete NAME
 budgetflow policies
 budgetflow export attempts [--workflow NAME] [--since DATE] [--limit N] [--format jsonl|parquet] [--out FILE]
                            [--include-simulated | --only-simulated]
+budgetflow estimates show [--workflow NAME] [--workflow-file PATH.py] [--include-simulated]
 budgetflow bench planners [--pool FILE] ...
 ```
 
@@ -427,6 +428,23 @@ def _parser() -> _Parser:
     )
     simulated.add_argument("--only-simulated", action="store_true", help="simulated runs only")
 
+    estimates = sub.add_parser("estimates", help="what the recorded runs taught about each subtask and model")
+    estimates_sub = estimates.add_subparsers(
+        dest="estimates_command", required=True, parser_class=_Parser, metavar="WHAT"
+    )
+    estimates_show = estimates_sub.add_parser(
+        "show",
+        parents=[with_db],
+        help="pooled success, tokens and latency per workflow, subtask and model (docs/learning.md)",
+    )
+    estimates_show.add_argument("--workflow", metavar="NAME", help="only this workflow")
+    estimates_show.add_argument(
+        "--workflow-file", metavar="PATH.py", help="the workflow's file: show its declared priors too"
+    )
+    estimates_show.add_argument(
+        "--include-simulated", action="store_true", help="learn from simulated runs as well as real ones"
+    )
+
     bench = sub.add_parser("bench", help="benchmarks")
     bench_sub = bench.add_subparsers(
         dest="bench_command", required=True, parser_class=_Parser, metavar="NAME"
@@ -520,6 +538,16 @@ def _command(args: argparse.Namespace, settings: Settings, out: Console) -> int:
         return _worker(args, settings, out)
     if args.command == "export":
         return _export(args, settings, out)
+    if args.command == "estimates":
+        from budgetflow.estimates_cli import show_estimates
+
+        return show_estimates(
+            settings,
+            out,
+            workflow=args.workflow,
+            workflow_file=args.workflow_file,
+            include_simulated=args.include_simulated,
+        )
     return _policies(out)
 
 
