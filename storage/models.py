@@ -3,10 +3,11 @@
 Tables mirror the records of `orchestrator.records`: `runs`,
 `subtask_executions`, `attempts`, `calls` (the calling tree) and
 `plan_decisions`; `run_model_stats`, pre-aggregates of a stopped run's calls per
-model (see `storage.run_rollups`); and `api_tokens`, the credentials of the HTTP API
-(see `storage.tokens`); and `budgets`, the shared budgets above runs (see
-`storage.shared_budgets`). Money is exact (`Money`: `NUMERIC(20, 9)` on PostgreSQL),
-times are UTC, free-form documents are JSON.
+model (see `storage.run_rollups`); `api_tokens`, the credentials of the HTTP API
+(see `storage.tokens`); `budgets`, the shared budgets above runs (see
+`storage.shared_budgets`); and `estimator_artifacts`, the learned estimators,
+versioned per workflow (see `storage.estimator_artifacts`). Money is exact (`Money`:
+`NUMERIC(20, 9)` on PostgreSQL), times are UTC, free-form documents are JSON.
 
 `calls.parent_call_id` points at another call of the same run but carries no
 foreign-key constraint on purpose: a child (a model call inside an agent
@@ -47,6 +48,7 @@ __all__ = [
     "Base",
     "Budget",
     "Call",
+    "EstimatorArtifactRow",
     "PlanDecision",
     "Run",
     "SubtaskExecution",
@@ -362,6 +364,24 @@ class Budget(Base):
     """The fraction of the limit where `on_cross` applies."""
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     """When it was defined (UTC)."""
+
+
+class EstimatorArtifactRow(Base):
+    """One stored learned estimator of a workflow, numbered 1, 2, 3... (`storage.estimator_artifacts`)."""
+
+    __tablename__ = "estimator_artifacts"
+    __table_args__ = (Index(None, "workflow", "version", unique=True),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    """Surrogate key."""
+    workflow: Mapped[str] = mapped_column(String(_NAME))
+    """The workflow it was fitted for."""
+    version: Mapped[int] = mapped_column(Integer)
+    """Its number among the workflow's artifacts: 1 for the first, one more for each next."""
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    """When it was fitted (UTC)."""
+    body: Mapped[str] = mapped_column(Text)
+    """The artifact as JSON (`EstimatorArtifact.to_json`); its version is the column's."""
 
 
 RUN_MODEL_STATS = Table(
