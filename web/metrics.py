@@ -422,10 +422,21 @@ class BudgetflowMetrics(Collector):
 
         return watching()
 
+    def saw_budget(self, view: SharedBudgetView) -> None:
+        """Keep the latest view of a shared budget; a budget seen first gets its crossings at zero.
+
+        Prometheus' `rate()` cannot see the first increase of a series that appears above
+        zero: a budget that a scrape sees before any crossing has its series ready.
+        """
+        if view.name not in self.shared_budgets:
+            for threshold in BUDGET_THRESHOLDS:
+                self.shared_crossings.zero((view.name, f"{threshold:g}"))
+        self.shared_budgets[view.name] = view
+
     def _shared_budget_families(self) -> list[Metric]:
         for source in list(self._budget_sources):
             for view in source():
-                self.shared_budgets[view.name] = view
+                self.saw_budget(view)
         spent = _SPECS["budgetflow_shared_budget_spent_usd"].gauge_family()
         limit = _SPECS["budgetflow_shared_budget_limit_usd"].gauge_family()
         for name, view in sorted(self.shared_budgets.items()):
@@ -583,7 +594,7 @@ class MetricsObserver:
 
     def _threshold(self, run: _Run, event: BudgetThresholdCrossed) -> None:
         if event.budget is not None:
-            self._m.shared_budgets[event.budget.name] = event.budget
+            self._m.saw_budget(event.budget)
             self._m.shared_crossings.inc((event.budget.name, f"{event.threshold:g}"))
             return
         self._m.thresholds.inc((run.workflow, f"{event.threshold:g}"))

@@ -122,6 +122,10 @@ async def test_a_crossing_reaches_the_run_events_and_the_metrics_once(
     registry = metrics.registry
     labels = {"budget": "team", "threshold": "0.5"}
     assert registry.get_sample_value("budgetflow_shared_budget_threshold_crossings_total", labels) == 1
+    # The thresholds not crossed are series at zero, so that `rate()` sees their first crossing.
+    for later in ("0.8", "0.95"):
+        labels = {"budget": "team", "threshold": later}
+        assert registry.get_sample_value("budgetflow_shared_budget_threshold_crossings_total", labels) == 0
     assert registry.get_sample_value("budgetflow_shared_budget_limit_usd", {"budget": "team"}) == 1.0
     spent = registry.get_sample_value("budgetflow_shared_budget_spent_usd", {"budget": "team"})
     assert spent is not None and spent >= 0.5
