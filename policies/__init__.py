@@ -14,6 +14,7 @@ from policies.dag_pool import (
     read_pool,
     write_pool,
 )
+from policies.direct_router import DirectRouter
 from policies.feasibility import MAX_SAMPLES, default_cap, repair, samples_that_fit
 from policies.mcpp import MCPP, MCPPConfig
 from policies.pacing import DualMirrorDescent, ThresholdRouter
@@ -25,6 +26,7 @@ __all__ = [
     "MCPP",
     "AlwaysCheapest",
     "AlwaysStrongest",
+    "DirectRouter",
     "DualMirrorDescent",
     "FixedModel",
     "MCPPConfig",

@@ -15,6 +15,7 @@ from policies.budget_splits import (
     success_weights,
     uniform_weights,
 )
+from policies.direct_router import DirectRouter
 from policies.feasibility import MAX_SAMPLES
 from policies.mcpp import MCPP, MCPPConfig
 from policies.pacing import DualMirrorDescent, ThresholdRouter
@@ -76,6 +77,7 @@ _FACTORIES: dict[str, PolicyFactory] = {
         weights=critical_path_weights, name="split_critical_path", seed=seed
     ),
     "threshold_router": lambda seed: ThresholdRouter(),
+    "direct_router": lambda seed: DirectRouter(),
     "dual_mirror_descent": lambda seed: DualMirrorDescent(),
 }
 
