@@ -38,6 +38,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
+from budgetflow._whole_spans import SpanStarter, set_known
 from orchestrator.catalog import ModelSpec
 from orchestrator.errors import ProviderError
 from orchestrator.interceptors import AttemptInfo, CallInfo, DecisionInfo, Interceptor, RunInfo
@@ -143,7 +144,9 @@ class TracingInterceptor(Interceptor):
 
         tracer_provider = tracer_provider or trace.get_tracer_provider()
         meter_provider = meter_provider or metrics.get_meter_provider()
-        self._tracer = tracer_provider.get_tracer(_SCOPE, __version__, schema_url=SEMCONV_SCHEMA_URL)
+        self._spans = SpanStarter(
+            tracer_provider.get_tracer(_SCOPE, __version__, schema_url=SEMCONV_SCHEMA_URL)
+        )
         meter = meter_provider.get_meter(_SCOPE, __version__, schema_url=SEMCONV_SCHEMA_URL)
         self._tokens = meter.create_histogram(
             "gen_ai.client.token.usage",
@@ -187,13 +190,14 @@ class TracingInterceptor(Interceptor):
             final = info.finished
             if final is None:
                 return
-            span.set_attributes(
+            set_known(
+                span,
                 {
                     "budgetflow.outcome": final.outcome.value,
                     "budgetflow.cost.usd": float(final.spent_usd),
                     "budgetflow.overrun.usd": float(final.overrun_usd),
                     "budgetflow.makespan_s": final.makespan_s or 0.0,
-                }
+                },
             )
             if final.outcome is not Outcome.COMPLETED:
                 _failed(span, final.outcome.value, final.reason)
@@ -226,7 +230,7 @@ class TracingInterceptor(Interceptor):
                 done["budgetflow.remaining_time_s"] = float(state["remaining_time_s"])
             if "repaired" in decision.info:
                 done["budgetflow.decision.repaired"] = True
-            span.set_attributes(done)
+            set_known(span, done)
 
     def attempt(self, info: AttemptInfo) -> _AttemptSpan:
         """`invoke_agent {subtask}` around one attempt (its agent span in the calling tree)."""
@@ -238,12 +242,23 @@ class TracingInterceptor(Interceptor):
 
     # ---- helpers ---------------------------------------------------------------------------
 
+    @contextlib.contextmanager
     def _span(
         self, name: str, kind: SpanKind, attributes: dict[str, Any], parent: Span | None
-    ) -> contextlib.AbstractContextManager[Span]:
-        return self._tracer.start_as_current_span(
-            name, context=_parent_context(parent), kind=kind, attributes=attributes
-        )
+    ) -> Iterator[Span]:
+        """A span current around the block, failed with the exception the block raises."""
+        span = self._spans.start(name, kind, attributes, parent)
+        token = otel_context.attach(trace.set_span_in_context(span))
+        try:
+            yield span
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                span.record_exception(exc)
+                _failed(span, error_type(exc), str(exc) or type(exc).__name__)
+            raise
+        finally:
+            otel_context.detach(token)
+            span.end()
 
     def _names(self, spec: ModelSpec) -> tuple[str, str]:
         """`gen_ai.request.model` and `gen_ai.provider.name` of a model (cached: every call asks)."""
@@ -258,10 +273,6 @@ class TracingInterceptor(Interceptor):
         self._open[key] = span
         try:
             yield
-        except BaseException as exc:
-            if isinstance(exc, Exception):
-                span.set_attribute("error.type", error_type(exc))
-            raise
         finally:
             self._open.pop(key, None)
 
@@ -279,9 +290,7 @@ class _Current:
         self._tracing = tracing
 
     def _start(self, name: str, kind: SpanKind, attributes: dict[str, Any], parent: Span | None) -> Span:
-        span = self._tracing._tracer.start_span(
-            name, context=_parent_context(parent), kind=kind, attributes=attributes
-        )
+        span = self._tracing._spans.start(name, kind, attributes, parent)
         self._span = span
         self._token = otel_context.attach(trace.set_span_in_context(span))
         return span
@@ -331,11 +340,12 @@ class _AttemptSpan(_Current):
             self._tracing._open.pop(info.span_id, None)
             if error is None and span.is_recording():
                 status = info.status
-                span.set_attributes(
+                set_known(
+                    span,
                     {
                         "budgetflow.cost.usd": float(info.spent_usd),
                         "budgetflow.attempt.status": "" if status is None else status.value,
-                    }
+                    },
                 )
                 if status is AttemptStatus.ERROR:
                     _failed(span, "_OTHER" if info.error is None else error_type(info.error), info.detail)
@@ -412,7 +422,7 @@ class _ChatSpan(_Current):
             if failed is not None:
                 done["error.type"] = failed
                 span.set_status(Status(StatusCode.ERROR, (call.error or failed)[:500]))
-            span.set_attributes(done)
+            set_known(span, done)
         if tracing._metrics:
             measured = {
                 "gen_ai.operation.name": "chat",
@@ -426,13 +436,6 @@ class _ChatSpan(_Current):
                 tracing._tokens.record(call.input_tokens, {**measured, "gen_ai.token.type": "input"})
                 tracing._tokens.record(call.output_tokens, {**measured, "gen_ai.token.type": "output"})
             tracing._duration.record(call.latency_s, measured)
-
-
-def _parent_context(parent: Span | None) -> otel_context.Context | None:
-    """The context to start a child of `parent` in (`None`: the current one, when it is the parent)."""
-    if parent is None or trace.get_current_span() is parent:
-        return None
-    return trace.set_span_in_context(parent)
 
 
 def _failed(span: Span, kind: str, description: str | None) -> None:

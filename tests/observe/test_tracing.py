@@ -21,10 +21,12 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage, HumanMessage
 from langgraph.graph import END, START, MessagesState, StateGraph
 from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
@@ -348,6 +350,49 @@ async def test_the_call_span_is_current_during_the_provider_call(
     llm = [c for c in result.calls if c.kind is CallKind.LLM]
     assert len(client.current) == len(llm) == len(chats)
     assert set(client.current) == set(chats)
+
+
+class Annotating(SpanWitness):
+    """A simulated `ModelClient` that annotates the current span, as an instrumented library would."""
+
+    async def complete(self, request: ChatRequest, progress: CallProgress) -> ChatResponse:
+        span = trace.get_current_span()
+        span.set_attribute("library.note", ["a", 1])
+        span.add_event("library.event", {"library.size": 3})
+        return await self.inner.complete(request, progress)
+
+
+class Stamping(SpanProcessor):
+    """A span processor that sets an attribute on every span it sees start."""
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        span.set_attribute("stamped", True)
+
+
+async def test_other_code_can_annotate_our_spans_and_they_encode_for_otlp(
+    sim_catalog: Catalog, diamond: WorkflowFactory, otel: Otel
+) -> None:
+    otel.tracer_provider.add_span_processor(Stamping())
+    wf = diamond()
+    client = Annotating(_simulated(wf, sim_catalog))
+    result = await _run(wf, sim_catalog, otel, client, policy="fixed:small:1")
+    spans = otel.finished()
+    chats = [s for s in spans if s.name.startswith("chat")]
+    llm = [c for c in result.calls if c.kind is CallKind.LLM]
+    assert chats and len(chats) == len(llm)
+    assert all(s.attributes is not None and s.attributes["stamped"] is True for s in spans)
+    for chat in chats:
+        assert _attrs(chat)["library.note"] == ("a", 1)
+        events = [(e.name, dict(e.attributes or {})) for e in chat.events]
+        assert events == [("library.event", {"library.size": 3})]
+    encoded = encode_spans(spans)
+    names = {
+        span.name
+        for resource in encoded.resource_spans
+        for scope in resource.scope_spans
+        for span in scope.spans
+    }
+    assert names == {s.name for s in spans}
 
 
 class HttpxClient:
