@@ -86,6 +86,42 @@ local function bump()
   seq = seq + 1
   redis.call('HSET', KEYS[1], 'seq', string.format('%d', seq))
 end
+-- Settling (ARGV[3] reservation id, [4] actual cost, [5] '1' to release) a reservation no
+-- longer held: a release closes an id never held; a retry answers what was charged.
+local function settle_closed(answer)
+  local closed = redis.call('HGET', KEYS[3], ARGV[3])
+  if ARGV[5] == '1' then
+    if not closed then
+      bump()
+      redis.call('HSET', KEYS[3], ARGV[3], 'released')
+    end
+    return answer(0)
+  end
+  if not closed or closed == 'refused' or closed == 'released' then
+    return redis.error_reply('BUDGETFLOW_UNKNOWN')
+  end
+  local sep = string.find(closed, ':', 1, true)
+  if string.sub(closed, 1, sep - 1) ~= ARGV[4] then
+    return redis.error_reply('BUDGETFLOW_SETTLED ' .. closed)
+  end
+  return answer(tonumber(string.sub(closed, sep + 1)))
+end
+-- Settling a held reservation: the run is charged the actual cost, beyond its budget as
+-- overrun; the id is closed with what it was charged. Returns the charge.
+local function settle_held(held)
+  bump()
+  local actual = tonumber(ARGV[4])
+  reserved = reserved - held
+  local charged = actual
+  if actual > held then charged = math.min(actual, budget - spent - reserved) end
+  spent = spent + charged
+  overrun = overrun + actual - charged
+  redis.call('HDEL', KEYS[2], ARGV[3])
+  redis.call('HSET', KEYS[3], ARGV[3], ARGV[4] .. ':' .. string.format('%d', charged))
+  redis.call('HSET', KEYS[1], 'spent', string.format('%d', spent),
+             'reserved', string.format('%d', reserved), 'overrun', string.format('%d', overrun))
+  return charged
+end
 """
 
 # ARGV[3] epoch's budget, [4] spent, [5] overrun, [6] '1' to replace an existing ledger.
@@ -129,37 +165,8 @@ return reply(1)
 # never held is closed, so a late reserve with it cannot hold). Answer: the charge.
 _SETTLE = f"""{_PRELUDE}
 local held = redis.call('HGET', KEYS[2], ARGV[3])
-if not held then
-  local closed = redis.call('HGET', KEYS[3], ARGV[3])
-  if ARGV[5] == '1' then
-    if not closed then
-      bump()
-      redis.call('HSET', KEYS[3], ARGV[3], 'released')
-    end
-    return reply(0)
-  end
-  if not closed or closed == 'refused' or closed == 'released' then
-    return redis.error_reply('BUDGETFLOW_UNKNOWN')
-  end
-  local sep = string.find(closed, ':', 1, true)
-  if string.sub(closed, 1, sep - 1) ~= ARGV[4] then
-    return redis.error_reply('BUDGETFLOW_SETTLED ' .. closed)
-  end
-  return reply(tonumber(string.sub(closed, sep + 1)))
-end
-bump()
-held = tonumber(held)
-local actual = tonumber(ARGV[4])
-reserved = reserved - held
-local charged = actual
-if actual > held then charged = math.min(actual, budget - spent - reserved) end
-spent = spent + charged
-overrun = overrun + actual - charged
-redis.call('HDEL', KEYS[2], ARGV[3])
-redis.call('HSET', KEYS[3], ARGV[3], ARGV[4] .. ':' .. string.format('%d', charged))
-redis.call('HSET', KEYS[1], 'spent', string.format('%d', spent),
-           'reserved', string.format('%d', reserved), 'overrun', string.format('%d', overrun))
-return reply(charged)
+if not held then return settle_closed(reply) end
+return reply(settle_held(tonumber(held)))
 """
 
 _SNAPSHOT = f"""{_PRELUDE}

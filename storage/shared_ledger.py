@@ -116,37 +116,12 @@ _SETTLE = (
     + _SHARED.replace("BASE", "6")
     + """
 local held = redis.call('HGET', KEYS[2], ARGV[3])
-if not held then
-  local closed = redis.call('HGET', KEYS[3], ARGV[3])
-  if ARGV[5] == '1' then
-    if not closed then
-      bump()
-      redis.call('HSET', KEYS[3], ARGV[3], 'released')
-    end
-    return sreply(0)
-  end
-  if not closed or closed == 'refused' or closed == 'released' then
-    return redis.error_reply('BUDGETFLOW_UNKNOWN')
-  end
-  local sep = string.find(closed, ':', 1, true)
-  if string.sub(closed, 1, sep - 1) ~= ARGV[4] then
-    return redis.error_reply('BUDGETFLOW_SETTLED ' .. closed)
-  end
-  return sreply(tonumber(string.sub(closed, sep + 1)))
-end
+if not held then return settle_closed(sreply) end
 local stored = redis.call('HGET', KEYS[4], ARGV[3]) or ''
 if stored ~= names() then return redis.error_reply('BUDGETFLOW_KEYS ' .. stored) end
-bump()
 held = tonumber(held)
 local actual = tonumber(ARGV[4])
-reserved = reserved - held
-local charged = actual
-if actual > held then charged = math.min(actual, budget - spent - reserved) end
-spent = spent + charged
-overrun = overrun + actual - charged
-redis.call('HDEL', KEYS[2], ARGV[3])
-redis.call('HSET', KEYS[3], ARGV[3], ARGV[4] .. ':' .. fmt(charged))
-redis.call('HSET', KEYS[1], 'spent', fmt(spent), 'reserved', fmt(reserved), 'overrun', fmt(overrun))
+local charged = settle_held(held)
 if n > 0 then
   local T = {}
   for t in string.gmatch(ARGV[6], '[^,]+') do table.insert(T, tonumber(t)) end
