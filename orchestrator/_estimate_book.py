@@ -99,10 +99,13 @@ class EstimateBook:
         """The estimate of (subtask, model)."""
         return self.table[(subtask, model)]
 
-    def with_prompt_tokens(self, subtask: str, model: str, tokens: int) -> AttemptEstimate:
+    def with_prompt_tokens(
+        self, subtask: str, model: str, tokens: int, *, prompt_text: str | None = None
+    ) -> AttemptEstimate:
         """The estimate of (subtask, model) once its prompt is known to have `tokens` tokens.
 
-        The estimator is asked again with the count among the features; the answer's
+        The estimator is asked again with the count (and the rendered prompt, `prompt_text`)
+        among the features; the answer's
         `input_tokens` are the count. Unchanged beliefs are returned as the same object
         (a planner recompiles only estimates that are new objects).
         """
@@ -110,7 +113,7 @@ class EstimateBook:
         if self.source is None or not self.source.estimators:
             found = current
         else:
-            features = replace(self.source.features, prompt_tokens=tokens)
+            features = replace(self.source.features, prompt_tokens=tokens, prompt_text=prompt_text)
             found = self.source.ask(subtask, model, features)
         if found.input_tokens != tokens:
             found = replace(found, input_tokens=tokens)

@@ -37,6 +37,10 @@ class RequestFeatures:
     prompt_tokens: int | None = None
     """The rendered prompt's tokens on this model, once the executor counted them
     (`None` before the subtask is ready, or for an agent that cannot preview its prompt)."""
+    prompt_text: str | None = None
+    """The rendered prompt (`orchestrator.prompt_rendering.prompt_text` of its messages), set
+    with `prompt_tokens`: the same text a recorder stores as the call's prompt, for
+    estimators that read the request's content (e.g. through an embedding)."""
 
 
 class Estimator(Protocol):

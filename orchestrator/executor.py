@@ -104,6 +104,7 @@ from orchestrator.ledger import Ledger, Reservation, nano_to_usd, usd_to_nano
 from orchestrator.model_client import ModelClient
 from orchestrator.observers import ObserverHub
 from orchestrator.plan import Allocation, Assignment, InFlight, ModelPrice, PlanState, Policy
+from orchestrator.prompt_rendering import prompt_text
 from orchestrator.records import (
     AttemptRecord,
     AttemptStatus,
@@ -865,13 +866,16 @@ class Executor:
                     f"subtask `{name}`: its prompt cannot be rendered: {_describe(exc)}"
                 )
                 return
+            text = prompt_text(messages)
             for model in self._dag.models[name]:
                 try:
                     count = await self.client.count_prompt_tokens(self.catalog.get(model), messages)
                 except ProviderError:
                     continue  # counted again, or bounded, by the call itself
                 self._prompt_tokens[(name, model)] = count.tokens
-                table[(name, model)] = self.estimates.with_prompt_tokens(name, model, count.tokens)
+                table[(name, model)] = self.estimates.with_prompt_tokens(
+                    name, model, count.tokens, prompt_text=text
+                )
 
     async def _plan_state(self, ready: list[str], *, snapshot: bool = False) -> PlanState:
         """What the policy sees; with `snapshot`, copies (the policy reads them on another thread,

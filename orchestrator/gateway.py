@@ -39,6 +39,7 @@ from orchestrator.events import CallFinished
 from orchestrator.interceptors import CallInfo, RunHooks
 from orchestrator.ledger import Ledger, Reservation, nano_to_usd
 from orchestrator.model_client import CallProgress, ChatMessage, ChatRequest, ChatResponse, ModelClient
+from orchestrator.prompt_rendering import prompt_text
 from orchestrator.records import CallKind, CallRecord, CallStatus, Recorder
 
 __all__ = ["AttemptGateway", "RetryPolicy"]
@@ -291,7 +292,7 @@ class AttemptGateway:
             finish_reason=response.finish_reason if response else None,
             response_id=response.response_id if response else progress.response_id,
             simulated=spec.simulated,
-            prompt=_render(messages) if s.record_content else None,
+            prompt=prompt_text(messages) if s.record_content else None,
             response=response.text if (response and s.record_content) else None,
         )
         if around is not None:
@@ -387,7 +388,3 @@ class AttemptGateway:
             self.spent_nano += await self._s.ledger.settle(reservation, cost)
             self.billed_nano += cost
         self._s.emit(CallFinished, call=record)
-
-
-def _render(messages: list[ChatMessage]) -> str:
-    return "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in messages)

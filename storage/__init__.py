@@ -7,6 +7,9 @@
 - `learn_estimates`: empirical (subtask, model) estimates from recorded runs.
 - `extract_examples`, `iter_examples`: every recorded attempt as a typed training
   example (`AttemptExample`; censored, error and lost attempts kept apart).
+- `fit_estimator`, `LearnedEstimator`, `EstimatorArtifact`, `HashingEmbedder`: the
+  per-input learned estimator (success, output tokens and latency from a request's
+  features; `storage.learned_estimator`).
 - `create_token`, `verify_token`, `list_tokens`, `revoke_token`: the HTTP API's
   scoped tokens, stored as hashes (`storage.tokens`).
 - `upgrade`: bring a database's schema to the newest Alembic revision.
@@ -15,6 +18,7 @@
 
 from storage._engine import make_engine, parse_database_url
 from storage.abandoned import AbandonedRun, find_abandoned, mark_abandoned
+from storage.learned_estimator import EstimatorArtifact, HashingEmbedder, LearnedEstimator, fit_estimator
 from storage.learning import learn_estimates
 from storage.migrate import upgrade
 from storage.queries import (
@@ -41,6 +45,9 @@ __all__ = [
     "CallNode",
     "CallTree",
     "Embedder",
+    "EstimatorArtifact",
+    "HashingEmbedder",
+    "LearnedEstimator",
     "LedgerRetry",
     "NewToken",
     "RedisLedger",
@@ -53,6 +60,7 @@ __all__ = [
     "create_token",
     "extract_examples",
     "find_abandoned",
+    "fit_estimator",
     "get_run",
     "iter_examples",
     "learn_estimates",
