@@ -25,7 +25,7 @@ async def test_the_example_runs(sqlite_url: str, capsys: pytest.CaptureFixture[s
         ],
         workflow="fix-bug",
     )
-    exec(compile(_example("extract_examples"), str(DOC), "exec"), {"DATABASE_URL": sqlite_url})
+    exec(compile(_example("judged = "), str(DOC), "exec"), {"DATABASE_URL": sqlite_url})
     assert capsys.readouterr().out.split() == ["1", "1", "2"]
 
 
@@ -36,10 +36,25 @@ def test_the_estimator_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out.split() == ["large"]
 
 
+async def test_the_learned_estimator_example_runs(
+    sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for run in range(3):
+        await record_run(
+            sqlite_url,
+            f"r{run}",
+            [Tried(status=AttemptStatus.PASSED), Tried(status=AttemptStatus.FAILED, sample=1)],
+            workflow="fix-bug",
+            inputs={"issue": "it crashes" * (run + 1)},
+        )
+    exec(compile(_example("fit_estimator"), str(DOC), "exec"), {"DATABASE_URL": sqlite_url})
+    assert capsys.readouterr().out.split() == ["3", "0", "True"]
+
+
 def _example(marker: str) -> str:
     """The one Python example of the page that contains `marker`."""
     blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
-    assert len(blocks) == 2, "docs/learning.md has two Python examples, each run by a test"
+    assert len(blocks) == 3, "docs/learning.md has three Python examples, each run by a test"
     (found,) = [b for b in blocks if marker in b]
     return str(found)
 
