@@ -138,8 +138,8 @@ class WholeSpan(Span, ReadableSpan):
             parent=parent,
             resource=starter._resource,
             attributes=attributes,
-            events=[],
-            links=[],
+            events=(),
+            links=(),
             kind=kind,
             status=_UNSET,
             start_time=time.time_ns(),
@@ -171,11 +171,11 @@ class WholeSpan(Span, ReadableSpan):
         starter = self._starter
         if starter is not None:
             cleaned = {k: _cleaned(v, starter._limit) for k, v in (attributes or {}).items()}
-            cast(list[Event], self._events).append(Event(name, cleaned, timestamp))
+            self._events = (*self._events, Event(name, cleaned, timestamp))
 
     def add_link(self, context: SpanContext, attributes: types.Attributes = None) -> None:
         if self._starter is not None and context.is_valid:
-            cast(list[Link], self._links).append(Link(context, attributes))
+            self._links = (*self._links, Link(context, attributes))
 
     def update_name(self, name: str) -> None:
         if self._starter is not None:
@@ -216,8 +216,6 @@ class WholeSpan(Span, ReadableSpan):
             return
         self._starter = None
         self._end_time = end_time if end_time is not None else time.time_ns()
-        self._events = tuple(self._events)
-        self._links = tuple(self._links)
         starter._ended(self)
 
 
