@@ -125,7 +125,9 @@ class TracingInterceptor(Interceptor):
     an agent's code loses the context (a thread, a fresh event loop).
 
     Hooks never block: spans go to the tracer provider's span processor (batched and
-    exported on its own thread by the SDK's `BatchSpanProcessor`).
+    exported on its own thread by the SDK's `BatchSpanProcessor`). On the SDK's tracer
+    provider, spans are built whole (`budgetflow._whole_spans`): the provider's sampler,
+    ids, resource and processors, without the SDK's per-attribute validation.
     """
 
     def __init__(
