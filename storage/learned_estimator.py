@@ -334,7 +334,11 @@ class LearnedEstimator:
         self._cells = {(c.subtask, c.model): c for c in params.cells}
         self._center = np.array(params.center)
         self._scale = np.array(params.scale)
-        self._shared = {s: np.array(w) for s, w in params.shared.items()}
+        self._params = params
+        self._pooled = {(c.subtask, c.model): c.pooled_success for c in params.cells}
+        self._weights = {
+            (c.subtask, c.model): c.success_weights for c in params.cells if c.success_weights is not None
+        }
         self._embeddings: dict[str, tuple[float, ...]] = {}
 
     def estimate(
@@ -361,13 +365,9 @@ class LearnedEstimator:
         return None if cell is None else self._success(cell, self._standardized(features))
 
     def _success(self, cell: _Cell, z: NDArray[np.float64]) -> float:
-        logit = _logit(cell.pooled_success)
-        if cell.success_weights is not None:
-            logit += _affine(cell.success_weights, z)
-        shared = self._shared.get(cell.subtask)
-        if shared is not None and len(z):
-            logit += float(shared @ z)
-        calibration = self.artifact.params.calibration
+        key = (cell.subtask, cell.model)
+        logit = float(_success_logits([key], z[None, :], self._pooled, self._params.shared, self._weights)[0])
+        calibration = self._params.calibration
         if calibration is not None:
             logit = calibration[0] * logit + calibration[1]
         return _sigmoid(logit)
@@ -608,14 +608,14 @@ def _success_design(
 ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
     """Columns [shared z | per model: 1, z], the pooled offsets and the verdicts of one subtask's examples."""
     width = matrix.shape[1]
-    slot = {m: i for i, m in enumerate(models)}
+    z = matrix[[rows[e.attempt_id] for e in examples]]
     design = np.zeros((len(examples), width + len(models) * (width + 1)))
-    for i, e in enumerate(examples):
-        z = matrix[rows[e.attempt_id]]
-        design[i, :width] = z
-        start = width + slot[e.model] * (width + 1)
-        design[i, start] = 1.0
-        design[i, start + 1 : start + 1 + width] = z
+    design[:, :width] = z
+    for i, model in enumerate(models):
+        mine = np.array([e.model == model for e in examples])
+        start = width + i * (width + 1)
+        design[mine, start] = 1.0
+        design[mine, start + 1 : start + 1 + width] = z[mine]
     offset = np.array([_logit(base[(e.subtask, e.model)].success_prob) for e in examples])
     outcome = np.array([1.0 if e.success else 0.0 for e in examples])
     return design, offset, outcome
@@ -662,34 +662,45 @@ def _choose_success_penalty(
     ]
     if len(judged) < MIN_SELECTION_VERDICTS:
         return DEFAULT_PENALTY
+    keys = [(e.subtask, e.model) for e in judged]
+    z = matrix[[rows[e.attempt_id] for e in judged]]
+    outcome = np.array([1.0 if e.success else 0.0 for e in judged])
+    pooled = {key: cell.success_prob for key, cell in base.items()}
     losses = []
     for penalty in PENALTIES:
-        loss = 0.0
-        for subtask in sorted({e.subtask for e in judged}):
+        shared: dict[str, tuple[float, ...]] = {}
+        weights: dict[tuple[str, str], tuple[float, ...]] = {}
+        for subtask in sorted({s for s, _ in keys}):
             found = _fit_success(
                 subtask, [e for e in fit_on if e.subtask == subtask], base, matrix, rows, penalty
             )
-            mine = [e for e in judged if e.subtask == subtask]
-            for e in mine:
-                p = _raw_success(e, base[(e.subtask, e.model)], found, matrix[rows[e.attempt_id]])
-                loss -= math.log(max(1e-12, p if e.success else 1 - p))
-        losses.append(loss)
+            if found is not None:
+                shared[subtask] = found[0]
+                weights.update({(subtask, m): w for m, w in found[1].items()})
+        p = 1 / (1 + np.exp(-_success_logits(keys, z, pooled, shared, weights)))
+        losses.append(-float(np.sum(np.log(np.clip(np.where(outcome == 1, p, 1 - p), 1e-12, None)))))
     return PENALTIES[int(np.argmin(losses))]
 
 
-def _raw_success(
-    example: AttemptExample,
-    cell: PooledCell,
-    found: tuple[tuple[float, ...], dict[str, tuple[float, ...]]] | None,
+def _success_logits(
+    keys: Sequence[tuple[str, str]],
     z: NDArray[np.float64],
-) -> float:
-    logit = _logit(cell.success_prob)
-    if found is not None:
-        shared, per_model = found
-        logit += float(np.array(shared) @ z) if len(z) else 0.0
-        if example.model in per_model:
-            logit += _affine(per_model[example.model], z)
-    return _sigmoid(logit)
+    pooled: Mapping[tuple[str, str], float],
+    shared: Mapping[str, tuple[float, ...]],
+    weights: Mapping[tuple[str, str], tuple[float, ...]],
+) -> NDArray[np.float64]:
+    """The uncalibrated log-odds of requests (`keys[i]` = (subtask, model), `z[i]` its features):
+    `logit p_sm(pooled) + w_s · z + b_sm + v_sm · z`."""
+    logits = np.array([_logit(pooled[key]) for key in keys])
+    width = z.shape[1]
+    for key in set(keys):
+        mine = np.array([k == key for k in keys])
+        own, common = weights.get(key), shared.get(key[0])
+        if own is not None:
+            logits[mine] += own[0] + (z[mine] @ np.array(own[1:]) if width else 0.0)
+        if common is not None and width:
+            logits[mine] += z[mine] @ np.array(common)
+    return logits
 
 
 def _logistic(
@@ -795,20 +806,14 @@ def _holdout(
     calibration fitted on the other, so the calibration is never judged on its own data.
     """
     cells = {(c.subtask, c.model): c for c in fitted.cells}
-    shared = {s: np.array(w) for s, w in fitted.shared.items()}
     judged = [e for e in test if e.success is not None and (e.subtask, e.model) in cells]
-
-    def logit_of(e: AttemptExample) -> float:
-        cell = cells[(e.subtask, e.model)]
-        z = matrix[rows[e.attempt_id]]
-        value = _logit(cell.pooled_success)
-        if cell.success_weights is not None:
-            value += _affine(cell.success_weights, z)
-        if e.subtask in shared and len(z):
-            value += float(shared[e.subtask] @ z)
-        return value
-
-    logits = np.array([logit_of(e) for e in judged])
+    logits = _success_logits(
+        [(e.subtask, e.model) for e in judged],
+        matrix[[rows[e.attempt_id] for e in judged]],
+        {key: c.pooled_success for key, c in cells.items()},
+        fitted.shared,
+        {key: c.success_weights for key, c in cells.items() if c.success_weights is not None},
+    )
     outcome = np.array([1.0 if e.success else 0.0 for e in judged])
     calibration = _platt(logits, outcome) if len(judged) >= MIN_CALIBRATION_VERDICTS else None
     probability = 1 / (1 + np.exp(-logits))

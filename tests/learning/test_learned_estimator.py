@@ -382,36 +382,40 @@ TOPICS = ["a short topic", "a rather longer topic about parsing", "caching", "a 
 async def test_recorded_runs_train_an_estimator_the_executor_feeds(
     sqlite_url: str, sim_catalog: Catalog, diamond: WorkflowFactory
 ) -> None:
-    async def run(seed: int, topic: str, estimator: _Spy | None = None) -> str:
-        recorder = await SqlRecorder.open(sqlite_url)
-        try:
-            result = await arun(
-                diamond(small=estimate(0.6, latency=3.0, spread=0.5)),
-                catalog=sim_catalog,
-                budget_usd=1,
-                deadline_s=60,
-                inputs={"topic": topic},
-                policy="fixed:small:2",
-                seed=seed,
-                recorder=recorder,
-                estimator=estimator,
-                sim_time_scale=0.002,
-            )
-        finally:
-            await recorder.aclose()
+    async def run(recorder: SqlRecorder, seed: int, topic: str, estimator: _Spy | None = None) -> str:
+        result = await arun(
+            diamond(small=estimate(0.6, latency=3.0, spread=0.5)),
+            catalog=sim_catalog,
+            budget_usd=1,
+            deadline_s=60,
+            inputs={"topic": topic},
+            policy="fixed:small:2",
+            seed=seed,
+            recorder=recorder,
+            estimator=estimator,
+            sim_time_scale=0.002,
+        )
         return result.run_id
 
-    for seed, topic in enumerate(TOPICS * 2):
-        await run(seed, topic)
+    recorder = await SqlRecorder.open(sqlite_url)
+    try:
+        for seed, topic in enumerate(TOPICS):
+            await run(recorder, seed, topic)
+    finally:
+        await recorder.aclose()
     embedder = HashingEmbedder(64)
     examples = extract_examples(sqlite_url, workflow=diamond(), only_simulated=True, embedder=embedder)
     assert examples and all(e.embedding is not None for e in examples if e.prompt_tokens is not None)
     artifact = fit_estimator(examples, workflow="diamond", embedder=embedder)
-    assert artifact.data.runs == 8 and artifact.data.include_simulated
+    assert artifact.data.runs == 4 and artifact.data.include_simulated
     assert artifact.embedder == "hashing-64" and "input_chars:topic" in artifact.features
 
     spy = _Spy(LearnedEstimator(EstimatorArtifact.from_json(artifact.to_json())), [])
-    run_id = await run(100, TOPICS[1], spy)
+    recorder = await SqlRecorder.open(sqlite_url)
+    try:
+        run_id = await run(recorder, 100, TOPICS[1], spy)
+    finally:
+        await recorder.aclose()
     prompted = [(s, m, f, found) for s, m, f, found in spy.asked if f.prompt_text is not None]
     assert {s for s, *_ in prompted} == {"a", "b", "c", "d"}, "each subtask's prompt, once it is ready"
     assert all((found is not None) == (m == "small") for _, m, _, found in prompted), "no data on `large`"
