@@ -204,35 +204,9 @@ class TracingInterceptor(Interceptor):
             if final.outcome is not Outcome.COMPLETED:
                 _failed(span, final.outcome.value, final.reason)
 
-    @contextlib.contextmanager
-    def decision(self, info: DecisionInfo) -> Iterator[None]:
+    def decision(self, info: DecisionInfo) -> _PlanSpan:
         """`plan` around one decision, with the allocation it chose."""
-        attributes: dict[str, Any] = {
-            "budgetflow.run_id": info.run_id,
-            "budgetflow.policy": info.policy,
-            "budgetflow.decision.index": info.index,
-            "budgetflow.decision.ready": list(info.ready[:_ALLOCATION_LIMIT]),
-            "budgetflow.decision.ready_count": len(info.ready),
-        }
-        with self._span("plan", SpanKind.INTERNAL, attributes, self._open.get(info.run_id)) as span:
-            yield
-            decision = info.finished
-            if decision is None or not span.is_recording():
-                return
-            allocation = decision.allocation
-            state = decision.state
-            done: dict[str, Any] = {
-                "budgetflow.decision.allocation": json.dumps(allocation, sort_keys=True),
-                "budgetflow.decision.samples": sum(int(a.get("samples", 0)) for a in allocation.values()),
-                "budgetflow.decision.decide_ms": decision.decide_ms,
-            }
-            if isinstance(state.get("remaining_budget_usd"), int | float):
-                done["budgetflow.remaining_budget.usd"] = float(state["remaining_budget_usd"])
-            if isinstance(state.get("remaining_time_s"), int | float):
-                done["budgetflow.remaining_time_s"] = float(state["remaining_time_s"])
-            if "repaired" in decision.info:
-                done["budgetflow.decision.repaired"] = True
-            set_known(span, done)
+        return _PlanSpan(self, info)
 
     def attempt(self, info: AttemptInfo) -> _AttemptSpan:
         """`invoke_agent {subtask}` around one attempt (its agent span in the calling tree)."""
@@ -282,7 +256,7 @@ class TracingInterceptor(Interceptor):
 class _Current:
     """A span started and made current in the task doing the work; ended when the work is.
 
-    A class rather than a generator: a hook runs once per attempt and per call, and the
+    A class rather than a generator: a hook runs once per decision, attempt and call, and the
     generator machinery would cost more than the span's own bookkeeping.
     """
 
@@ -306,6 +280,46 @@ class _Current:
         finally:
             otel_context.detach(self._token)
             span.end()
+
+
+class _PlanSpan(_Current):
+    __slots__ = ("_info",)
+
+    def __init__(self, tracing: TracingInterceptor, info: DecisionInfo) -> None:
+        super().__init__(tracing)
+        self._info = info
+
+    def __enter__(self) -> None:
+        info = self._info
+        attributes: dict[str, Any] = {
+            "budgetflow.run_id": info.run_id,
+            "budgetflow.policy": info.policy,
+            "budgetflow.decision.index": info.index,
+            "budgetflow.decision.ready": tuple(info.ready[:_ALLOCATION_LIMIT]),
+            "budgetflow.decision.ready_count": len(info.ready),
+        }
+        self._start("plan", SpanKind.INTERNAL, attributes, self._tracing._open.get(info.run_id))
+
+    def __exit__(self, exc_type: object, error: BaseException | None, tb: object) -> None:
+        try:
+            decision = self._info.finished
+            if error is None and decision is not None and self._span.is_recording():
+                allocation = decision.allocation
+                state = decision.state
+                done: dict[str, Any] = {
+                    "budgetflow.decision.allocation": json.dumps(allocation, sort_keys=True),
+                    "budgetflow.decision.samples": sum(int(a.get("samples", 0)) for a in allocation.values()),
+                    "budgetflow.decision.decide_ms": decision.decide_ms,
+                }
+                if isinstance(state.get("remaining_budget_usd"), int | float):
+                    done["budgetflow.remaining_budget.usd"] = float(state["remaining_budget_usd"])
+                if isinstance(state.get("remaining_time_s"), int | float):
+                    done["budgetflow.remaining_time_s"] = float(state["remaining_time_s"])
+                if "repaired" in decision.info:
+                    done["budgetflow.decision.repaired"] = True
+                set_known(self._span, done)
+        finally:
+            self._end(error)
 
 
 class _AttemptSpan(_Current):
