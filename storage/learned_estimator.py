@@ -706,7 +706,7 @@ def _success_logits(
 def _logistic(
     design: NDArray[np.float64], offset: NDArray[np.float64], outcome: NDArray[np.float64], penalty: float
 ) -> NDArray[np.float64]:
-    """L2-penalized logistic regression with a fixed offset, by Newton's method."""
+    """L2-penalized logistic regression with a fixed offset, by Newton's method (`outcome` in [0, 1])."""
     theta = np.zeros(design.shape[1])
     ridge = penalty * np.eye(design.shape[1])
     for _ in range(_NEWTON_ROUNDS):
@@ -758,7 +758,7 @@ def _censored_ridge(
     """
     n = len(target)
     inverse = np.linalg.inv(design.T @ design + penalty * np.eye(design.shape[1]))
-    leverage = np.einsum("ij,jk,ik->i", design, inverse, design)
+    leverage = np.sum((design @ inverse) * design, axis=1)
     theta = np.zeros(design.shape[1])
     sigma = sigma0
     filled = target.copy()
@@ -858,9 +858,16 @@ def _holdout(
 
 
 def _platt(logits: NDArray[np.float64], outcome: NDArray[np.float64]) -> tuple[float, float]:
-    """Platt scaling: sigmoid(a · logit + b) fitted by a (lightly penalized) logistic regression."""
+    """Platt scaling: sigmoid(a · logit + b), fitted to Platt's smoothed targets.
+
+    A pass counts as (P + 1) / (P + 2) and a failure as 1 / (F + 2), with P passes and F
+    failures, so held-out verdicts that all agree do not push the calibration to 0 or 1.
+    """
+    passes = float(outcome.sum())
+    failures = len(outcome) - passes
+    target = np.where(outcome == 1, (passes + 1) / (passes + 2), 1 / (failures + 2))
     design = np.column_stack([logits, np.ones(len(logits))])
-    theta = _logistic(design, np.zeros(len(logits)), outcome, 1e-3)
+    theta = _logistic(design, np.zeros(len(logits)), target, 1e-3)
     return float(theta[0]), float(theta[1])
 
 

@@ -193,6 +193,16 @@ def test_without_features_or_with_little_data_it_is_the_pooled_estimate() -> Non
     assert learned.estimate("other", "s", "small", RequestFeatures()) is None
 
 
+def test_held_out_verdicts_that_all_agree_do_not_make_it_certain() -> None:
+    examples = [_example(run, chars=100 + run) for run in range(300)]
+    artifact = fit_estimator(examples, workflow="w")
+    assert artifact.params.calibration is not None and artifact.metrics.auroc is None, "passes only"
+    p = LearnedEstimator(artifact).success_probability(
+        "s", "small", RequestFeatures(input_chars={"doc": 150})
+    )
+    assert p is not None and 0.95 < p < 1 - 1 / 300, "not the certainty of 300 passes in a row"
+
+
 def test_a_model_without_attempts_on_a_subtask_gets_the_pooled_prior() -> None:
     rng = np.random.default_rng(4)
     examples = [
