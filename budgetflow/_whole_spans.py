@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, cast
 
 from opentelemetry import trace
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk import trace as sdk_trace
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits
 from opentelemetry.sdk.trace.sampling import Decision
@@ -51,7 +52,17 @@ _RANDOM = getattr(TraceFlags, "RANDOM_TRACE_ID", 0)
 class SpanStarter:
     """Starts spans on one tracer: whole spans on the SDK's, the tracer's own on any other."""
 
-    __slots__ = ("_ids", "_limit", "_processor", "_resource", "_sampler", "_scope", "_sdk", "_tracer")
+    __slots__ = (
+        "_count",
+        "_ids",
+        "_limit",
+        "_processor",
+        "_resource",
+        "_sampler",
+        "_scope",
+        "_sdk",
+        "_tracer",
+    )
 
     def __init__(self, tracer: trace.Tracer) -> None:
         self._tracer = tracer
@@ -63,8 +74,9 @@ class SpanStarter:
             self._resource = tracer.resource
             info = tracer.instrumentation_info
             self._scope = InstrumentationScope(info.name, info.version, info.schema_url)
-            self._limit = SpanLimits().max_span_attribute_length
-            """`OTEL_[SPAN_]ATTRIBUTE_VALUE_LENGTH_LIMIT`, as the SDK reads it."""
+            limits = SpanLimits()  # from `OTEL_[SPAN_]ATTRIBUTE_*_LIMIT`, as the SDK reads them
+            self._limit = limits.max_span_attribute_length
+            self._count = limits.max_span_attributes
 
     def start(
         self,
@@ -108,6 +120,8 @@ class SpanStarter:
         if self._limit is not None:
             attributes = {key: _truncated(value, self._limit) for key, value in attributes.items()}
         span = WholeSpan(name, span_context, parent_or_none, kind, attributes, self)
+        if self._count is not None and len(attributes) > self._count:
+            span._bound(self._count)
         self._processor.on_start(cast(sdk_trace.Span, span), parent_context=context)
         return span
 
@@ -147,6 +161,27 @@ class WholeSpan(Span, ReadableSpan):
         )
         self._starter: SpanStarter | None = starter
         self._owned = attributes
+        self._dropped = 0
+
+    @property
+    def dropped_attributes(self) -> int:
+        return self._dropped
+
+    def _bound(self, count: int) -> None:
+        """Drop the oldest attributes beyond `count`, as the SDK does."""
+        owned = self._owned
+        excess = len(owned) - count
+        if excess > 0:
+            for key in list(owned)[:excess]:
+                del owned[key]
+            self._dropped += excess
+
+    def _put(self, attributes: Mapping[str, Any]) -> None:
+        starter = self._starter
+        if starter is not None:
+            self._owned.update(attributes)
+            if starter._count is not None and len(self._owned) > starter._count:
+                self._bound(starter._count)
 
     # ---- opentelemetry.trace.Span ------------------------------------------------------------
 
@@ -157,20 +192,16 @@ class WholeSpan(Span, ReadableSpan):
         return self._starter is not None
 
     def set_attributes(self, attributes: Mapping[str, types.AttributeValue]) -> None:
-        starter = self._starter
-        if starter is not None:
-            for key, value in attributes.items():
-                self._owned[key] = _cleaned(value, starter._limit)
+        if self._starter is not None:
+            self._put(_cleaned(attributes, self._starter._limit))
 
     def set_attribute(self, key: str, value: types.AttributeValue) -> None:
-        starter = self._starter
-        if starter is not None:
-            self._owned[key] = _cleaned(value, starter._limit)
+        if self._starter is not None:
+            self._put(_cleaned({key: value}, self._starter._limit))
 
     def add_event(self, name: str, attributes: types.Attributes = None, timestamp: int | None = None) -> None:
-        starter = self._starter
-        if starter is not None:
-            cleaned = {k: _cleaned(v, starter._limit) for k, v in (attributes or {}).items()}
+        if self._starter is not None:
+            cleaned = _cleaned(attributes or {}, self._starter._limit)
             self._events = (*self._events, Event(name, cleaned, timestamp))
 
     def add_link(self, context: SpanContext, attributes: types.Attributes = None) -> None:
@@ -226,7 +257,7 @@ def set_known(span: Span, attributes: dict[str, Any]) -> None:
             limit = span._starter._limit
             if limit is not None:
                 attributes = {key: _truncated(value, limit) for key, value in attributes.items()}
-            span._owned.update(attributes)
+            span._put(attributes)
     else:
         span.set_attributes(attributes)
 
@@ -239,11 +270,6 @@ def _truncated(value: Any, limit: int) -> Any:
     return value
 
 
-def _cleaned(value: Any, limit: int | None) -> types.AttributeValue:
-    """A value set by other code, made a valid attribute value as the SDK would make it."""
-    if isinstance(value, str | bool | int | float):
-        return value if limit is None else _truncated(value, limit)
-    if isinstance(value, Sequence) and not isinstance(value, bytes):
-        items = tuple(v if isinstance(v, str | bool | int | float) else str(v) for v in value)
-        return items if limit is None else _truncated(items, limit)
-    return str(value)
+def _cleaned(attributes: Mapping[str, Any], limit: int | None) -> dict[str, Any]:
+    """Attributes set by other code, validated and made immutable as the SDK does it."""
+    return dict(BoundedAttributes(attributes=attributes, max_value_len=limit))

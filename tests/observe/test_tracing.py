@@ -395,6 +395,29 @@ async def test_other_code_can_annotate_our_spans_and_they_encode_for_otlp(
     assert names == {s.name for s in spans}
 
 
+async def test_the_sdks_attribute_limits_apply_to_our_spans(
+    sim_catalog: Catalog, diamond: WorkflowFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "5")
+    monkeypatch.setenv("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "4")
+    spans = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    reader = InMemoryMetricReader()
+    limited = Otel(tracer_provider, spans, MeterProvider(metric_readers=[reader]), reader)
+    wf = diamond()
+    result = await _run(wf, sim_catalog, limited, _simulated(wf, sim_catalog), policy="fixed:small:1")
+    assert result.outcome is Outcome.COMPLETED
+    finished = limited.finished()
+    assert finished and all(len(_attrs(s)) <= 5 for s in finished)
+    assert all(s.dropped_attributes > 0 for s in finished)
+    values = [v for s in finished for v in _attrs(s).values()]
+    assert any(isinstance(v, str) for v in values)
+    assert all(len(v) <= 4 for v in values if isinstance(v, str))
+    tracer_provider.shutdown()
+    limited.meter_provider.shutdown()
+
+
 class HttpxClient:
     """A `ModelClient` that calls an OpenAI-protocol server over HTTP with httpx (as an SDK would)."""
 
