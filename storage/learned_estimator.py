@@ -17,8 +17,8 @@ explains the choices; in short:
   only as data accrue. The penalty is picked from `PENALTIES` by log loss on a split of the
   training runs.
 - **Calibration**: Platt scaling of the log-odds, fitted on the held-out runs when they hold
-  at least `MIN_CALIBRATION_VERDICTS` verdicts (else none). The model is then refitted on all
-  runs and keeps that calibration.
+  at least `MIN_CALIBRATION_VERDICTS` verdicts and there are features (else none). The model
+  is then refitted on all runs and keeps that calibration.
 - **Output tokens and latency** per cell: a ridge regression of the log value on the features
   around the pooled cell's lognormal, right-censored values (truncated outputs, cancelled
   attempts) handled by EM (a Tobit model), its spread from leave-one-out residuals.
@@ -804,6 +804,7 @@ def _holdout(
 
     The metrics are cross-fitted: the held-out runs are halved, each half scored with the
     calibration fitted on the other, so the calibration is never judged on its own data.
+    Without feature columns there is no calibration: the pooled estimates are the answer.
     """
     cells = {(c.subtask, c.model): c for c in fitted.cells}
     judged = [e for e in test if e.success is not None and (e.subtask, e.model) in cells]
@@ -815,7 +816,8 @@ def _holdout(
         {key: c.success_weights for key, c in cells.items() if c.success_weights is not None},
     )
     outcome = np.array([1.0 if e.success else 0.0 for e in judged])
-    calibration = _platt(logits, outcome) if len(judged) >= MIN_CALIBRATION_VERDICTS else None
+    calibrate = matrix.shape[1] > 0 and len(judged) >= MIN_CALIBRATION_VERDICTS
+    calibration = _platt(logits, outcome) if calibrate else None
     probability = 1 / (1 + np.exp(-logits))
     if calibration is not None:
         test_runs = sorted({e.run_id for e in judged})

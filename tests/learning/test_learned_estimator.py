@@ -177,6 +177,21 @@ def test_without_features_or_with_little_data_it_is_the_pooled_estimate() -> Non
         assert found.output_tokens.mean == pytest.approx(cell.output_tokens.mean)
         assert found.output_tokens.std == pytest.approx(cell.output_tokens.std)
 
+    # Many runs, still no feature: measured on held-out runs, but the answer stays the pooled one.
+    many = [
+        _example(run, model=m, outcome=_verdict(bool(rng.random() < (0.5 if m == "small" else 0.9))))
+        for run in range(200)
+        for m in ("small", "large")
+    ]
+    measured = fit_estimator(many, workflow="w")
+    assert measured.metrics.n_holdout == 80 and measured.metrics.brier is not None
+    assert measured.params.calibration is None
+    for model in ("small", "large"):
+        cell = pool_examples(many).cell("w", "s", model)
+        assert cell is not None
+        p = LearnedEstimator(measured).success_probability("s", model, RequestFeatures())
+        assert p == pytest.approx(cell.success_prob)
+
     # With an input feature and a handful of runs, the penalty keeps it near the pooled estimate.
     sized = [replace(e, input_chars={"doc": 100 * (i + 1)}) for i, e in enumerate(bare)]
     few = LearnedEstimator(fit_estimator(sized, workflow="w"))
