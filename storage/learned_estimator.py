@@ -81,6 +81,8 @@ _EM_ROUNDS = 100
 _SIGMA_FLOOR = 0.05
 _LOGIT_CLIP = 1e-4
 _ECE_BINS = 10
+_EMBEDDING_CACHE = 1024
+"""Prompts whose embeddings a `LearnedEstimator` keeps (each is asked about once per model)."""
 _Z90 = 1.2815515655446004
 """The standard normal's 90th percentile."""
 
@@ -377,6 +379,8 @@ class LearnedEstimator:
         if self.artifact.params.embedding_dim and features.prompt_text is not None and self._embedder:
             embedding = self._embeddings.get(features.prompt_text)
             if embedding is None:
+                if len(self._embeddings) >= _EMBEDDING_CACHE:
+                    self._embeddings.clear()  # one run asks about few prompts; a server, many runs
                 vector = self._embedder.embed([features.prompt_text])[0]
                 embedding = self._embeddings[features.prompt_text] = tuple(float(x) for x in vector)
         raw = _raw_features(self.artifact.params, features.input_chars, features.prompt_tokens, embedding)
