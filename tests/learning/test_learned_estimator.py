@@ -323,6 +323,8 @@ def _prompted_runs(embedder: HashingEmbedder, runs: int) -> list[AttemptExample]
 def test_the_artifact_round_trips_through_json() -> None:
     embedder = HashingEmbedder(32)
     artifact = fit_estimator(_prompted_runs(embedder, 400), workflow="w", embedder=embedder)
+    again = fit_estimator(_prompted_runs(embedder, 400), workflow="w", embedder=embedder)
+    assert replace(again, created_at=artifact.created_at) == artifact, "seeded: the same fit twice"
     assert artifact.embedder == "hashing-32"
     assert artifact.features[:2] == ("input_chars:doc", "prompt_tokens") and len(artifact.features) == 34
     loaded = EstimatorArtifact.from_json(artifact.to_json())
