@@ -25,7 +25,7 @@ from typing import Any, cast
 from opentelemetry import trace
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk import trace as sdk_trace
-from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits, sampling
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import (
@@ -37,6 +37,7 @@ from opentelemetry.trace import (
     Status,
     StatusCode,
     TraceFlags,
+    TraceState,
 )
 from opentelemetry.util import types
 
@@ -45,6 +46,8 @@ __all__ = ["SpanStarter", "WholeSpan", "set_known"]
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _UNSAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _UNSET = Status(StatusCode.UNSET)
+_PARENT_BASED = (sampling.DEFAULT_ON, sampling.DEFAULT_OFF)
+"""The SDK's default samplers (`parentbased_always_on`/`_off`): a child follows its parent."""
 _RANDOM = getattr(TraceFlags, "RANDOM_TRACE_ID", 0)
 """The W3C level-2 random-trace-id flag, where the API has it."""
 
@@ -106,17 +109,24 @@ class SpanStarter:
             trace_id, random_id, parent_or_none = self._ids.generate_trace_id(), 0, None
             if _RANDOM and self._ids.is_trace_id_random():
                 random_id = _RANDOM
-        sampled = self._sampler.should_sample(context, trace_id, name, kind, attributes, ())
-        decision = sampled.decision
+        if parent_or_none is not None and self._sampler in _PARENT_BASED:
+            # What these samplers decide for a child, without asking them: its parent's
+            # decision, the parent's trace state, the attributes as given.
+            sampled_flag = parent_span.trace_flags.sampled
+            decision = Decision.RECORD_AND_SAMPLE if sampled_flag else Decision.DROP
+            trace_state: TraceState | None = parent_span.trace_state
+        else:
+            sampled = self._sampler.should_sample(context, trace_id, name, kind, attributes, ())
+            decision, trace_state = sampled.decision, sampled.trace_state
+            given = sampled.attributes  # the span's attributes, as the SDK has it
+            if decision is not Decision.DROP and (given is None or given.keys() != attributes.keys()):
+                attributes = dict(given or {})
         flags = _SAMPLED if decision is Decision.RECORD_AND_SAMPLE else _UNSAMPLED
         if random_id:
             flags = TraceFlags(flags | random_id)
-        span_context = SpanContext(trace_id, self._ids.generate_span_id(), False, flags, sampled.trace_state)
+        span_context = SpanContext(trace_id, self._ids.generate_span_id(), False, flags, trace_state)
         if decision is Decision.DROP:
             return NonRecordingSpan(span_context)
-        given = sampled.attributes  # the span's attributes, as the SDK has it
-        if given is None or given.keys() != attributes.keys():
-            attributes = dict(given or {})
         if self._limit is not None:
             attributes = {key: _truncated(value, self._limit) for key, value in attributes.items()}
         span = WholeSpan(name, span_context, parent_or_none, kind, attributes, self)

@@ -20,6 +20,7 @@ import pytest
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage, HumanMessage
 from langgraph.graph import END, START, MessagesState, StateGraph
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
@@ -30,7 +31,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerPro
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusCode, TraceFlags, TraceState
 
 from agents import LangGraphAgent, LLMAgent
 from budgetflow import arun
@@ -416,6 +417,35 @@ async def test_the_sdks_attribute_limits_apply_to_our_spans(
     assert all(len(v) <= 4 for v in values if isinstance(v, str))
     tracer_provider.shutdown()
     limited.meter_provider.shutdown()
+
+
+@pytest.mark.parametrize("sampled", [True, False])
+async def test_a_run_follows_the_sampling_decision_and_trace_state_of_its_parent(
+    sim_catalog: Catalog, diamond: WorkflowFactory, otel: Otel, sampled: bool
+) -> None:
+    remote = SpanContext(
+        trace_id=0x5EED,
+        span_id=0xCA11,
+        is_remote=True,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT),
+        trace_state=TraceState([("vendor", "v1")]),
+    )
+    token = otel_context.attach(trace.set_span_in_context(NonRecordingSpan(remote)))
+    try:
+        wf = diamond()
+        result = await _run(wf, sim_catalog, otel, _simulated(wf, sim_catalog), policy="fixed:small:1")
+    finally:
+        otel_context.detach(token)
+    assert result.outcome is Outcome.COMPLETED
+    spans = otel.finished()
+    if not sampled:
+        assert spans == []
+        return
+    assert len(spans) == 1 + len(result.decisions) + len(result.calls)
+    assert all(s.context is not None and s.context.trace_id == 0x5EED for s in spans)
+    assert all(s.context is not None and s.context.trace_state.get("vendor") == "v1" for s in spans)
+    (root,) = [s for s in spans if s.name.startswith("invoke_workflow")]
+    assert root.parent == remote
 
 
 class HttpxClient:
