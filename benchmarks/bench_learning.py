@@ -62,6 +62,7 @@ from policies.bench import wilson_interval
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "learning.json"
+ABLATION = ROOT / "benchmarks" / "results" / "learning_ablation.json"
 DOCS = ROOT / "docs"
 
 Cell = tuple[float, float]
@@ -305,7 +306,7 @@ async def _write(url: str, results: Sequence[RunResult]) -> None:
         await recorder.aclose()
 
 
-def _collect(
+def collect(
     url: str, items: Sequence[LearningInput], estimator: Estimator, cells: Sequence[Cell], seed: int
 ) -> None:
     """Run `items` as production would (MCPP, in-run updates, content recorded) and record them."""
@@ -329,7 +330,7 @@ def _collect(
 # -- prediction quality -----------------------------------------------------------------------
 
 
-def _probe_features(items: Sequence[LearningInput]) -> list[dict[tuple[str, str], RequestFeatures]]:
+def probe_features(items: Sequence[LearningInput]) -> list[dict[tuple[str, str], RequestFeatures]]:
     """The features the executor gives the estimator for every (subtask, model) of each input.
 
     One unhurried run per input (the strongest model, a large budget, no deadline) so that
@@ -343,7 +344,7 @@ def _probe_features(items: Sequence[LearningInput]) -> list[dict[tuple[str, str]
     return out
 
 
-def _predictions(
+def predictions(
     estimator: Estimator,
     items: Sequence[LearningInput],
     features: Sequence[Mapping[tuple[str, str], RequestFeatures]],
@@ -425,7 +426,7 @@ def run_benchmark(settings: Settings, *, workdir: Path, log: Callable[[str], Non
     from storage import upgrade
 
     upgrade(url)  # an empty database: the checkpoint at 0 runs trains on nothing
-    features = _probe_features(fresh)
+    features = probe_features(fresh)
     priors_estimator = TableEstimator(prior_estimates())
     fixed: dict[str, Outcomes] = {}
     for method in _fixed_methods():
@@ -435,7 +436,7 @@ def run_benchmark(settings: Settings, *, workdir: Path, log: Callable[[str], Non
         grid = fixed[method.name].completed.mean()
         log(f"{method.name}: grid completion {grid:.3f} ({time.perf_counter() - t:.0f} s)")
     report.fixed["priors"]["prediction"] = asdict(
-        score_predictions(_predictions(priors_estimator, fresh, features))
+        score_predictions(predictions(priors_estimator, fresh, features))
     )
     per_input = {name: o.completed.mean(axis=1) for name, o in fixed.items()}
 
@@ -445,7 +446,7 @@ def run_benchmark(settings: Settings, *, workdir: Path, log: Callable[[str], Non
     for n in sorted(settings.runs):
         t = time.perf_counter()
         if n > recorded:
-            _collect(url, collection[recorded:n], current, cells, settings.seed * 7919 + recorded)
+            collect(url, collection[recorded:n], current, cells, settings.seed * 7919 + recorded)
             recorded = n
         collect_s += time.perf_counter() - t
         t = time.perf_counter()
@@ -472,7 +473,7 @@ def run_benchmark(settings: Settings, *, workdir: Path, log: Callable[[str], Non
             ("table", FirstOpinion(TableEstimator(trained.table), priors_estimator)),
             ("learned", current),
         ):
-            pairs = _predictions(estimator, fresh, features)
+            pairs = predictions(estimator, fresh, features)
             methods[name]["prediction"] = asdict(score_predictions(pairs))
             if name == "learned":
                 methods[name]["reliability"] = reliability(
@@ -538,9 +539,17 @@ def _parser() -> argparse.ArgumentParser:
         "--runs", type=lambda t: _numbers(t, "--runs"), help="checkpoints, e.g. 0,10,30,100,300,1000"
     )
     parser.add_argument("--inputs", type=int, help="fresh evaluation inputs (default 100; 24 with --quick)")
+    parser.add_argument(
+        "--ablation",
+        action="store_true",
+        help="instead: fit on three selections of the recorded attempts and score each (300 runs, 40 inputs)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the input streams (default 0)")
     parser.add_argument(
-        "--out", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS.relative_to(ROOT)})"
+        "--out",
+        type=Path,
+        default=None,
+        help="JSON results (default benchmarks/results/learning.json, or learning_ablation.json)",
     )
     parser.add_argument(
         "--charts", type=Path, default=DOCS, help="directory for the two PNG charts (default docs/)"
@@ -568,23 +577,38 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         changes["inputs"] = args.inputs
     settings = Settings(**{**asdict(settings), **changes})
-    if not args.out.parent.is_dir() or not args.charts.is_dir():
+    out: Path = args.out or (ABLATION if args.ablation else RESULTS)
+    if not out.parent.is_dir() or not args.charts.is_dir():
         print(
-            f"bench_learning: the directory of `{args.out}` or `{args.charts}` does not exist;"
-            " create it first",
+            f"bench_learning: the directory of `{out}` or `{args.charts}` does not exist; create it first",
             file=sys.stderr,
         )
         return 2
+    if args.ablation:
+        return _ablation(args, out)
     with tempfile.TemporaryDirectory(prefix="bench-learning-") as tmp:
         report = run_benchmark(
             settings, workdir=Path(tmp), log=lambda line: print(line, file=sys.stderr, flush=True)
         )
     table = format_table(report, settings.target_runs)
     print(table)
-    args.out.write_text(json.dumps(asdict(report), indent=1) + "\n")
+    out.write_text(json.dumps(asdict(report), indent=1) + "\n")
     for path in charts(report, args.charts):
         print(f"wrote {path}", file=sys.stderr)
-    print(f"wrote {args.out} ({report.timing_s['total']:.0f} s)", file=sys.stderr)
+    print(f"wrote {out} ({report.timing_s['total']:.0f} s)", file=sys.stderr)
+    return 0
+
+
+def _ablation(args: argparse.Namespace, out: Path) -> int:
+    from benchmarks._learning_ablation import format_ablation, training_data_ablation
+
+    runs = int(max(args.runs)) if args.runs else 300
+    settings = Settings(inputs=args.inputs or 40, seed=args.seed)
+    with tempfile.TemporaryDirectory(prefix="bench-learning-") as tmp:
+        result = training_data_ablation(settings, runs=runs, workdir=Path(tmp))
+    print(format_ablation(result))
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {out} ({result['seconds']:.0f} s)", file=sys.stderr)
     return 0
 
 

@@ -66,3 +66,12 @@ def test_the_priors_are_wrong_and_the_inputs_show_their_difficulty() -> None:
     long = [p for x, p in zip(items, cheap_truth, strict=True) if x.words > 160]
     short = [p for x, p in zip(items, cheap_truth, strict=True) if x.words < 90]
     assert sum(long) / len(long) < sum(short) / len(short) - 0.1
+
+
+def test_the_training_data_ablation_narrows_the_examples(tmp_path: Path) -> None:
+    out = tmp_path / "ablation.json"
+    assert bench_learning.main(["--ablation", "--runs", "5", "--inputs", "2", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    counts = [row["examples"] for row in result["rows"]]
+    assert len(counts) == 3 and counts[0] >= counts[1] > counts[2] > 0
+    assert all(row["n"] == 2 * 9 for row in result["rows"])
