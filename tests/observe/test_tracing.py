@@ -30,7 +30,13 @@ from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricR
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    DEFAULT_ON,
+    ParentBasedTraceIdRatio,
+    Sampler,
+)
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusCode, TraceFlags, TraceState
 
 from agents import LangGraphAgent, LLMAgent
@@ -419,15 +425,34 @@ async def test_the_sdks_attribute_limits_apply_to_our_spans(
     limited.meter_provider.shutdown()
 
 
-@pytest.mark.parametrize("sampled", [True, False])
-async def test_a_run_follows_the_sampling_decision_and_trace_state_of_its_parent(
-    sim_catalog: Catalog, diamond: WorkflowFactory, otel: Otel, sampled: bool
+@pytest.mark.parametrize(
+    ("sampler", "parent_sampled", "exported"),
+    [
+        ("parentbased_always_on", True, True),
+        ("parentbased_always_on", False, False),
+        ("always_on", False, True),
+        ("parentbased_traceidratio", True, True),
+        ("parentbased_traceidratio", False, False),
+    ],
+)
+async def test_a_run_follows_its_samplers_decision_and_its_parents_trace_state(
+    sim_catalog: Catalog, diamond: WorkflowFactory, sampler: str, parent_sampled: bool, exported: bool
 ) -> None:
+    samplers: dict[str, Sampler] = {
+        "parentbased_always_on": DEFAULT_ON,  # the default
+        "always_on": ALWAYS_ON,
+        "parentbased_traceidratio": ParentBasedTraceIdRatio(1.0),  # asked for every span
+    }
+    spans = InMemorySpanExporter()
+    tracer_provider = TracerProvider(sampler=samplers[sampler])
+    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    reader = InMemoryMetricReader()
+    otel = Otel(tracer_provider, spans, MeterProvider(metric_readers=[reader]), reader)
     remote = SpanContext(
         trace_id=0x5EED,
         span_id=0xCA11,
         is_remote=True,
-        trace_flags=TraceFlags(TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT),
+        trace_flags=TraceFlags(TraceFlags.SAMPLED if parent_sampled else TraceFlags.DEFAULT),
         trace_state=TraceState([("vendor", "v1")]),
     )
     token = otel_context.attach(trace.set_span_in_context(NonRecordingSpan(remote)))
@@ -436,16 +461,19 @@ async def test_a_run_follows_the_sampling_decision_and_trace_state_of_its_parent
         result = await _run(wf, sim_catalog, otel, _simulated(wf, sim_catalog), policy="fixed:small:1")
     finally:
         otel_context.detach(token)
+        tracer_provider.shutdown()
+        otel.meter_provider.shutdown()
     assert result.outcome is Outcome.COMPLETED
-    spans = otel.finished()
-    if not sampled:
-        assert spans == []
+    finished = otel.finished()
+    if not exported:
+        assert finished == []
         return
-    assert len(spans) == 1 + len(result.decisions) + len(result.calls)
-    assert all(s.context is not None and s.context.trace_id == 0x5EED for s in spans)
-    assert all(s.context is not None and s.context.trace_state.get("vendor") == "v1" for s in spans)
-    (root,) = [s for s in spans if s.name.startswith("invoke_workflow")]
+    assert len(finished) == 1 + len(result.decisions) + len(result.calls)
+    assert all(s.context is not None and s.context.trace_id == 0x5EED for s in finished)
+    assert all(s.context is not None and s.context.trace_state.get("vendor") == "v1" for s in finished)
+    (root,) = [s for s in finished if s.name.startswith("invoke_workflow")]
     assert root.parent == remote
+    assert all(s is root or _parent(s, finished) is not None for s in finished)
 
 
 class HttpxClient:
