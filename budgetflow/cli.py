@@ -2,7 +2,7 @@
 
 ```text
 budgetflow run PATH.py [--budget USD] [--deadline S] [--policy NAME] [--seed N] [--input K=V ...]
-               [--metrics-port PORT] [--metrics-host HOST]
+               [--metrics-port PORT] [--metrics-host HOST] [--no-learn | --estimator-version N]
 budgetflow validate PATH.py [--input K=V ...] [--catalog FILE] [--policy NAME]
 budgetflow runs list [--limit N] [--workflow NAME]
 budgetflow runs show RUN_ID
@@ -22,6 +22,9 @@ budgetflow policies
 budgetflow export attempts [--workflow NAME] [--since DATE] [--limit N] [--format jsonl|parquet] [--out FILE]
                            [--include-simulated | --only-simulated]
 budgetflow estimates show [--workflow NAME] [--workflow-file PATH.py] [--include-simulated]
+budgetflow estimates artifacts [--workflow NAME]
+budgetflow train [--workflow NAME] [--since DATE] [--limit N] [--include-simulated | --only-simulated]
+                 [--embedder hashing|none] [--holdout F] [--seed N]
 budgetflow bench planners [--pool FILE] ...
 ```
 
@@ -122,6 +125,16 @@ def _positive_factor(text: str) -> float:
     return value
 
 
+def _holdout(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"`{text}` is not a fraction; e.g. 0.2 (a fifth held out)") from None
+    if not (math.isfinite(value) and 0 <= value < 1):
+        raise argparse.ArgumentTypeError(f"must be from 0 (none held out) to below 1, e.g. 0.2; got `{text}`")
+    return value
+
+
 def _parser() -> _Parser:
     db_help = "database URL (default: sqlite:///.budgetflow/runs.db); also {} the subcommand"
     with_db = _Parser(add_help=False)
@@ -166,8 +179,16 @@ def _parser() -> _Parser:
     run.add_argument("--catalog", metavar="FILE", help="catalog file (TOML/YAML/JSON) overriding the file's")
     run.add_argument("--no-content", action="store_true", help="store no prompt, response or input text")
     run.add_argument("--no-progress", action="store_true", help="no live view; print the summary only")
-    run.add_argument(
+    learning = run.add_mutually_exclusive_group()
+    learning.add_argument(
         "--no-learn", action="store_true", help="plan from the workflow's priors only, not from recorded runs"
+    )
+    learning.add_argument(
+        "--estimator-version",
+        type=_positive_int,
+        metavar="N",
+        help="plan with this version of the workflow's trained estimator (default: the newest;"
+        " `budgetflow estimates artifacts` lists them)",
     )
     run.add_argument(
         "--time-scale",
@@ -445,6 +466,50 @@ def _parser() -> _Parser:
         "--include-simulated", action="store_true", help="learn from simulated runs as well as real ones"
     )
 
+    estimates_artifacts = estimates_sub.add_parser(
+        "artifacts",
+        parents=[with_db],
+        help="the trained estimators (`budgetflow train`), each version with its held-out metrics",
+    )
+    estimates_artifacts.add_argument("--workflow", metavar="NAME", help="only this workflow")
+
+    train = sub.add_parser(
+        "train",
+        parents=[with_db],
+        help="fit the learned estimator from recorded runs and store it as the next version, which"
+        " runs then load (docs/learning.md)",
+    )
+    train.add_argument(
+        "--workflow", metavar="NAME", help="only this workflow (default: each workflow with recorded runs)"
+    )
+    train.add_argument(
+        "--since",
+        metavar="DATE",
+        help="only runs started since then: 2025-06-01, 2025-06-01T12:00 (UTC), or 7d, 12h, 2w ago",
+    )
+    train.add_argument(
+        "--limit", type=_positive_int, metavar="N", help="only the newest N runs (default: all)"
+    )
+    train_simulated = train.add_mutually_exclusive_group()
+    train_simulated.add_argument(
+        "--include-simulated", action="store_true", help="simulated runs as well as real ones"
+    )
+    train_simulated.add_argument("--only-simulated", action="store_true", help="simulated runs only")
+    train.add_argument(
+        "--embedder",
+        choices=("hashing", "none"),
+        default="hashing",
+        help="embed recorded prompts with the built-in hashing embedder (default), or use no embedding",
+    )
+    train.add_argument(
+        "--holdout",
+        type=_holdout,
+        default=0.2,
+        metavar="F",
+        help="share of the runs held out to measure the fit (default 0.2; 0: none, no metrics)",
+    )
+    train.add_argument("--seed", type=_seed, default=0, help="seed of the held-out split (default 0)")
+
     bench = sub.add_parser("bench", help="benchmarks")
     bench_sub = bench.add_subparsers(
         dest="bench_command", required=True, parser_class=_Parser, metavar="NAME"
@@ -538,7 +603,13 @@ def _command(args: argparse.Namespace, settings: Settings, out: Console) -> int:
         return _worker(args, settings, out)
     if args.command == "export":
         return _export(args, settings, out)
+    if args.command == "train":
+        return _train(args, settings, out)
     if args.command == "estimates":
+        if args.estimates_command == "artifacts":
+            from budgetflow.train_cli import show_artifacts
+
+            return show_artifacts(settings, out, workflow=args.workflow)
         from budgetflow.estimates_cli import show_estimates
 
         return show_estimates(
@@ -564,6 +635,23 @@ def _export(args: argparse.Namespace, settings: Settings, out: Console) -> int:
         max_runs=args.limit,
         include_simulated=args.include_simulated,
         only_simulated=args.only_simulated,
+    )
+
+
+def _train(args: argparse.Namespace, settings: Settings, out: Console) -> int:
+    from budgetflow.train_cli import train
+
+    return train(
+        settings,
+        out,
+        workflow=args.workflow,
+        since=args.since,
+        max_runs=args.limit,
+        include_simulated=args.include_simulated,
+        only_simulated=args.only_simulated,
+        embedder=args.embedder,
+        holdout=args.holdout,
+        seed=args.seed,
     )
 
 
@@ -758,6 +846,7 @@ def _execute_interruptibly(
             console=out,
             live=not args.no_progress,
             learn=not args.no_learn,
+            estimator_version=getattr(args, "estimator_version", None),
             route=route_catalog,
             resume=resume,
         ),

@@ -4,7 +4,9 @@ One table per workflow: the learned (pooled) success probability next to the
 workflow's declared prior (with `--workflow-file`), the pooled prior mean it was
 shrunk toward and that prior's weight, the attempts behind it (passed, failed,
 errors, censored) and the mean output tokens and latency, fitted as in
-`storage.pooled_estimates`. Fits 80 columns.
+`storage.pooled_estimates`; when `budgetflow train` stored an estimator for the
+workflow, its newest version's success per (subtask, model) too (`trained`), the
+belief the workflow's runs start from. Fits 80 columns.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from orchestrator.errors import ConfigError, did_you_mean
 from orchestrator.workflow import Workflow
 
 if TYPE_CHECKING:
+    from storage.learned_estimator import LearnedEstimator
     from storage.pooled_estimates import PooledCell
 
 __all__ = ["show_estimates"]
@@ -44,6 +47,8 @@ def show_estimates(
     from budgetflow.show import missing_database
     from storage import queries
     from storage._engine import redact
+    from storage.estimator_artifacts import load_artifact
+    from storage.learned_estimator import LearnedEstimator
     from storage.pooled_estimates import pooled_estimates
 
     declared: Workflow | None = None
@@ -87,6 +92,7 @@ def show_estimates(
             highlight=False,
         )
         return 0
+    trained_versions: list[str] = []
     for name in sorted({c.workflow for c in pooled.cells}):
         cells: Sequence[PooledCell] = [c for c in pooled.cells if c.workflow == name]
         how = "estimated from the cells" if cells[0].strength_from_data else "default: too few cells"
@@ -95,7 +101,13 @@ def show_estimates(
             highlight=False,
             style="bold",
         )
-        console.print(_table(cells, declared if declared is not None and declared.name == name else None))
+        artifact = load_artifact(url, name)
+        trained = None if artifact is None else LearnedEstimator(artifact)
+        if artifact is not None:
+            trained_versions.append(f"`{name}` v{artifact.version}")
+        console.print(
+            _table(cells, declared if declared is not None and declared.name == name else None, trained)
+        )
     console.print(
         "pooled: the prior mean from the model's and the subtask's rates; learned = (passes +"
         " k·pooled) / (verdicts + k); w = k / (verdicts + k), the pooled share. p/f/e/c: attempts"
@@ -104,10 +116,18 @@ def show_estimates(
         style="dim",
         highlight=False,
     )
+    if trained_versions:
+        console.print(
+            f"trained: the success that the newest estimator from `budgetflow train`"
+            f" ({', '.join(trained_versions)}) gives a request at the training mean of each"
+            " feature; the workflow's runs plan with it",
+            style="dim",
+            highlight=False,
+        )
     return 0
 
 
-def _table(cells: Sequence[PooledCell], declared: Workflow | None) -> Table:
+def _table(cells: Sequence[PooledCell], declared: Workflow | None, trained: LearnedEstimator | None) -> Table:
     table = Table(box=None, pad_edge=False, padding=(0, 1, 0, 0))
     table.add_column("subtask", overflow="fold")
     table.add_column("model", overflow="fold")
@@ -115,6 +135,8 @@ def _table(cells: Sequence[PooledCell], declared: Workflow | None) -> Table:
         table.add_column("prior", justify="right")
     table.add_column("pooled", justify="right")
     table.add_column("learned", justify="right")
+    if trained is not None:
+        table.add_column("trained", justify="right")
     table.add_column("w", justify="right")
     table.add_column("p/f/e/c", justify="right")
     table.add_column("out tok", justify="right")
@@ -123,9 +145,10 @@ def _table(cells: Sequence[PooledCell], declared: Workflow | None) -> Table:
         row = [cell.subtask, cell.model]
         if declared is not None:
             row.append(_prior(declared, cell.subtask, cell.model))
+        row += [f"{cell.prior_mean:.2f}", f"{cell.success_prob:.2f}"]
+        if trained is not None:
+            row.append(_trained(trained, cell.subtask, cell.model))
         row += [
-            f"{cell.prior_mean:.2f}",
-            f"{cell.success_prob:.2f}",
             f"{cell.shrinkage:.2f}",
             f"{cell.passes}/{cell.failures}/{cell.errors}/{cell.censored}",
             "-" if cell.output_tokens is None else f"{cell.output_tokens.mean:,.0f}",
@@ -140,3 +163,11 @@ def _prior(workflow: Workflow, subtask: str, model: str) -> str:
     found = workflow.subtasks.get(subtask)
     estimate = None if found is None else found.estimates.get(model)
     return "-" if estimate is None else f"{estimate.success_prob:.2f}"
+
+
+def _trained(estimator: LearnedEstimator, subtask: str, model: str) -> str:
+    """The trained estimator's success for (subtask, model) at the training mean of each feature, or `-`."""
+    from orchestrator.estimator import RequestFeatures
+
+    success = estimator.success_probability(subtask, model, RequestFeatures())
+    return "-" if success is None else f"{success:.2f}"

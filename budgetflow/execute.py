@@ -61,6 +61,7 @@ async def execute(
     console: Console,
     live: bool,
     learn: bool,
+    estimator_version: int | None = None,
     route: Callable[[Catalog, Settings], tuple[Catalog, list[str]]],
     resume: ResumePoint | None = None,
 ) -> RunRecord:
@@ -97,6 +98,7 @@ async def execute(
             console=console,
             live=live,
             learn=learn,
+            estimator_version=estimator_version,
             simulated=simulated,
             served=served,
             resume=resume,
@@ -126,6 +128,7 @@ async def _execute(
     console: Console,
     live: bool,
     learn: bool,
+    estimator_version: int | None = None,
     simulated: list[str],
     served: ServedMetrics | None,
     resume: ResumePoint | None = None,
@@ -141,6 +144,7 @@ async def _execute(
             budget_usd=budget_usd,
             run_id=run_id,
             learn=learn,
+            estimator_version=estimator_version,
             spent_nano=None if resume is None else resume.spent_nano,
         ) as services:
             for note in services.notes:
@@ -182,7 +186,7 @@ async def _execute(
                         observers=observers,
                         interceptors=services.interceptors,
                         record_content=settings.record_content,
-                        learned_estimates=services.learned,
+                        estimator=services.estimator,
                         run_id=run_id,
                         resume=resume,
                     )

@@ -3,7 +3,8 @@
 One place turns configuration into the things a run needs: the model client (litellm,
 with the simulated backend for simulated models and a pool client per vLLM pool), the
 policy (by name), the budget ledger (in process, or shared in Redis), the durable
-recorder (SQL) and the estimates learned from recorded runs. The CLI uses it; the API
+recorder (SQL) and the planner's estimator learned from recorded runs: the workflow's
+newest trained artifact (`budgetflow train`), else the pooled estimates of its runs. The CLI uses it; the API
 and the workers use it too. The core (`orchestrator.run.arun`) takes built services
 and builds none. With a metrics port set, it also serves Prometheus metrics of the runs
 (`open_metrics`), fed by an observer of each run and by the pool clients' routers.
@@ -23,13 +24,15 @@ from budgetflow.settings import Settings
 from orchestrator._estimate_book import EstimateBook
 from orchestrator.catalog import NO_MODEL, Catalog
 from orchestrator.errors import ConfigError
-from orchestrator.estimates import AttemptEstimate
+from orchestrator.estimator import Estimator
 from orchestrator.ledger import InProcessLedger, Ledger, usd_to_nano
 from orchestrator.model_client import ModelClient
 from orchestrator.plan import Policy
 from orchestrator.workflow import Workflow
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
     from budgetflow.tracing import Telemetry
     from orchestrator.events import SharedBudgetView
     from orchestrator.interceptors import Interceptor
@@ -140,8 +143,12 @@ class RunServices:
     """The durable recorder on the settings' database."""
     ledger: Ledger
     """The run's budget (in process, or shared in Redis)."""
-    learned: Mapping[tuple[str, str], AttemptEstimate] = field(default_factory=dict)
-    """Estimates learned from recorded runs of the workflow (empty when learning is off)."""
+    estimator: Estimator | None = None
+    """The planner's beliefs learned from recorded runs of the workflow, for `arun(estimator=...)`:
+    the newest trained artifact's `LearnedEstimator`, else the pooled estimates of its recorded
+    runs; `None` when learning is off or nothing is recorded (the priors apply)."""
+    estimator_version: int | None = None
+    """The version of the trained artifact `estimator` is (`None`: not a trained artifact)."""
     notes: list[str] = field(default_factory=list)
     """What the user should know about the services chosen (shared ledger, learned estimates)."""
     interceptors: list[Interceptor] = field(default_factory=list)
@@ -170,6 +177,60 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass(frozen=True)
+class _Learned:
+    """The estimator chosen for a run, its artifact version, and what to tell the user."""
+
+    estimator: Estimator | None = None
+    version: int | None = None
+    notes: tuple[str, ...] = ()
+
+
+def _learned_estimator(engine: Engine, workflow: str, catalog: Catalog, version: int | None) -> _Learned:
+    """The workflow's trained artifact (newest, or `version`), else its pooled estimates (blocking)."""
+    from storage.estimator_artifacts import load_artifact
+
+    artifact = load_artifact(engine, workflow, version)
+    if artifact is not None:
+        from budgetflow.train_cli import artifact_window
+        from storage.learned_estimator import LearnedEstimator
+
+        return _Learned(
+            LearnedEstimator(artifact),
+            artifact.version,
+            (
+                f"planner estimates from the trained estimator `{workflow}` v{artifact.version}"
+                f" ({artifact_window(artifact)}); priors where it has no opinion",
+            ),
+        )
+    if version is not None:
+        raise ConfigError(
+            f"workflow `{workflow}` has no trained estimator version {version}; `budgetflow estimates"
+            " artifacts` lists the stored versions (or drop --estimator-version for the newest)"
+        )
+    from orchestrator.estimator import TableEstimator
+    from storage.pooled_estimates import pooled_estimates
+
+    models = {name: spec.litellm_model for name, spec in catalog.models.items()}
+    pooled = pooled_estimates(engine, workflow=workflow, models=models)
+    table = pooled.table(workflow)
+    if not table:
+        return _Learned()
+    attempts = sum(
+        c.passes + c.failures + c.errors + c.censored
+        for c in pooled.cells
+        if c.workflow == workflow and (c.subtask, c.model) in table
+    )
+    return _Learned(
+        TableEstimator(table, workflow=workflow),
+        None,
+        (
+            f"planner estimates pooled from recorded runs for {len(table)} (subtask, model) pairs"
+            f" ({attempts} attempts); priors for the rest",
+        ),
+    )
+
+
 @contextlib.asynccontextmanager
 async def open_run_services(
     settings: Settings,
@@ -179,11 +240,17 @@ async def open_run_services(
     budget_usd: Decimal,
     run_id: str,
     learn: bool = True,
+    estimator_version: int | None = None,
     spent_nano: int | None = None,
     owner: str | None = None,
     api_token_id: str | int | None = None,
 ) -> AsyncIterator[RunServices]:
     """Open the recorder and the ledger for one run; close them when it is over.
+
+    With `learn`, the planner's estimator is the workflow's newest artifact stored by
+    `budgetflow train` (version `estimator_version` when given), else the pooled estimates
+    of the workflow's recorded real runs whose calls went to the models the catalog names
+    (`storage.pooled_estimates`, as a table); the priors answer for the rest.
 
     `spent_nano` resumes a run: its ledger starts with that spent (in Redis, the run's
     ledger is restored under a new epoch, which refuses the old process's holds). `owner` is
@@ -195,7 +262,8 @@ async def open_run_services(
     budget, in one Redis script per operation (`storage.shared_ledger`): they need Redis.
 
     Raises:
-        ConfigError: a setting is invalid, or shared budgets apply and Redis is not configured.
+        ConfigError: a setting is invalid, shared budgets apply and Redis is not configured, or
+            `estimator_version` is not stored for the workflow.
         SharedBudgetPaused: a budget above the run is set to `pause` and has passed its point.
         StorageError: the database or Redis cannot be reached.
     """
@@ -213,17 +281,16 @@ async def open_run_services(
     telemetry: Telemetry | None = None
     try:
         notes: list[str] = []
-        learned: Mapping[tuple[str, str], AttemptEstimate] = {}
+        learned = _Learned()
         if learn:
-            from storage import learn_estimates
-
-            models = {name: spec.litellm_model for name, spec in catalog.models.items()}
-            learned = await asyncio.to_thread(learn_estimates, recorder.engine, workflow.name, models=models)
-            if learned:
-                notes.append(
-                    f"planner estimates learned from recorded runs for {len(learned)} (subtask, model)"
-                    f" pairs ({sum(len(e.samples) for e in learned.values())} attempts); priors for the rest"
-                )
+            learned = await asyncio.to_thread(
+                _learned_estimator, recorder.engine, workflow.name, catalog, estimator_version
+            )
+            notes.extend(learned.notes)
+        elif estimator_version is not None:
+            raise ConfigError(
+                f"estimator version {estimator_version} was asked for with learning off; drop one of the two"
+            )
         from storage.shared_budgets import RunScope, budgets_for
 
         scope = RunScope(
@@ -303,7 +370,8 @@ async def open_run_services(
         yield RunServices(
             recorder=recorder,
             ledger=ledger,
-            learned=learned,
+            estimator=learned.estimator,
+            estimator_version=learned.version,
             notes=notes,
             interceptors=[] if telemetry is None else telemetry.interceptors,
             budgets=budgets,

@@ -606,7 +606,7 @@ class Worker:
                         observer_drain_s=_RELAY_DRAIN_S,
                         interceptors=services.interceptors,
                         record_content=self.settings.record_content,
-                        learned_estimates=services.learned,
+                        estimator=services.estimator,
                         run_id=run_id,
                         cancel=execution.cancel,
                         resume=point,

@@ -232,7 +232,7 @@ class InProcessRunner:
                     observers=observers,
                     interceptors=services.interceptors,
                     record_content=self._settings.record_content,
-                    learned_estimates=services.learned,
+                    estimator=services.estimator,
                     run_id=order.run_id,
                     cancel=ticket.cancel,
                 )
