@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -21,6 +22,7 @@ from tests.cli.conftest import capture
 from tests.learning.records import Tried, record_run
 from tests.learning.test_estimator_artifacts import _history
 
+DOC = Path(__file__).resolve().parents[2] / "docs" / "learning.md"
 START = datetime(2026, 11, 1, tzinfo=UTC)
 WORKFLOW_FILE = """
 from budgetflow import LLMAgent, Workflow
@@ -57,6 +59,13 @@ async def _mini_always_fails(url: str, *, simulated: bool = True) -> None:
         )
 
 
+def _documented_output() -> list[str]:
+    """The output of `budgetflow train --seed 3` that docs/learning.md shows."""
+    blocks = re.findall(r"```text\n\$ budgetflow train --seed 3\n(.*?)```", DOC.read_text(), flags=re.S)
+    assert len(blocks) == 1
+    return [line.rstrip() for line in str(blocks[0]).splitlines()]
+
+
 def _cli(*argv: str, width: int = 80) -> tuple[int, str]:
     console, buf = capture(width=width)
     code = main(list(argv), console=console)
@@ -90,6 +99,10 @@ async def test_train_stores_a_version_per_workflow_and_prints_its_held_out_metri
     assert fix.embedder == "hashing-256" and fix.data.runs == 10 and not fix.data.include_simulated
     assert "`triage` v1: 3 real runs" in " ".join(text.split())
     assert "none held out" in " ".join(text.split()), "3 runs are too few to hold some out"
+    printed = [line.rstrip() for line in text.splitlines()]
+    assert (
+        _documented_output() == printed[: printed.index(next(x for x in printed if x.startswith("AUROC,")))]
+    )
 
     code, text = _cli("train", "--db", sqlite_url, "--workflow", "fix-bug", "--embedder", "none")
     assert code == 0, text
