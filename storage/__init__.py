@@ -10,6 +10,8 @@
 - `fit_estimator`, `LearnedEstimator`, `EstimatorArtifact`, `HashingEmbedder`: the
   per-input learned estimator (success, output tokens and latency from a request's
   features; `storage.learned_estimator`).
+- `save_artifact`, `load_artifact`, `list_artifacts`: those estimators stored in the
+  database, numbered per workflow (`storage.estimator_artifacts`).
 - `create_token`, `verify_token`, `list_tokens`, `revoke_token`: the HTTP API's
   scoped tokens, stored as hashes (`storage.tokens`).
 - `upgrade`: bring a database's schema to the newest Alembic revision.
@@ -18,6 +20,7 @@
 
 from storage._engine import make_engine, parse_database_url
 from storage.abandoned import AbandonedRun, find_abandoned, mark_abandoned
+from storage.estimator_artifacts import list_artifacts, load_artifact, save_artifact
 from storage.learned_estimator import EstimatorArtifact, HashingEmbedder, LearnedEstimator, fit_estimator
 from storage.learning import learn_estimates
 from storage.migrate import upgrade
@@ -64,12 +67,15 @@ __all__ = [
     "get_run",
     "iter_examples",
     "learn_estimates",
+    "list_artifacts",
     "list_runs",
     "list_tokens",
+    "load_artifact",
     "make_engine",
     "mark_abandoned",
     "parse_database_url",
     "revoke_token",
+    "save_artifact",
     "search_runs",
     "upgrade",
     "verify_token",
