@@ -258,3 +258,17 @@ async def test_services_choose_the_artifact_then_the_pooled_estimates(
     assert isinstance(newest, LearnedEstimator) and version == newest.artifact.version == 2
     older, version = await chosen(version=1)
     assert isinstance(older, LearnedEstimator) and version == 1 and older.artifact.embedder == "hashing-256"
+
+
+async def test_train_and_artifacts_on_either_database(db_url: str) -> None:
+    await _history(db_url, runs=6, workflow="fix-bug")
+    for expected in (1, 2):
+        code, text = _cli("train", "--db", db_url, "--embedder", "none")
+        assert code == 0, text
+        stored = load_artifact(db_url, "fix-bug")
+        assert stored is not None and stored.version == expected and stored.data.runs == 6
+    code, text = _cli("estimates", "artifacts", "--db", db_url, "--workflow", "fix-bug")
+    assert code == 0 and [line.split()[1] for line in text.splitlines() if line.startswith("fix-bug")] == [
+        "2",
+        "1",
+    ], text
