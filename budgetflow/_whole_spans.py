@@ -43,8 +43,6 @@ from opentelemetry.util import types
 
 __all__ = ["SpanStarter", "WholeSpan", "set_known"]
 
-_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
-_UNSAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _UNSET = Status(StatusCode.UNSET)
 _PARENT_BASED = (sampling.DEFAULT_ON, sampling.DEFAULT_OFF)
 """The SDK's default samplers (`parentbased_always_on`/`_off`): a child follows its parent."""
@@ -52,6 +50,11 @@ _STATIC = (sampling.ALWAYS_ON, sampling.ALWAYS_OFF)
 """The SDK's `always_on`/`always_off` samplers: one decision for every span."""
 _RANDOM = getattr(TraceFlags, "RANDOM_TRACE_ID", 0)
 """The W3C level-2 random-trace-id flag, where the API has it."""
+_FLAGS = (
+    (TraceFlags(TraceFlags.DEFAULT), TraceFlags(TraceFlags.DEFAULT | _RANDOM)),
+    (TraceFlags(TraceFlags.SAMPLED), TraceFlags(TraceFlags.SAMPLED | _RANDOM)),
+)
+"""A span's trace flags by whether it is sampled and whether its trace id is random (made once)."""
 
 
 class SpanStarter:
@@ -127,9 +130,7 @@ class SpanStarter:
             given = sampled.attributes  # the span's attributes, as the SDK has it
             if decision is not Decision.DROP and (given is None or given.keys() != attributes.keys()):
                 attributes = dict(given or {})
-        flags = _SAMPLED if decision is Decision.RECORD_AND_SAMPLE else _UNSAMPLED
-        if random_id:
-            flags = TraceFlags(flags | random_id)
+        flags = _FLAGS[decision is Decision.RECORD_AND_SAMPLE][random_id != 0]
         span_context = SpanContext(trace_id, self._ids.generate_span_id(), False, flags, trace_state)
         if decision is Decision.DROP:
             return NonRecordingSpan(span_context)
