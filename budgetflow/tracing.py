@@ -70,6 +70,8 @@ DURATION_BUCKETS_S = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12
 """`gen_ai.client.operation.duration` bucket boundaries (seconds), as the conventions specify."""
 
 _SCOPE = "budgetflow"
+_ALLOCATION_JSON = json.JSONEncoder(sort_keys=True)
+"""Encodes a `plan` span's allocation (made once: `json.dumps(..., sort_keys=True)` builds one a call)."""
 _ALLOCATION_LIMIT = 50
 """Ready subtasks listed on a `plan` span (the count is always there)."""
 
@@ -307,7 +309,7 @@ class _PlanSpan(_Current):
                 allocation = decision.allocation
                 state = decision.state
                 done: dict[str, Any] = {
-                    "budgetflow.decision.allocation": json.dumps(allocation, sort_keys=True),
+                    "budgetflow.decision.allocation": _ALLOCATION_JSON.encode(allocation),
                     "budgetflow.decision.samples": sum(int(a.get("samples", 0)) for a in allocation.values()),
                     "budgetflow.decision.decide_ms": decision.decide_ms,
                 }
