@@ -22,7 +22,13 @@ explains the choices; in short:
 - **Output tokens and latency** per cell: a ridge regression of the log value on the features
   around the pooled cell's lognormal, right-censored values (truncated outputs, cancelled
   attempts) handled by EM (a Tobit model), its spread from leave-one-out residuals.
-- **Errors** (no verdict) count for no success or failure; **lost** attempts for nothing.
+- **Errors** (no verdict) count for no success or failure; **lost** attempts for nothing;
+  a failure that stopped at its `max_tokens` says nothing of skill
+  (`AttemptExample.skill_verdict`).
+- **Fresh inputs.** The estimate is for a fresh input: attempts made after their subtask
+  failed in the run (on inputs shown to be hard, and many, as hard inputs are tried again)
+  enter the success fit with their count of earlier failures as a covariate that answers
+  at zero, and the penalty, the calibration and the held-out metrics use fresh attempts only.
 """
 
 from __future__ import annotations
@@ -417,6 +423,7 @@ def fit_estimator(
     params = _layout(ours, embedder is not None)
     matrix = _standardize(_matrix(params, ours), np.array(params.center), np.array(params.scale))
     rows = {e.attempt_id: i for i, e in enumerate(ours)}
+    earlier = _earlier_failures(ours)
     held = _split_runs(ours, holdout_fraction, seed)
     rng = np.random.default_rng(seed)
     metrics = FitMetrics(
@@ -432,9 +439,9 @@ def fit_estimator(
     if held:
         train = [e for e in ours if e.run_id not in held]
         test = [e for e in ours if e.run_id in held]
-        fitted = _fit(workflow, params, train, matrix, rows, rng)
-        calibration, metrics = _holdout(fitted, test, matrix, rows, len(held), rng)
-    final = replace(_fit(workflow, params, ours, matrix, rows, rng), calibration=calibration)
+        fitted = _fit(workflow, params, train, matrix, rows, earlier, rng)
+        calibration, metrics = _holdout(fitted, test, matrix, rows, earlier, len(held), rng)
+    final = replace(_fit(workflow, params, ours, matrix, rows, earlier, rng), calibration=calibration)
     starts = [e.run_started_at for e in ours]
     return EstimatorArtifact(
         workflow=workflow,
@@ -527,6 +534,30 @@ def _standardize(
     return np.where(np.isnan(z), 0.0, z)
 
 
+def _earlier_failures(examples: Sequence[AttemptExample]) -> dict[str, int]:
+    """Per attempt, the failed skill verdicts of its subtask in its run's earlier batches.
+
+    A batch starts only when the one before it failed whole, so an attempt after failures is
+    made on an input already shown to be hard: such attempts are many (hard inputs are tried
+    again and again) and fail more than a fresh input's would. The success model fits this
+    count as a covariate and answers with it at zero (a fresh input; what the run learns of
+    this input afterwards is `orchestrator.belief_updates`' to add).
+    """
+    failed: defaultdict[tuple[str, str], defaultdict[int, int]] = defaultdict(lambda: defaultdict(int))
+    for e in examples:
+        if e.skill_verdict is False:
+            failed[(e.run_id, e.subtask)][e.batch] += 1
+    return {
+        e.attempt_id: sum(n for batch, n in failed[(e.run_id, e.subtask)].items() if batch < e.batch)
+        for e in examples
+    }
+
+
+def _fresh(examples: Sequence[AttemptExample], earlier: Mapping[str, int]) -> list[AttemptExample]:
+    """The attempts with a skill verdict made on a fresh input (no earlier failure of their subtask)."""
+    return [e for e in examples if e.skill_verdict is not None and earlier[e.attempt_id] == 0]
+
+
 def _split_runs(examples: Sequence[AttemptExample], fraction: float, seed: int) -> set[str]:
     """The held-out runs: a seeded random `fraction` of them (none below `MIN_HOLDOUT_RUNS`)."""
     runs = sorted({e.run_id for e in examples})
@@ -546,6 +577,7 @@ def _fit(
     examples: Sequence[AttemptExample],
     matrix: NDArray[np.float64],
     rows: Mapping[str, int],
+    earlier: Mapping[str, int],
     rng: np.random.Generator,
 ) -> _Params:
     """Pooled base per cell, then success, tokens and latency on the features."""
@@ -558,6 +590,12 @@ def _fit(
             cell = pooled.cell(workflow, subtask, model)
             if cell is not None:
                 base[(subtask, model)] = cell
+    # The success offset is a fresh input's where fresh attempts exist (see `_earlier_failures`).
+    fresh = pool_examples(_fresh(examples, earlier))
+    for (subtask, model), cell in base.items():
+        fresh_cell = fresh.cell(workflow, subtask, model)
+        if fresh_cell is not None and fresh_cell.verdicts:
+            base[(subtask, model)] = replace(cell, success_prob=fresh_cell.success_prob)
     by_cell: defaultdict[tuple[str, str], list[AttemptExample]] = defaultdict(list)
     for e in examples:
         by_cell[(e.subtask, e.model)].append(e)
@@ -566,10 +604,10 @@ def _fit(
     weights: dict[tuple[str, str], tuple[float, ...]] = {}
     penalty = DEFAULT_PENALTY
     if width:
-        penalty = _choose_success_penalty(examples, base, matrix, rows, rng)
+        penalty = _choose_success_penalty(examples, base, matrix, rows, earlier, rng)
         for subtask in subtasks:
             found = _fit_success(
-                subtask, [e for e in examples if e.subtask == subtask], base, matrix, rows, penalty
+                subtask, [e for e in examples if e.subtask == subtask], base, matrix, rows, earlier, penalty
             )
             if found is not None:
                 shared[subtask], per_model = found
@@ -608,12 +646,15 @@ def _success_design(
     base: Mapping[tuple[str, str], PooledCell],
     matrix: NDArray[np.float64],
     rows: Mapping[str, int],
+    earlier: Mapping[str, int],
     models: Sequence[str],
 ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
-    """Columns [shared z | per model: 1, z], the pooled offsets and the verdicts of one subtask's examples."""
+    """Columns [shared z | per model: 1, z | log1p(earlier failures)], the pooled offsets and the
+    skill verdicts of one subtask's examples."""
     width = matrix.shape[1]
     z = matrix[[rows[e.attempt_id] for e in examples]]
-    design = np.zeros((len(examples), width + len(models) * (width + 1)))
+    design = np.zeros((len(examples), width + len(models) * (width + 1) + 1))
+    design[:, -1] = np.log1p([earlier[e.attempt_id] for e in examples])
     design[:, :width] = z
     for i, model in enumerate(models):
         mine = np.array([e.model == model for e in examples])
@@ -621,7 +662,7 @@ def _success_design(
         design[mine, start] = 1.0
         design[mine, start + 1 : start + 1 + width] = z[mine]
     offset = np.array([_logit(base[(e.subtask, e.model)].success_prob) for e in examples])
-    outcome = np.array([1.0 if e.success else 0.0 for e in examples])
+    outcome = np.array([1.0 if e.skill_verdict else 0.0 for e in examples])
     return design, offset, outcome
 
 
@@ -631,14 +672,18 @@ def _fit_success(
     base: Mapping[tuple[str, str], PooledCell],
     matrix: NDArray[np.float64],
     rows: Mapping[str, int],
+    earlier: Mapping[str, int],
     penalty: float,
 ) -> tuple[tuple[float, ...], dict[str, tuple[float, ...]]] | None:
-    """Shared and per-model weights of one subtask (`None`: no verdicts)."""
-    judged = [e for e in examples if e.success is not None and (e.subtask, e.model) in base]
+    """Shared and per-model weights of one subtask (`None`: no verdicts).
+
+    The earlier failures' weight is fitted and dropped: a fresh input has none.
+    """
+    judged = [e for e in examples if e.skill_verdict is not None and (e.subtask, e.model) in base]
     if not judged:
         return None
     models = sorted({e.model for e in judged})
-    design, offset, outcome = _success_design(judged, base, matrix, rows, models)
+    design, offset, outcome = _success_design(judged, base, matrix, rows, earlier, models)
     theta = _logistic(design, offset, outcome, penalty)
     width = matrix.shape[1]
     per_model = {
@@ -653,22 +698,22 @@ def _choose_success_penalty(
     base: Mapping[tuple[str, str], PooledCell],
     matrix: NDArray[np.float64],
     rows: Mapping[str, int],
+    earlier: Mapping[str, int],
     rng: np.random.Generator,
 ) -> float:
-    """The penalty of `PENALTIES` with the lowest log loss on a split of the runs (else the default)."""
+    """The penalty of `PENALTIES` with the lowest log loss on a split of the runs' fresh
+    attempts (else the default)."""
     runs = sorted({e.run_id for e in examples})
     if len(runs) < 2 * MIN_HOLDOUT_RUNS:
         return DEFAULT_PENALTY
     valid = {runs[i] for i in rng.permutation(len(runs))[: max(1, len(runs) // 4)]}
     fit_on = [e for e in examples if e.run_id not in valid]
-    judged = [
-        e for e in examples if e.run_id in valid and e.success is not None and (e.subtask, e.model) in base
-    ]
+    judged = [e for e in _fresh(examples, earlier) if e.run_id in valid and (e.subtask, e.model) in base]
     if len(judged) < MIN_SELECTION_VERDICTS:
         return DEFAULT_PENALTY
     keys = [(e.subtask, e.model) for e in judged]
     z = matrix[[rows[e.attempt_id] for e in judged]]
-    outcome = np.array([1.0 if e.success else 0.0 for e in judged])
+    outcome = np.array([1.0 if e.skill_verdict else 0.0 for e in judged])
     pooled = {key: cell.success_prob for key, cell in base.items()}
     losses = []
     for penalty in PENALTIES:
@@ -676,7 +721,7 @@ def _choose_success_penalty(
         weights: dict[tuple[str, str], tuple[float, ...]] = {}
         for subtask in sorted({s for s, _ in keys}):
             found = _fit_success(
-                subtask, [e for e in fit_on if e.subtask == subtask], base, matrix, rows, penalty
+                subtask, [e for e in fit_on if e.subtask == subtask], base, matrix, rows, earlier, penalty
             )
             if found is not None:
                 shared[subtask] = found[0]
@@ -801,6 +846,7 @@ def _holdout(
     test: Sequence[AttemptExample],
     matrix: NDArray[np.float64],
     rows: Mapping[str, int],
+    earlier: Mapping[str, int],
     runs: int,
     rng: np.random.Generator,
 ) -> tuple[tuple[float, float] | None, FitMetrics]:
@@ -811,7 +857,7 @@ def _holdout(
     Without feature columns there is no calibration: the pooled estimates are the answer.
     """
     cells = {(c.subtask, c.model): c for c in fitted.cells}
-    judged = [e for e in test if e.success is not None and (e.subtask, e.model) in cells]
+    judged = [e for e in _fresh(test, earlier) if (e.subtask, e.model) in cells]
     logits = _success_logits(
         [(e.subtask, e.model) for e in judged],
         matrix[[rows[e.attempt_id] for e in judged]],
@@ -819,7 +865,7 @@ def _holdout(
         fitted.shared,
         {key: c.success_weights for key, c in cells.items() if c.success_weights is not None},
     )
-    outcome = np.array([1.0 if e.success else 0.0 for e in judged])
+    outcome = np.array([1.0 if e.skill_verdict else 0.0 for e in judged])
     calibrate = matrix.shape[1] > 0 and len(judged) >= MIN_CALIBRATION_VERDICTS
     calibration = _platt(logits, outcome) if calibrate else None
     probability = 1 / (1 + np.exp(-logits))

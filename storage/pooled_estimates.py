@@ -285,12 +285,12 @@ class _Raw:
 
 
 def _raw_cell(subtask: str, model: str, found: list[AttemptExample]) -> _Raw:
-    judged = [e for e in found if e.success is not None]
+    judged = [e for e in found if e.skill_verdict is not None]
     return _Raw(
         subtask=subtask,
         model=model,
-        passes=sum(1 for e in judged if e.success),
-        failures=sum(1 for e in judged if not e.success),
+        passes=sum(1 for e in judged if e.skill_verdict),
+        failures=sum(1 for e in judged if not e.skill_verdict),
         errors=sum(1 for e in found if e.outcome is AttemptOutcome.PROVIDER_ERROR),
         tokens=tuple(float(max(1, e.output_tokens)) for e in judged),
         latencies=tuple(e.latency_s for e in judged if e.latency_s is not None),

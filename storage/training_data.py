@@ -171,6 +171,19 @@ class AttemptExample:
         return None
 
     @property
+    def skill_verdict(self) -> bool | None:
+        """What it says of the model's skill on this input: its verdict, except that a failure
+        that stopped at its `max_tokens` says nothing (the cap failed it, and the planner models
+        the cap by truncating its draws of output tokens), as errors and cancellations say nothing.
+
+        The estimators learn success from this, as the in-run updates do
+        (`orchestrator.belief_updates`).
+        """
+        if self.truncated and self.outcome is AttemptOutcome.FAILED_CHECK:
+            return None
+        return self.success
+
+    @property
     def latency_observed(self) -> bool:
         """Whether it is a latency observation: ended with a verdict, or censored by a cancellation."""
         return self.latency_s is not None and self.outcome in (

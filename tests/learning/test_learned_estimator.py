@@ -464,3 +464,60 @@ async def test_recorded_runs_train_an_estimator_the_executor_feeds(
         e.embedding for e in examples if e.subtask == "a" and e.input_chars == {"topic": len(TOPICS[1])}
     }
     assert trained == {tuple(embedder.embed([planned.prompt_text])[0])}
+
+
+def _retried_runs(runs: int, *, record_batches: bool) -> list[AttemptExample]:
+    """Runs that try `small` once per batch until it passes (at most 4 batches).
+
+    Each input has an observable size x and a hidden difficulty h: p = σ(0.5 + (x − 6) − h).
+    Hard inputs are tried again and again, so most recorded attempts are on hard inputs.
+    `record_batches=False` records every attempt as a first batch (what an estimator that
+    does not know the retries sees).
+    """
+    rng = np.random.default_rng(11)
+    examples = []
+    for run in range(runs):
+        x, h = rng.uniform(4.0, 8.0), rng.normal(0.0, 1.5)
+        p = _sigmoid(0.5 + (x - 6) - h)
+        for batch in range(4):
+            passed = bool(rng.random() < p)
+            found = _example(run, outcome=_verdict(passed), chars=_chars(x))
+            examples.append(
+                replace(found, attempt_id=f"{found.attempt_id}-{batch}", batch=batch if record_batches else 0)
+            )
+            if passed:
+                break
+    return examples
+
+
+def _fresh_truth(x: float) -> float:
+    """A fresh input's success at size x: the mean over the hidden difficulty."""
+    draws = np.random.default_rng(5).normal(0.0, 1.5, 20_000)
+    return float(np.mean(1 / (1 + np.exp(-(0.5 + (x - 6) - draws)))))
+
+
+def test_success_is_for_a_fresh_input_although_hard_inputs_are_retried() -> None:
+    at = [math.log1p(_chars(x)) for x in (5.0, 6.0, 7.0)]
+    features = [RequestFeatures(input_chars={"doc": _chars(x)}) for x in (5.0, 6.0, 7.0)]
+
+    def errors(examples: list[AttemptExample]) -> list[float]:
+        learned = LearnedEstimator(fit_estimator(examples, workflow="w", seed=0))
+        found = [learned.success_probability("s", "small", f) for f in features]
+        return [abs((p or 0.0) - _fresh_truth(x)) for p, x in zip(found, at, strict=True)]
+
+    assert max(errors(_retried_runs(3000, record_batches=True))) <= 0.04
+    # Counting every attempt as if made on a fresh input under-states the odds.
+    assert max(errors(_retried_runs(3000, record_batches=False))) >= 0.08
+
+
+def test_a_failure_cut_short_by_the_output_cap_says_nothing_of_skill() -> None:
+    examples = [_example(run, chars=100 + run % 5) for run in range(200)]
+    examples += [
+        _example(run, outcome=AttemptOutcome.FAILED_CHECK, truncated=True, chars=100 + run % 5)
+        for run in range(200, 400)
+    ]
+    assert all(e.skill_verdict is None for e in examples[200:])
+    p = LearnedEstimator(fit_estimator(examples, workflow="w")).success_probability(
+        "s", "small", RequestFeatures(input_chars={"doc": 102})
+    )
+    assert p is not None and p >= 0.95, "the truncated failures would halve it"
