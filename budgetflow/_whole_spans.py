@@ -28,6 +28,7 @@ from typing import Any, cast
 from opentelemetry import trace
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk import trace as sdk_trace
+from opentelemetry.sdk import version as sdk_version
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits, sampling
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
@@ -60,6 +61,12 @@ _FLAGS = (
 """A span's trace flags by whether it is sampled and whether its trace id is random (made once)."""
 
 
+_BUILT_FOR = frozenset({(1, 45)})
+"""The SDK releases whose tracer and span internals this module is known to match; with any
+other, spans are started by the tracer itself (correct, only slower)."""
+_SDK_MINOR = tuple(int(part) for part in sdk_version.__version__.split(".")[:2])
+
+
 class SpanStarter:
     """Starts spans on one tracer: whole spans on the SDK's, the tracer's own on any other."""
 
@@ -77,8 +84,9 @@ class SpanStarter:
 
     def __init__(self, tracer: trace.Tracer) -> None:
         self._tracer = tracer
-        self._sdk = isinstance(tracer, sdk_trace.Tracer)
-        if isinstance(tracer, sdk_trace.Tracer):
+        self._sdk = isinstance(tracer, sdk_trace.Tracer) and _SDK_MINOR in _BUILT_FOR
+        if self._sdk:
+            assert isinstance(tracer, sdk_trace.Tracer)
             self._sampler = tracer.sampler
             self._ids = tracer.id_generator
             self._processor = tracer.span_processor

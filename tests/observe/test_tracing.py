@@ -40,7 +40,7 @@ from opentelemetry.sdk.trace.sampling import (
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusCode, TraceFlags, TraceState
 
 from agents import LangGraphAgent, LLMAgent
-from budgetflow import arun
+from budgetflow import _whole_spans, arun
 from budgetflow.settings import Settings, load_settings
 from budgetflow.tracing import (
     DURATION_BUCKETS_S,
@@ -184,13 +184,22 @@ def check_tree(result: RunResult, spans: Sequence[ReadableSpan]) -> None:
     assert len(spans) == 1 + len(plans) + len(result.calls)
 
 
+@pytest.mark.parametrize("sdk_release", ["known", "unknown"])
 async def test_the_span_tree_is_the_calling_tree_with_the_conventions_attributes(
-    sim_catalog: Catalog, diamond: WorkflowFactory, otel: Otel
+    sim_catalog: Catalog,
+    diamond: WorkflowFactory,
+    otel: Otel,
+    sdk_release: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    if sdk_release == "unknown":  # an SDK release whose internals are not known: its own spans
+        monkeypatch.setattr(_whole_spans, "_SDK_MINOR", (99, 0))
     wf = diamond()
     result = await _run(wf, sim_catalog, otel, _simulated(wf, sim_catalog))
     assert result.outcome is Outcome.COMPLETED
     spans = otel.finished()
+    whole = {type(span) is _whole_spans.WholeSpan for span in spans}
+    assert whole == {sdk_release == "known"}
     check_tree(result, spans)
     calls = _by_call_id(spans)
 
