@@ -28,6 +28,8 @@ DESCRIPTIONS: Mapping[str, str] = {
     "always_strongest": "every ready subtask on its most reliable model, one sample, retried on failure",
     "threshold_router": "the cheapest model whose estimated success is at least 0.7, else the most"
     " reliable one (RouteLLM-style)",
+    "direct_router": "first attempt on the cheapest model if its estimated success on this input is"
+    " at least 0.7, else on the dearest; after a failure, the dearest (RouteLLM-style cascade)",
     "dual_mirror_descent": "budget pacing: trades each subtask's success against its cost at a price"
     " that rises when spending runs ahead of the budget; picks model and samples",
     "split_uniform": "splits the budget equally over the subtasks at the start; each runs once on"
