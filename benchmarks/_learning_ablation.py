@@ -36,7 +36,7 @@ def training_data_ablation(settings: Settings, *, runs: int, workdir: Path) -> d
     upgrade(url)
     priors = TableEstimator(prior_estimates())
     recorded = [make_input(settings.seed * 10 + 1, i) for i in range(runs)]
-    collect(url, recorded, priors, settings.cells, settings.seed)
+    collect(url, recorded, priors, settings.cells, settings.seed, explore=settings.explore)
     embedder = HashingEmbedder()
     examples = extract_examples(
         url, workflow=workflow_for(prior_estimates()), only_simulated=True, embedder=embedder

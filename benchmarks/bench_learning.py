@@ -54,6 +54,7 @@ from benchmarks._learning_workload import (
 )
 from orchestrator.estimates import AttemptEstimate
 from orchestrator.estimator import Estimator, RequestFeatures, TableEstimator
+from orchestrator.exploration import ThompsonEstimator
 from orchestrator.plan import Policy
 from orchestrator.run import RunResult
 from orchestrator.simulation import simulate
@@ -84,6 +85,8 @@ class Settings:
     seed: int = 0
     target_runs: int = 300
     """The checkpoint the targets are judged at (or the largest below it)."""
+    explore: bool = True
+    """Collection runs plan on beliefs drawn from their uncertainty (`orchestrator.ThompsonEstimator`)."""
 
     @property
     def cells(self) -> list[Cell]:
@@ -307,9 +310,16 @@ async def _write(url: str, results: Sequence[RunResult]) -> None:
 
 
 def collect(
-    url: str, items: Sequence[LearningInput], estimator: Estimator, cells: Sequence[Cell], seed: int
+    url: str,
+    items: Sequence[LearningInput],
+    estimator: Estimator,
+    cells: Sequence[Cell],
+    seed: int,
+    *,
+    explore: bool = True,
 ) -> None:
-    """Run `items` as production would (MCPP, in-run updates, content recorded) and record them."""
+    """Run `items` as production would (MCPP, in-run updates, content recorded) and record them;
+    with `explore`, each run plans on beliefs drawn from their uncertainty (Thompson sampling)."""
     rng = np.random.default_rng([seed, 0xC011])
     results = []
     for item in items:
@@ -319,7 +329,7 @@ def collect(
                 item,
                 *cell,
                 policy=make_policy("mcpp", seed=item.seed),
-                estimator=estimator,
+                estimator=ThompsonEstimator(estimator, seed=item.seed) if explore else estimator,
                 update_in_run=True,
                 record_content=True,
             )
@@ -446,7 +456,14 @@ def run_benchmark(settings: Settings, *, workdir: Path, log: Callable[[str], Non
     for n in sorted(settings.runs):
         t = time.perf_counter()
         if n > recorded:
-            collect(url, collection[recorded:n], current, cells, settings.seed * 7919 + recorded)
+            collect(
+                url,
+                collection[recorded:n],
+                current,
+                cells,
+                settings.seed * 7919 + recorded,
+                explore=settings.explore,
+            )
             recorded = n
         collect_s += time.perf_counter() - t
         t = time.perf_counter()
@@ -546,6 +563,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the input streams (default 0)")
     parser.add_argument(
+        "--no-explore",
+        action="store_true",
+        help="collect on the estimator's best guesses (default: Thompson sampling of its beliefs)",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         default=None,
@@ -565,7 +587,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:
         return int(exit_.code or 0)
     settings = QUICK if args.quick else Settings()
-    changes: dict[str, Any] = {"seed": args.seed}
+    changes: dict[str, Any] = {"seed": args.seed, "explore": not args.no_explore}
     if args.runs is not None:
         if any(r != int(r) for r in args.runs):
             print("bench_learning: --runs must be whole numbers, e.g. 0,10,30", file=sys.stderr)

@@ -24,6 +24,7 @@ from orchestrator.errors import (
 )
 from orchestrator.estimates import AttemptEstimate, EmpiricalSample, LogNormal
 from orchestrator.estimator import Estimator, RequestFeatures, TableEstimator
+from orchestrator.exploration import ThompsonEstimator
 from orchestrator.gateway import RetryPolicy
 from orchestrator.interceptors import (
     AttemptInfo,
@@ -129,6 +130,7 @@ __all__ = [
     "SubtaskRef",
     "SubtaskStatus",
     "TableEstimator",
+    "ThompsonEstimator",
     "UserError",
     "Workflow",
     "WorkflowError",

@@ -195,6 +195,9 @@ class _Cell:
     subtask: str
     model: str
     pooled_success: float
+    evidence: float
+    """How many attempts the success belief weighs: the pooled prior strength plus the cell's
+    fresh verdicts (what exploration draws around it with, `orchestrator.ThompsonEstimator`)."""
     success_weights: tuple[float, ...] | None
     output_tokens: _Quantity | None
     latency_s: _Quantity | None
@@ -288,6 +291,7 @@ class EstimatorArtifact:
                         subtask=c["subtask"],
                         model=c["model"],
                         pooled_success=c["pooled_success"],
+                        evidence=float(c.get("evidence", 0.0)),
                         success_weights=_floats(c["success_weights"]),
                         output_tokens=_quantity(c["output_tokens"]),
                         latency_s=_quantity(c["latency_s"]),
@@ -366,6 +370,12 @@ class LearnedEstimator:
             latency_s=cell.latency_s.distribution(z),
         )
         return found if tokens is None else replace(found, input_tokens=tokens)
+
+    def evidence(self, subtask: str, model: str) -> float | None:
+        """How many attempts the success belief of (subtask, model) weighs (`None`: an unknown cell):
+        its pooled prior strength plus its fresh verdicts."""
+        cell = self._cells.get((subtask, model))
+        return None if cell is None else cell.evidence
 
     def success_probability(self, subtask: str, model: str, features: RequestFeatures) -> float | None:
         """The calibrated probability that one attempt passes (`None`: an unknown cell)."""
@@ -592,10 +602,13 @@ def _fit(
                 base[(subtask, model)] = cell
     # The success offset is a fresh input's where fresh attempts exist (see `_earlier_failures`).
     fresh = pool_examples(_fresh(examples, earlier))
+    evidence: dict[tuple[str, str], float] = {}
     for (subtask, model), cell in base.items():
         fresh_cell = fresh.cell(workflow, subtask, model)
+        evidence[(subtask, model)] = cell.strength
         if fresh_cell is not None and fresh_cell.verdicts:
             base[(subtask, model)] = replace(cell, success_prob=fresh_cell.success_prob)
+            evidence[(subtask, model)] = fresh_cell.strength + fresh_cell.verdicts
     by_cell: defaultdict[tuple[str, str], list[AttemptExample]] = defaultdict(list)
     for e in examples:
         by_cell[(e.subtask, e.model)].append(e)
@@ -622,6 +635,7 @@ def _fit(
                 subtask=subtask,
                 model=model,
                 pooled_success=pooled_cell.success_prob,
+                evidence=evidence[(subtask, model)],
                 success_weights=weights.get((subtask, model)),
                 output_tokens=_fit_quantity(
                     pooled_cell.output_tokens,

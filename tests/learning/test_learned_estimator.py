@@ -521,3 +521,18 @@ def test_a_failure_cut_short_by_the_output_cap_says_nothing_of_skill() -> None:
         "s", "small", RequestFeatures(input_chars={"doc": 102})
     )
     assert p is not None and p >= 0.95, "the truncated failures would halve it"
+
+
+def test_a_cells_evidence_is_its_prior_strength_plus_its_fresh_verdicts() -> None:
+    examples = _retried_runs(300, record_batches=True)
+    artifact = fit_estimator(examples, workflow="w", seed=0)
+    learned = LearnedEstimator(artifact)
+    pooled = pool_examples(examples).cell("w", "s", "small")
+    fresh = sum(1 for e in examples if e.batch == 0)
+    assert pooled is not None
+    evidence = learned.evidence("s", "small")
+    assert evidence is not None and evidence > fresh, "the prior's strength on top of the fresh verdicts"
+    assert evidence < fresh + 60, "at most the largest prior strength on top"
+    assert learned.evidence("s", "unknown") is None
+    loaded = LearnedEstimator(EstimatorArtifact.from_json(artifact.to_json()))
+    assert loaded.evidence("s", "small") == evidence
