@@ -118,6 +118,15 @@ class FirstOpinion:
                 return found
         return None
 
+    def evidence(self, subtask: str, model: str) -> float | None:
+        """The weight of the first estimator that weighs (subtask, model)'s belief (exploration's `k`)."""
+        for estimator in self._estimators:
+            weigh = getattr(estimator, "evidence", None)
+            found = weigh(subtask, model) if callable(weigh) else None
+            if isinstance(found, int | float):
+                return float(found)
+        return None
+
 
 class FeatureCapture:
     """Passes every question on, and keeps the features each (subtask, model) was last asked with."""

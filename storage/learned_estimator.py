@@ -51,7 +51,7 @@ from orchestrator.errors import ConfigError
 from orchestrator.estimates import AttemptEstimate, LogNormal
 from orchestrator.estimator import RequestFeatures
 from orchestrator.prompt_rendering import prompt_text
-from storage.pooled_estimates import PooledCell, pool_examples
+from storage.pooled_estimates import MARGIN_STRENGTH, PooledCell, pool_examples
 from storage.training_data import AttemptExample, AttemptOutcome, Embedder
 
 __all__ = [
@@ -196,8 +196,9 @@ class _Cell:
     model: str
     pooled_success: float
     evidence: float
-    """How many attempts the success belief weighs: the pooled prior strength plus the cell's
-    fresh verdicts (what exploration draws around it with, `orchestrator.ThompsonEstimator`)."""
+    """How many attempts the success belief weighs: the pooled prior's strength (at most the
+    verdicts of its model plus the margins' strength) plus the cell's fresh verdicts (what
+    exploration draws around it with, `orchestrator.ThompsonEstimator`)."""
     success_weights: tuple[float, ...] | None
     output_tokens: _Quantity | None
     latency_s: _Quantity | None
@@ -373,7 +374,8 @@ class LearnedEstimator:
 
     def evidence(self, subtask: str, model: str) -> float | None:
         """How many attempts the success belief of (subtask, model) weighs (`None`: an unknown cell):
-        its pooled prior strength plus its fresh verdicts."""
+        its pooled prior's strength (at most the verdicts its model's rate rests on) plus its
+        fresh verdicts."""
         cell = self._cells.get((subtask, model))
         return None if cell is None else cell.evidence
 
@@ -564,8 +566,23 @@ def _earlier_failures(examples: Sequence[AttemptExample]) -> dict[str, int]:
 
 
 def _fresh(examples: Sequence[AttemptExample], earlier: Mapping[str, int]) -> list[AttemptExample]:
-    """The attempts with a skill verdict made on a fresh input (no earlier failure of their subtask)."""
-    return [e for e in examples if e.skill_verdict is not None and earlier[e.attempt_id] == 0]
+    """One verdict per fresh input and model: of each (run, subtask, model)'s attempts with a skill
+    verdict and no earlier failure of their subtask, the one that ended first.
+
+    The samples of a batch start together and race: those that end before the first pass get
+    a verdict, the rest are cancelled. Counting every verdict would weigh a hard input by
+    its many failures; the first to end is one draw of the input's odds, assuming how long an
+    attempt takes does not depend on whether it passes: a fair sample of fresh inputs.
+    """
+    first: dict[tuple[str, str, str], AttemptExample] = {}
+    for e in examples:
+        if e.skill_verdict is None or earlier[e.attempt_id] or e.latency_s is None:
+            continue
+        key = (e.run_id, e.subtask, e.model)
+        seen = first.get(key)
+        if seen is None or (e.batch, e.latency_s) < (seen.batch, seen.latency_s or 0.0):
+            first[key] = e
+    return list(first.values())
 
 
 def _split_runs(examples: Sequence[AttemptExample], fraction: float, seed: int) -> set[str]:
@@ -600,15 +617,24 @@ def _fit(
             cell = pooled.cell(workflow, subtask, model)
             if cell is not None:
                 base[(subtask, model)] = cell
+    # A model without a single verdict has no success rate to learn or to borrow: no answer
+    # (the run's priors apply).
+    judged_models = {e.model for e in examples if e.skill_verdict is not None}
+    base = {key: cell for key, cell in base.items() if key[1] in judged_models}
     # The success offset is a fresh input's where fresh attempts exist (see `_earlier_failures`).
     fresh = pool_examples(_fresh(examples, earlier))
+    model_verdicts: defaultdict[str, int] = defaultdict(int)
+    for (_, model), cell in base.items():
+        model_verdicts[model] += cell.verdicts
     evidence: dict[tuple[str, str], float] = {}
     for (subtask, model), cell in base.items():
+        # The prior weighs no more than the verdicts its model's rate rests on.
+        prior = min(cell.strength, model_verdicts[model] + MARGIN_STRENGTH)
+        evidence[(subtask, model)] = prior
         fresh_cell = fresh.cell(workflow, subtask, model)
-        evidence[(subtask, model)] = cell.strength
         if fresh_cell is not None and fresh_cell.verdicts:
             base[(subtask, model)] = replace(cell, success_prob=fresh_cell.success_prob)
-            evidence[(subtask, model)] = fresh_cell.strength + fresh_cell.verdicts
+            evidence[(subtask, model)] = prior + fresh_cell.verdicts
     by_cell: defaultdict[tuple[str, str], list[AttemptExample]] = defaultdict(list)
     for e in examples:
         by_cell[(e.subtask, e.model)].append(e)

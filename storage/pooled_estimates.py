@@ -80,7 +80,7 @@ MAX_STRENGTH = 50.0
 """Ceiling of `k`: when the cells look alike, 50 attempts of a cell still outweigh the prior."""
 MIN_CELLS_FOR_MOMENTS = 4
 """Cells with at least two verdicts, beyond the fitted model and subtask effects, needed to estimate `k`."""
-MARGIN_STRENGTH = 2.0
+MARGIN_STRENGTH = 10.0
 """Pseudo-verdicts at the workflow's rate that smooth a model's or a subtask's pooled rate."""
 _PROB_CLIP = 1e-3
 """Rates are kept inside [0.001, 0.999] before taking log-odds."""

@@ -471,7 +471,7 @@ def _retried_runs(runs: int, *, record_batches: bool) -> list[AttemptExample]:
 
     Each input has an observable size x and a hidden difficulty h: p = σ(0.5 + (x − 6) − h).
     Hard inputs are tried again and again, so most recorded attempts are on hard inputs.
-    `record_batches=False` records every attempt as a first batch (what an estimator that
+    `record_batches=False` records every attempt as a run of its own (what an estimator that
     does not know the retries sees).
     """
     rng = np.random.default_rng(11)
@@ -482,8 +482,14 @@ def _retried_runs(runs: int, *, record_batches: bool) -> list[AttemptExample]:
         for batch in range(4):
             passed = bool(rng.random() < p)
             found = _example(run, outcome=_verdict(passed), chars=_chars(x))
+            run_id = found.run_id if record_batches else f"{found.run_id}-{batch}"
             examples.append(
-                replace(found, attempt_id=f"{found.attempt_id}-{batch}", batch=batch if record_batches else 0)
+                replace(
+                    found,
+                    run_id=run_id,
+                    attempt_id=f"{found.attempt_id}-{batch}",
+                    batch=batch if record_batches else 0,
+                )
             )
             if passed:
                 break
