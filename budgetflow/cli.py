@@ -3,6 +3,7 @@
 ```text
 budgetflow run PATH.py [--budget USD] [--deadline S] [--policy NAME] [--seed N] [--input K=V ...]
                [--metrics-port PORT] [--metrics-host HOST] [--no-learn | --estimator-version N]
+               [--explore]
 budgetflow validate PATH.py [--input K=V ...] [--catalog FILE] [--policy NAME]
 budgetflow runs list [--limit N] [--workflow NAME]
 budgetflow runs show RUN_ID
@@ -189,6 +190,12 @@ def _parser() -> _Parser:
         metavar="N",
         help="plan with this version of the workflow's trained estimator (default: the newest;"
         " `budgetflow estimates artifacts` lists them)",
+    )
+    run.add_argument(
+        "--explore",
+        action="store_true",
+        help="plan on success beliefs drawn from their uncertainty (Thompson sampling, seeded by"
+        " --seed), so that models tried little get tried",
     )
     run.add_argument(
         "--time-scale",
@@ -847,6 +854,7 @@ def _execute_interruptibly(
             live=not args.no_progress,
             learn=not args.no_learn,
             estimator_version=getattr(args, "estimator_version", None),
+            explore=getattr(args, "explore", False),
             route=route_catalog,
             resume=resume,
         ),

@@ -62,6 +62,7 @@ async def execute(
     live: bool,
     learn: bool,
     estimator_version: int | None = None,
+    explore: bool = False,
     route: Callable[[Catalog, Settings], tuple[Catalog, list[str]]],
     resume: ResumePoint | None = None,
 ) -> RunRecord:
@@ -99,6 +100,7 @@ async def execute(
             live=live,
             learn=learn,
             estimator_version=estimator_version,
+            explore=explore,
             simulated=simulated,
             served=served,
             resume=resume,
@@ -129,6 +131,7 @@ async def _execute(
     live: bool,
     learn: bool,
     estimator_version: int | None = None,
+    explore: bool = False,
     simulated: list[str],
     served: ServedMetrics | None,
     resume: ResumePoint | None = None,
@@ -145,6 +148,7 @@ async def _execute(
             run_id=run_id,
             learn=learn,
             estimator_version=estimator_version,
+            explore_seed=seed if explore else None,
             spent_nano=None if resume is None else resume.spent_nano,
         ) as services:
             for note in services.notes:

@@ -241,6 +241,7 @@ async def open_run_services(
     run_id: str,
     learn: bool = True,
     estimator_version: int | None = None,
+    explore_seed: int | None = None,
     spent_nano: int | None = None,
     owner: str | None = None,
     api_token_id: str | int | None = None,
@@ -250,7 +251,9 @@ async def open_run_services(
     With `learn`, the planner's estimator is the workflow's newest artifact stored by
     `budgetflow train` (version `estimator_version` when given), else the pooled estimates
     of the workflow's recorded real runs whose calls went to the models the catalog names
-    (`storage.pooled_estimates`, as a table); the priors answer for the rest.
+    (`storage.pooled_estimates`, as a table); the priors answer for the rest. With
+    `explore_seed`, the run plans on those beliefs (or, with none, the subtasks' declared
+    priors) drawn once from their uncertainty (`orchestrator.ThompsonEstimator`).
 
     `spent_nano` resumes a run: its ledger starts with that spent (in Redis, the run's
     ledger is restored under a new epoch, which refuses the old process's holds). `owner` is
@@ -367,10 +370,14 @@ async def open_run_services(
             from budgetflow.tracing import telemetry_from_settings
 
             telemetry = telemetry_from_settings(settings)
+        estimator = learned.estimator
+        if explore_seed is not None:
+            estimator = _exploring(workflow, estimator, explore_seed)
+            notes.append(f"exploring: success beliefs drawn from their uncertainty (seed {explore_seed})")
         yield RunServices(
             recorder=recorder,
             ledger=ledger,
-            estimator=learned.estimator,
+            estimator=estimator,
             estimator_version=learned.version,
             notes=notes,
             interceptors=[] if telemetry is None else telemetry.interceptors,
@@ -389,3 +396,14 @@ async def open_run_services(
                 if telemetry is not None:
                     # Exports what is still buffered (over the network: off the loop).
                     await asyncio.to_thread(telemetry.shutdown)
+
+
+def _exploring(workflow: Workflow, learned: Estimator | None, seed: int) -> Estimator:
+    """`learned` (else the subtasks' declared priors) with its success beliefs drawn once."""
+    from orchestrator import TableEstimator, ThompsonEstimator
+
+    declared = {
+        (sub.name, model): est for sub in workflow.subtasks.values() for model, est in sub.estimates.items()
+    }
+    base = learned or TableEstimator(declared, workflow=workflow.name)
+    return ThompsonEstimator(base, seed=seed)

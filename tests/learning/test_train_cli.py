@@ -272,3 +272,42 @@ async def test_train_and_artifacts_on_either_database(db_url: str) -> None:
         "2",
         "1",
     ], text
+
+
+async def test_an_exploring_run_draws_its_beliefs_around_what_it_would_plan_on(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    from budgetflow.loader import load_workflow_file
+    from orchestrator import ThompsonEstimator
+    from orchestrator.estimator import RequestFeatures
+
+    settings = load_settings({"database_url": sqlite_url})
+    path = tmp_path / "fix_bug.py"
+    path.write_text(WORKFLOW_FILE)
+    loaded = load_workflow_file(str(path))
+    catalog = loaded.catalog
+    assert catalog is not None
+
+    async def success(explore_seed: int | None) -> tuple[float | None, list[str]]:
+        async with open_run_services(
+            settings,
+            workflow=loaded.workflow,
+            catalog=catalog,
+            budget_usd=Decimal("0.5"),
+            run_id="probe",
+            explore_seed=explore_seed,
+        ) as services:
+            estimator = services.estimator
+            if estimator is None:
+                return None, services.notes
+            assert isinstance(estimator, ThompsonEstimator)
+            found = estimator.estimate(loaded.workflow.name, "fix", "mini", RequestFeatures())
+            return (None if found is None else found.success_prob), services.notes
+
+    # Nothing recorded: no estimator unless exploring, which draws around the declared priors.
+    assert (await success(None))[0] is None
+    prior = loaded.workflow.subtasks["fix"].estimates["mini"].success_prob
+    drawn, notes = await success(3)
+    assert drawn is not None and drawn != prior and any("exploring" in n for n in notes)
+    assert (await success(3))[0] == drawn, "the seed repeats the run's draws"
+    assert (await success(4))[0] != drawn
