@@ -431,15 +431,7 @@ def _parser() -> _Parser:
         parents=[with_db],
         help="every recorded attempt as a training example, in JSONL or Parquet (docs/learning.md)",
     )
-    attempts.add_argument("--workflow", metavar="NAME", help="only runs of this workflow")
-    attempts.add_argument(
-        "--since",
-        metavar="DATE",
-        help="only runs started since then: 2025-06-01, 2025-06-01T12:00 (UTC), or 7d, 12h, 2w ago",
-    )
-    attempts.add_argument(
-        "--limit", type=_positive_int, metavar="N", help="only the newest N runs (default: all)"
-    )
+    _add_run_selection(attempts, workflow_help="only runs of this workflow")
     attempts.add_argument(
         "--format",
         choices=("jsonl", "parquet"),
@@ -450,11 +442,6 @@ def _parser() -> _Parser:
         metavar="FILE",
         help="where to write (default attempts.jsonl or attempts.parquet; `-`: JSONL on standard output)",
     )
-    simulated = attempts.add_mutually_exclusive_group()
-    simulated.add_argument(
-        "--include-simulated", action="store_true", help="simulated runs as well as real ones"
-    )
-    simulated.add_argument("--only-simulated", action="store_true", help="simulated runs only")
 
     estimates = sub.add_parser("estimates", help="what the recorded runs taught about each subtask and model")
     estimates_sub = estimates.add_subparsers(
@@ -486,22 +473,7 @@ def _parser() -> _Parser:
         help="fit the learned estimator from recorded runs and store it as the next version, which"
         " runs then load (docs/learning.md)",
     )
-    train.add_argument(
-        "--workflow", metavar="NAME", help="only this workflow (default: each workflow with recorded runs)"
-    )
-    train.add_argument(
-        "--since",
-        metavar="DATE",
-        help="only runs started since then: 2025-06-01, 2025-06-01T12:00 (UTC), or 7d, 12h, 2w ago",
-    )
-    train.add_argument(
-        "--limit", type=_positive_int, metavar="N", help="only the newest N runs (default: all)"
-    )
-    train_simulated = train.add_mutually_exclusive_group()
-    train_simulated.add_argument(
-        "--include-simulated", action="store_true", help="simulated runs as well as real ones"
-    )
-    train_simulated.add_argument("--only-simulated", action="store_true", help="simulated runs only")
+    _add_run_selection(train, workflow_help="only this workflow (default: each workflow with recorded runs)")
     train.add_argument(
         "--embedder",
         choices=("hashing", "none"),
@@ -627,6 +599,24 @@ def _command(args: argparse.Namespace, settings: Settings, out: Console) -> int:
             include_simulated=args.include_simulated,
         )
     return _policies(out)
+
+
+def _add_run_selection(parser: argparse.ArgumentParser, *, workflow_help: str) -> None:
+    """The options that choose which recorded runs a command reads (`export attempts`, `train`)."""
+    parser.add_argument("--workflow", metavar="NAME", help=workflow_help)
+    parser.add_argument(
+        "--since",
+        metavar="DATE",
+        help="only runs started since then: 2025-06-01, 2025-06-01T12:00 (UTC), or 7d, 12h, 2w ago",
+    )
+    parser.add_argument(
+        "--limit", type=_positive_int, metavar="N", help="only the newest N runs (default: all)"
+    )
+    simulated = parser.add_mutually_exclusive_group()
+    simulated.add_argument(
+        "--include-simulated", action="store_true", help="simulated runs as well as real ones"
+    )
+    simulated.add_argument("--only-simulated", action="store_true", help="simulated runs only")
 
 
 def _export(args: argparse.Namespace, settings: Settings, out: Console) -> int:
