@@ -152,7 +152,8 @@ def dbos_url(settings: Settings) -> str:
 
 
 def migrate_dbos(settings: Settings) -> str:
-    """Create or migrate DBOS's system database (a `DBOSClient` never does); return its URL."""
+    """Create or migrate DBOS's system database (a `DBOSClient` never does) and the workers'
+    heartbeats table in it; return its URL."""
     from dbos import DBOS
 
     from storage._engine import ensure_sqlite_dir
@@ -160,6 +161,11 @@ def migrate_dbos(settings: Settings) -> str:
     url = dbos_url(settings)
     ensure_sqlite_dir(url)
     DBOS.migrate(url)
+    engine = sa.create_engine(url)
+    try:
+        _create_beats_table(engine, _beats_table(url))
+    finally:
+        engine.dispose()
     return url
 
 
@@ -303,6 +309,16 @@ def _beats_table(url: str) -> sa.Table:
     )
 
 
+def _create_beats_table(engine: sa.Engine, beats: sa.Table) -> None:
+    """Create the heartbeats table unless it exists. Workers starting together may race to create
+    it (PostgreSQL's `CREATE TABLE` is not atomic with the check): the loser finds it made."""
+    try:
+        beats.metadata.create_all(engine)
+    except sa.exc.DBAPIError:
+        if not sa.inspect(engine).has_table(beats.name, schema=beats.schema):
+            raise
+
+
 def _db_now(engine: sa.Engine) -> sa.ColumnElement[float]:
     """The database's clock in epoch seconds (one clock for all workers, whatever theirs say)."""
     if engine.dialect.name == "sqlite":
@@ -375,7 +391,6 @@ class Worker:
         await asyncio.to_thread(runs_engine.dispose)
         await asyncio.to_thread(migrate_dbos, self.settings)
         self._sys_engine = sa.create_engine(self.dbos_url)
-        await asyncio.to_thread(self._beats.metadata.create_all, self._sys_engine)
         await asyncio.to_thread(self._beat)  # before dequeuing anything: a worker without one is dead
         await self._warm_up()
         DBOS(

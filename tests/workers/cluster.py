@@ -116,6 +116,15 @@ class Cluster:
         """What a worker printed."""
         return (self.root / f"{executor}.log").read_text(errors="replace")
 
+    def report(self, executors: Sequence[str], tail_chars: int = 2000) -> str:
+        """Each worker's state and the end of its log, for a failure message."""
+        parts = []
+        for executor in executors:
+            code = self.workers[executor].poll()
+            state = "running" if code is None else f"exited {code}"
+            parts.append(f"--- {executor} ({state}):\n{self.log(executor)[-tail_chars:]}")
+        return "\n".join(parts)
+
     def replies(self) -> list[Reply]:
         """The agents' reply log so far."""
         return read_replies(self.root)
@@ -134,19 +143,25 @@ class Cluster:
             if e == executor and s == "PENDING" and r in replied
         ]
 
-    def wait_beating(self, executors: Iterable[str], timeout_s: float = 60.0) -> None:
+    def wait_beating(self, executors: Iterable[str], timeout_s: float = 120.0) -> None:
         """Until each of `executors` wrote its heartbeat."""
         wanted = set(executors)
-        wait_until(f"workers {sorted(wanted)} to beat", lambda: wanted <= set(self.beats()), timeout_s)
+        try:
+            wait_until(f"workers {sorted(wanted)} to beat", lambda: wanted <= set(self.beats()), timeout_s)
+        except AssertionError as error:
+            raise AssertionError(f"{error}\n{self.report(sorted(wanted))}") from None
 
     def wait_ready(self, executors: Iterable[str], timeout_s: float = 60.0) -> None:
         """Until each of `executors` takes runs (it beats before it loads the planner and litellm)."""
         wanted = sorted(set(executors))
-        wait_until(
-            f"workers {wanted} to take runs",
-            lambda: all("executing runs of queue" in self.log(e) for e in wanted),
-            timeout_s,
-        )
+        try:
+            wait_until(
+                f"workers {wanted} to take runs",
+                lambda: all("executing runs of queue" in self.log(e) for e in wanted),
+                timeout_s,
+            )
+        except AssertionError as error:
+            raise AssertionError(f"{error}\n{self.report(wanted)}") from None
 
     def beats(self) -> dict[str, float]:
         """Executor id -> its last heartbeat (epoch seconds, the database's clock)."""
