@@ -222,7 +222,7 @@ def _learned_estimator(engine: Engine, workflow: str, catalog: Catalog, version:
         if c.workflow == workflow and (c.subtask, c.model) in table
     )
     return _Learned(
-        TableEstimator(table, workflow=workflow),
+        TableEstimator(table, workflow=workflow, label="pooled estimates"),
         None,
         (
             f"planner estimates pooled from recorded runs for {len(table)} (subtask, model) pairs"
@@ -405,5 +405,5 @@ def _exploring(workflow: Workflow, learned: Estimator | None, seed: int) -> Esti
     declared = {
         (sub.name, model): est for sub in workflow.subtasks.values() for model, est in sub.estimates.items()
     }
-    base = learned or TableEstimator(declared, workflow=workflow.name)
+    base = learned or TableEstimator(declared, workflow=workflow.name, label="priors")
     return ThompsonEstimator(base, seed=seed)

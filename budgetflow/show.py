@@ -155,6 +155,8 @@ def show_run(settings: Settings, run_id: str, console: Console) -> int:
     header.add_row("run", Text(run.run_id).append("  SIMULATED" if run.simulated else "", style="yellow"))
     header.add_row("workflow", Text(run.workflow))
     header.add_row("policy", Text(f"{run.policy} (seed {run.seed})"))
+    if run.beliefs:
+        header.add_row("beliefs", Text(run.beliefs))
     header.add_row("outcome", outcome_text(run.outcome.value))
     if run.reason:
         header.add_row("reason", Text(run.reason))

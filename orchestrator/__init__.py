@@ -23,7 +23,7 @@ from orchestrator.errors import (
     WorkflowError,
 )
 from orchestrator.estimates import AttemptEstimate, EmpiricalSample, LogNormal
-from orchestrator.estimator import Estimator, RequestFeatures, TableEstimator
+from orchestrator.estimator import Estimator, RequestFeatures, TableEstimator, describe_beliefs
 from orchestrator.exploration import ThompsonEstimator
 from orchestrator.gateway import RetryPolicy
 from orchestrator.interceptors import (
@@ -135,6 +135,7 @@ __all__ = [
     "Workflow",
     "WorkflowError",
     "arun",
+    "describe_beliefs",
     "run",
     "simulate",
 ]

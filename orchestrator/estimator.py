@@ -24,7 +24,7 @@ from typing import Protocol
 
 from orchestrator.estimates import AttemptEstimate
 
-__all__ = ["Estimator", "RequestFeatures", "TableEstimator"]
+__all__ = ["Estimator", "RequestFeatures", "TableEstimator", "describe_beliefs"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,18 +60,46 @@ class Estimator(Protocol):
         ...
 
 
+BELIEFS_MAX_CHARS = 200
+"""The longest `describe_beliefs` answer (longer labels are cut with an ellipsis)."""
+
+
+def describe_beliefs(
+    estimator: Estimator | None, *, learned_table: bool = False, in_run: bool = False
+) -> str:
+    """What a run's estimates come from, in the order they are asked, for its record
+    (`RunRecord.beliefs`): the estimator's `label` (its class name if it has none), the learned
+    table when there is one, then the declared priors, and whether the run updates them as its
+    attempts end; e.g. `trained v3, then priors; updated in run`."""
+    sources = []
+    if estimator is not None:
+        label = getattr(estimator, "label", None)
+        sources.append(label if isinstance(label, str) and label else type(estimator).__name__)
+    if learned_table:
+        sources.append("learned table")
+    sources.append("priors")
+    text = ", then ".join(sources) + ("; updated in run" if in_run else "")
+    return text if len(text) <= BELIEFS_MAX_CHARS else text[: BELIEFS_MAX_CHARS - 1] + "…"
+
+
 class TableEstimator:
     """A fixed table per (subtask, model), whatever the request's features."""
 
     def __init__(
-        self, table: Mapping[tuple[str, str], AttemptEstimate], *, workflow: str | None = None
+        self,
+        table: Mapping[tuple[str, str], AttemptEstimate],
+        *,
+        workflow: str | None = None,
+        label: str = "table",
     ) -> None:
         """Args:
         table: estimates per (subtask, model), e.g. from `storage.learn_estimates`.
         workflow: answer only for this workflow's runs (`None`: for any workflow).
+        label: what the table is, as a run's record names it (`describe_beliefs`).
         """
         self._table = dict(table)
         self._workflow = workflow
+        self.label = label
 
     def estimate(
         self, workflow: str, subtask: str, model: str, features: RequestFeatures

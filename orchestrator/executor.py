@@ -218,8 +218,10 @@ class Executor:
         interceptors: Sequence[Interceptor] = (),
         resume: ResumePoint | None = None,
         in_run: InRunUpdate | None = None,
+        beliefs: str | None = None,
     ) -> None:
         self.workflow = workflow
+        self._beliefs_label = beliefs
         self.catalog = catalog
         self.client = client
         self.policy = policy
@@ -361,6 +363,7 @@ class Executor:
             simulated=any(self.catalog.get(m).simulated for s in self._dag.models.values() for m in s),
             started_at=self._resume.run.started_at if self._resume is not None else datetime.now(UTC),
             inputs=jsonable(self.inputs) if self.record_content else redacted_inputs(self.inputs),
+            beliefs=self._beliefs_label,
         )
         around = self.hooks.run.enter(RunInfo(run=record, dag=self._dag)) if self.hooks.run else None
         try:

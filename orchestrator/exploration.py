@@ -60,6 +60,12 @@ class ThompsonEstimator:
         self._default = default_evidence
         self._shifts: dict[tuple[str, str, str], float] = {}
 
+    @property
+    def label(self) -> str:
+        """What the run's record names these beliefs (`orchestrator.describe_beliefs`)."""
+        base = getattr(self._base, "label", None)
+        return f"{base if isinstance(base, str) else type(self._base).__name__} explored (seed {self._seed})"
+
     def estimate(
         self, workflow: str, subtask: str, model: str, features: RequestFeatures
     ) -> AttemptEstimate | None:

@@ -128,6 +128,9 @@ class RunRecord:
     """Time from start to end."""
     ended_at: datetime | None = None
     """Wall-clock end (UTC)."""
+    beliefs: str | None = None
+    """What the planner's estimates came from, in the order asked (`orchestrator.describe_beliefs`),
+    e.g. `trained v3, then priors`; `None` for runs recorded before it was kept."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -19,7 +19,7 @@ from orchestrator.call_tree import CallTree
 from orchestrator.catalog import Catalog
 from orchestrator.errors import ConfigError
 from orchestrator.estimates import AttemptEstimate
-from orchestrator.estimator import Estimator
+from orchestrator.estimator import Estimator, describe_beliefs
 from orchestrator.events import Observer
 from orchestrator.executor import Executor
 from orchestrator.gateway import RetryPolicy
@@ -189,6 +189,7 @@ async def arun(
                 f" (${limits.budget_usd}); create the ledger with the run's budget"
             )
     memory = MemoryRecorder()
+    in_run = InRunUpdate() if update_in_run is True else update_in_run or None
     executor = Executor(
         workflow=workflow,
         catalog=catalog,
@@ -207,7 +208,8 @@ async def arun(
         observers=observers,
         interceptors=interceptors,
         resume=resume,
-        in_run=InRunUpdate() if update_in_run is True else update_in_run or None,
+        in_run=in_run,
+        beliefs=describe_beliefs(estimator, learned_table=bool(learned_estimates), in_run=in_run is not None),
     )
     try:
         # Slow one-time work (litellm's import, tokenizers, pool health) before the clock starts.

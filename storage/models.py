@@ -65,6 +65,7 @@ _NAMING = {
 _ID = 64
 _NAME = 200
 _STATUS = 32
+_BELIEFS = 200
 
 
 class Base(DeclarativeBase):
@@ -115,6 +116,8 @@ class Run(Base):
     """Start to end."""
     heartbeat_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     """Last sign of life of the process running it (UTC); stale while `running` = abandoned."""
+    beliefs: Mapped[str | None] = mapped_column(String(_BELIEFS))
+    """What the planner's estimates came from (`RunRecord.beliefs`)."""
     owner: Mapped[str | None] = mapped_column(String(_ID))
     """The execution that may write the run's records (a fencing token, `SqlRecorder(fence=)`);
     set by its first write and by a takeover (`storage.resume.resume_point(owner=)`); `NULL`: any.

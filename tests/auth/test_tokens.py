@@ -150,7 +150,7 @@ def _check_schema(url: str) -> None:
     assert current_revision(url) is None
     upgrade(url)
     upgrade(url)
-    assert current_revision(url) == head_revision() == "0008"
+    assert current_revision(url) == head_revision() == "0009"
     engine = make_engine(url)
     try:
         with engine.connect() as connection:

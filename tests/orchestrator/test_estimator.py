@@ -12,11 +12,14 @@ from orchestrator import (
     RequestFeatures,
     RunResult,
     TableEstimator,
+    ThompsonEstimator,
     Workflow,
     arun,
+    describe_beliefs,
     simulate,
 )
 from orchestrator._estimate_book import DEFAULT_SUCCESS_PROB, EstimateBook
+from orchestrator.estimator import BELIEFS_MAX_CHARS
 from orchestrator.plan import PlanState
 from orchestrator.simulated import SimulatedBackend, SimulatedClient
 from orchestrator.virtual_time import run_virtual
@@ -164,3 +167,33 @@ def test_the_public_api_passes_the_estimator_and_the_update_switch_through() -> 
     assert result.outcome.value == "completed"
     assert capture.states[0].estimates[("plan", "small")].success_prob == 0.123
     assert all("in_run_beliefs" not in d.info for d in result.decisions)
+
+
+def test_the_run_record_says_what_the_beliefs_came_from() -> None:
+    def beliefs(estimator: Estimator | None, *, update_in_run: bool) -> str | None:
+        result = simulate(
+            _workflow(),
+            catalog=simulated_catalog(),
+            policy=FixedModel(model="large"),
+            budget_usd=1.0,
+            deadline_s=None,
+            seed=3,
+            inputs={"topic": TOPIC},
+            estimator=estimator,
+            update_in_run=update_in_run,
+        )
+        return result.run.beliefs
+
+    assert beliefs(None, update_in_run=False) == "priors"
+    assert beliefs(None, update_in_run=True) == "priors; updated in run"
+    table = TableEstimator({}, label="pooled estimates")
+    assert beliefs(table, update_in_run=False) == "pooled estimates, then priors"
+    assert beliefs(_Asked(None), update_in_run=False) == "_Asked, then priors", "no label: its class"
+    explored = ThompsonEstimator(table, seed=5)
+    assert (
+        beliefs(explored, update_in_run=True)
+        == "pooled estimates explored (seed 5), then priors; updated in run"
+    )
+    long = TableEstimator({}, label="x" * 300)
+    found = describe_beliefs(long, learned_table=True)
+    assert len(found) == BELIEFS_MAX_CHARS and found.endswith("…")

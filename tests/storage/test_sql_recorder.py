@@ -399,7 +399,7 @@ def test_migrations_build_the_models_schema(db_url: str) -> None:
     assert current_revision(db_url) is None
     upgrade(db_url)
     upgrade(db_url)  # a second upgrade is a no-op
-    assert current_revision(db_url) == head_revision() == "0008"
+    assert current_revision(db_url) == head_revision() == "0009"
     engine = make_engine(db_url)
     try:
         with engine.connect() as connection:
