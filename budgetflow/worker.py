@@ -130,6 +130,8 @@ class RunPayload(TypedDict):
     """Policy name."""
     seed: int
     """Seed."""
+    explore: NotRequired[bool]
+    """Plan on the beliefs drawn once from their uncertainty, seeded by `seed` (absent: `False`)."""
     api_token_id: NotRequired[int | None]
     """The API token that submitted it (shared budgets per token are above it)."""
 
@@ -589,6 +591,7 @@ class Worker:
                 budget_usd=budget,
                 run_id=run_id,
                 learn=self.options.learn,
+                explore_seed=payload["seed"] if payload.get("explore") else None,
                 # Not recorded: no call was sent (a call is journaled first, which commits the run's
                 # row), so its spend is 0; but an earlier execution that died before that commit may
                 # have created the run's Redis ledger, which `create` refuses: restore it at 0 (a new

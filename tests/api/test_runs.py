@@ -70,6 +70,21 @@ async def test_a_submitted_run_ends_and_its_detail_equals_the_database(
     assert 'budgetflow_runs_total{outcome="completed",policy="mcpp",workflow="quick"} 1.0' in metrics
 
 
+async def test_a_run_submitted_to_explore_plans_on_drawn_priors_and_its_record_says_so(served: str) -> None:
+    async with httpx.AsyncClient(base_url=served, timeout=30) as client:
+        explored = await _submit(client, explore=True, seed=7)
+        plain = await _submit(client, seed=7)
+        for run_id in (explored, plain):
+            async with client.stream("GET", f"/runs/{run_id}/events") as response:
+                events = await read_messages(response)
+            assert events[-1].event == "RunFinished", [m.event for m in events]
+        runs = {run_id: (await client.get(f"/runs/{run_id}")).json()["run"] for run_id in (explored, plain)}
+    # Simulated runs teach nothing (learning pools real runs only), so both start from the priors.
+    assert runs[explored]["beliefs"] == "priors explored (seed 7), then priors; updated in run"
+    assert runs[plain]["beliefs"] == "priors; updated in run"
+    assert runs[explored]["seed"] == runs[plain]["seed"] == 7
+
+
 async def test_the_event_stream_is_in_order_with_ids_and_resumes_without_duplicates(served: str) -> None:
     async with httpx.AsyncClient(base_url=served, timeout=30) as client:
         run_id = await _submit(client)

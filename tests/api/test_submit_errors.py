@@ -21,6 +21,8 @@ BAD: dict[str, tuple[dict[str, Any], str, str]] = {
     "unknown policy": ({"workflow": "quick", "policy": "mcp"}, "policy", "mcpp"),
     "policy model unknown": ({"workflow": "quick", "policy": "fixed:huge:2"}, "policy", "not in the catalog"),
     "negative seed": ({"workflow": "quick", "seed": -1}, "seed", "greater than or equal to 0"),
+    "explore not a boolean": ({"workflow": "quick", "explore": "yes"}, "explore", "`true` or `false`"),
+    "explore a number": ({"workflow": "quick", "explore": 1}, "explore", "got `1`"),
     "unknown field": ({"workflow": "quick", "budget": 1}, "budget", "remove it"),
     "missing workflow": ({}, "workflow", "is required"),
     "undeclared input": ({"workflow": "quick", "inputs": {"topik": "x"}}, "inputs", "topik"),

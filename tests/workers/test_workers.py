@@ -40,14 +40,16 @@ async def _until(what: str, check: object, timeout_s: float = 45.0) -> None:
 async def test_a_submitted_run_is_executed_by_a_worker_process(
     settings: Settings, api: httpx.AsyncClient, start_worker: StartWorker
 ) -> None:
-    run_id = await _submit(api, "quick")
-    assert (await api.get(f"/runs/{run_id}")).json()["run"]["outcome"] == "queued"
+    run_id = await _submit(api, "quick", explore=True, seed=7)
+    queued = (await api.get(f"/runs/{run_id}")).json()["run"]
+    assert queued["outcome"] == "queued" and queued["beliefs"] is None
     start_worker()
     await _until("the run to complete", lambda: outcome(settings, run_id) is Outcome.COMPLETED)
     status, executor, dispatches = workflow_rows(settings)[run_id]
     assert status == "SUCCESS" and executor in live_workers(settings) and dispatches == 1
     detail = (await api.get(f"/runs/{run_id}")).json()
     assert detail["run"]["outcome"] == "completed"
+    assert detail["run"]["beliefs"] == "priors explored (seed 7), then priors; updated in run"
 
 
 async def test_two_workers_share_ten_runs_and_each_runs_once(

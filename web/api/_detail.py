@@ -130,6 +130,7 @@ def unrecorded_out(order: RunOrder, *, error: str | None) -> RunDetailOut:
         started_at=None,
         ended_at=None,
         makespan_s=None,
+        beliefs=None,
     )
     empty = CallTreeOut(cost_usd=Decimal(0), latency_s=None, subtasks=[], run_calls=[])
     return RunDetailOut(

@@ -56,6 +56,8 @@ def _message(error: Any) -> str:
         return f"the body is not valid JSON ({error.get('ctx', {}).get('error', text)}); send a JSON object"
     if kind in ("int_parsing", "float_parsing", "decimal_parsing", "int_type", "float_type"):
         return f"{text.lower()}; got `{error.get('input')!s:.60}`"
+    if kind in ("bool_parsing", "bool_type"):
+        return f"is `true` or `false` (a JSON boolean); got `{error.get('input')!s:.60}`"
     return text
 
 

@@ -109,6 +109,7 @@ def runs_router() -> APIRouter:
             deadline_s=deadline,
             policy=body.policy,
             seed=body.seed,
+            explore=body.explore,
             api_token_id=token_id,
         )
         await api.queue.submit(order)

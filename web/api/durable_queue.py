@@ -50,6 +50,7 @@ def payload_of(order: RunOrder) -> RunPayload:
         deadline_s=order.deadline_s,
         policy=order.policy,
         seed=order.seed,
+        explore=order.explore,
         api_token_id=order.api_token_id,
     )
 

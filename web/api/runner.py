@@ -55,6 +55,9 @@ class RunOrder:
     """Policy name."""
     seed: int
     """Seed."""
+    explore: bool = False
+    """Plan on the beliefs drawn once from their uncertainty, seeded by `seed`
+    (`open_run_services(explore_seed=...)`)."""
     api_token_id: int | None = None
     """The API token that submitted it (shared budgets per token are above it)."""
 
@@ -208,6 +211,7 @@ class InProcessRunner:
             budget_usd=order.budget_usd,
             run_id=order.run_id,
             learn=self._learn,
+            explore_seed=order.seed if order.explore else None,
             api_token_id=order.api_token_id,
         ) as services:
             pools = pool_callers(registered.workflow, catalog)

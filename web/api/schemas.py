@@ -82,6 +82,9 @@ class RunSubmission(BaseModel):
     """A policy name (`budgetflow policies` lists them)."""
     seed: int = Field(default=0, ge=0, lt=2**63)
     """Seed of the policy's and the simulated backend's draws."""
+    explore: bool = Field(default=False, strict=True)
+    """Plan on the learned beliefs (else the declared priors) drawn once from their uncertainty,
+    seeded by `seed` (Thompson sampling; docs/learning.md)."""
 
     @field_validator("budget_usd", mode="before")
     @classmethod
@@ -167,6 +170,9 @@ class RunOut(_Out):
     """`null` while queued."""
     ended_at: datetime | None
     makespan_s: float | None
+    beliefs: str | None
+    """What the planner's estimates came from, e.g. `trained v3, then priors; updated in run`;
+    `null` while queued, and for runs recorded before it was kept."""
 
 
 class SubtaskOut(_Out):
