@@ -235,13 +235,15 @@ def _details(artifact: EstimatorArtifact) -> str:
 
 
 def feature_summary(artifact: EstimatorArtifact) -> str:
-    """Its features in a few words: each input's size, the prompt's tokens, the embedding's width."""
-    named = [f for f in artifact.features if not f.startswith("embedding:")]
+    """Its features in a few words: each input's size, the prompt's tokens, the embedding's principal
+    directions."""
+    named = [f for f in artifact.features if not f.startswith("embedding_pc:")]
     shown = [f"{f.removeprefix('input_chars:')} chars" if f.startswith("input_chars:") else f for f in named]
-    width = len(artifact.features) - len(named)
-    if width:
-        shown.append(f"{artifact.embedder or 'an'} embedding ({width} dims)")
-    return ", ".join(shown) or "none (the pooled rates alone)"
+    directions = len(artifact.features) - len(named)
+    if directions:
+        plural = "s" if directions > 1 else ""
+        shown.append(f"{artifact.embedder or 'an'} embedding ({directions} principal direction{plural})")
+    return ", ".join(shown) or "none (the model, subtask and cell rates alone)"
 
 
 def _metrics_table(artifacts: Sequence[EstimatorArtifact], *, created: bool = False) -> Table:

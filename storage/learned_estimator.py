@@ -6,16 +6,18 @@
 explains the choices; in short:
 
 - **Features**, the same at training and decision time: `log1p` of each run input's size
-  in characters, `log1p` of the prompt's tokens, and the embedding of the rendered prompt
-  (`prompt_text`) when an embedder is set. They are standardized with the training means
-  and standard deviations; a missing feature (the prompt not yet counted, not recorded)
-  takes the training mean, i.e. it moves nothing.
-- **Success** per subtask: an L2-regularized logistic regression with the pooled cell's
-  log-odds (`storage.pooled_estimates`, Beta-Binomial empirical Bayes per subtask x model)
-  as a fixed offset, weights shared by the subtask's models plus an intercept and weights
-  per model. With little data the penalty keeps it at the pooled estimate; features move it
-  only as data accrue. The penalty is picked from `PENALTIES` by log loss on a split of the
-  training runs.
+  in characters, `log1p` of the prompt's tokens, and the top principal directions of the
+  embedding of the rendered prompt (`prompt_text`) when an embedder is set. They are
+  standardized with the training means and standard deviations; a missing feature (the
+  prompt not yet counted, not recorded) takes the training mean, i.e. it moves nothing.
+- **Success**: a logistic model with a hidden difficulty per input shared by the run's
+  attempts (`storage._input_effect`): subtask, model and cell intercepts, feature weights
+  per subtask and per cell, a loading per model, fitted by marginal likelihood (EM). The
+  attempts a run makes after failures are on inputs it has shown hard, and the models it
+  escalates to are tried mostly there; the shared difficulty accounts for both, and a
+  fresh input's probability averages over it. The features' penalty is picked from
+  `PENALTIES` by log loss on the fresh attempts of a split of the training runs. A cell
+  the model cannot answer for keeps its pooled estimate (`storage.pooled_estimates`).
 - **Calibration**: Platt scaling of the log-odds, fitted on the held-out runs when they hold
   at least `MIN_CALIBRATION_VERDICTS` verdicts and there are features (else none). The model
   is then refitted on all runs and keeps that calibration.
@@ -25,10 +27,9 @@ explains the choices; in short:
 - **Errors** (no verdict) count for no success or failure; **lost** attempts for nothing;
   a failure that stopped at its `max_tokens` says nothing of skill
   (`AttemptExample.skill_verdict`).
-- **Fresh inputs.** The estimate is for a fresh input: attempts made after their subtask
-  failed in the run (on inputs shown to be hard, and many, as hard inputs are tried again)
-  enter the success fit with their count of earlier failures as a covariate that answers
-  at zero, and the penalty, the calibration and the held-out metrics use fresh attempts only.
+- **Fresh inputs.** The estimate is for a fresh input: the penalty, the calibration and
+  the held-out metrics use each run's first verdict per subtask and model made before any
+  failure of that subtask (`_fresh`).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import itertools
 import json
 import math
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -51,13 +52,17 @@ from orchestrator.errors import ConfigError
 from orchestrator.estimates import AttemptEstimate, LogNormal
 from orchestrator.estimator import RequestFeatures
 from orchestrator.prompt_rendering import prompt_text
+from storage._input_effect import SuccessFit, fit_success, loadings_of, marginal_logits
 from storage.pooled_estimates import MARGIN_STRENGTH, PooledCell, pool_examples
 from storage.training_data import AttemptExample, AttemptOutcome, Embedder
 
 __all__ = [
+    "CALIBRATION_PRIOR",
+    "EMBEDDING_COMPONENTS",
     "FORMAT_VERSION",
     "MIN_CALIBRATION_VERDICTS",
     "MIN_HOLDOUT_RUNS",
+    "MIN_MODEL_VERDICTS",
     "PENALTIES",
     "EstimatorArtifact",
     "FitMetrics",
@@ -68,7 +73,7 @@ __all__ = [
     "prompt_text",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 """Version of the artifact's JSON layout."""
 PENALTIES = (1.0, 10.0, 100.0)
 """L2 penalties tried (on standardized features); the one with the best held-out fit is kept."""
@@ -78,8 +83,19 @@ MIN_HOLDOUT_RUNS = 5
 """Fewer runs than this: no held-out split (everything trains; no metrics, no calibration)."""
 MIN_CALIBRATION_VERDICTS = 40
 """Held-out verdicts needed to fit the calibration (fewer: the model's own probabilities)."""
+CALIBRATION_PRIOR = 50.0
+"""L2 penalty of the calibration's departure from the identity, in units of the log-likelihood's
+curvature (a held-out verdict adds about p(1 − p)·logit², some 0.3)."""
 MIN_SELECTION_VERDICTS = 20
 """Verdicts of the inner validation split needed to choose the success penalty."""
+MIN_MODEL_VERDICTS = 3
+"""Skill verdicts a model needs before the estimator answers for it (fewer: the run's priors).
+From one or two verdicts, mostly where another model had failed, the model would only answer
+that it is like the others."""
+EMBEDDING_COMPONENTS = 8
+"""Principal directions of the prompt embedding used as features (at most)."""
+PROMPTS_PER_COMPONENT = 20
+"""Distinct training prompts per direction kept (fewer prompts, fewer directions)."""
 SPREAD_PRIOR_WEIGHT = 5.0
 """Pseudo-observations at the pooled spread added to a cell's residuals (few attempts: pooled spread)."""
 _NEWTON_ROUNDS = 25
@@ -212,11 +228,17 @@ class _Params:
     inputs: tuple[str, ...]
     prompt_tokens: bool
     embedding_dim: int
+    projection: tuple[tuple[float, ...], ...]
+    """The embedding's principal directions (rows), from the training prompts (`EMBEDDING_COMPONENTS`)."""
+    embedding_center: tuple[float, ...]
+    """The training prompts' mean embedding (what the directions are measured from)."""
     center: tuple[float, ...]
     scale: tuple[float, ...]
     penalty: float
     calibration: tuple[float, float] | None
     shared: Mapping[str, tuple[float, ...]]
+    loadings: Mapping[str, float]
+    """Model -> λ_m, how its log-odds fall with an input's hidden difficulty (`storage._input_effect`)."""
     cells: tuple[_Cell, ...]
 
 
@@ -235,7 +257,7 @@ class EstimatorArtifact:
     data: TrainingWindow
     """What it was trained on."""
     features: tuple[str, ...]
-    """Names of the feature columns: `input_chars:<name>`, `prompt_tokens`, `embedding:<i>`."""
+    """Names of the feature columns: `input_chars:<name>`, `prompt_tokens`, `embedding_pc:<i>`."""
     embedder: str | None
     """Name of the embedder of the prompts (`None`: no embedding feature)."""
     metrics: FitMetrics
@@ -282,11 +304,14 @@ class EstimatorArtifact:
                 inputs=tuple(p["inputs"]),
                 prompt_tokens=bool(p["prompt_tokens"]),
                 embedding_dim=int(p["embedding_dim"]),
+                projection=tuple(tuple(float(x) for x in row) for row in p["projection"]),
+                embedding_center=tuple(float(x) for x in p["embedding_center"]),
                 center=tuple(p["center"]),
                 scale=tuple(p["scale"]),
                 penalty=float(p["penalty"]),
                 calibration=None if p["calibration"] is None else (p["calibration"][0], p["calibration"][1]),
                 shared={s: tuple(w) for s, w in p["shared"].items()},
+                loadings={m: float(x) for m, x in p.get("loadings", {}).items()},
                 cells=tuple(
                     _Cell(
                         subtask=c["subtask"],
@@ -354,6 +379,12 @@ class LearnedEstimator:
         }
         self._embeddings: dict[str, tuple[float, ...]] = {}
 
+    @property
+    def label(self) -> str:
+        """What a run's record names it (`orchestrator.describe_beliefs`): `trained v<version>`."""
+        version = self.artifact.version
+        return "trained (unsaved)" if version is None else f"trained v{version}"
+
     def estimate(
         self, workflow: str, subtask: str, model: str, features: RequestFeatures
     ) -> AttemptEstimate | None:
@@ -386,7 +417,11 @@ class LearnedEstimator:
 
     def _success(self, cell: _Cell, z: NDArray[np.float64]) -> float:
         key = (cell.subtask, cell.model)
-        logit = float(_success_logits([key], z[None, :], self._pooled, self._params.shared, self._weights)[0])
+        logit = float(
+            _fresh_logits(
+                [key], z[None, :], self._pooled, self._params.shared, self._weights, self._params.loadings
+            )[0]
+        )
         calibration = self._params.calibration
         if calibration is not None:
             logit = calibration[0] * logit + calibration[1]
@@ -480,15 +515,20 @@ def fit_estimator(
 def _layout(examples: Sequence[AttemptExample], embed: bool) -> _Params:
     """Which features exist, and their training means and spreads."""
     dims = {len(e.embedding) for e in examples if e.embedding is not None} if embed else set()
+    embedding_dim = max(dims) if len(dims) == 1 else 0
+    projection, embedding_center = _principal_directions(examples, embedding_dim)
     params = _Params(
         inputs=tuple(sorted({name for e in examples for name in e.input_chars})),
         prompt_tokens=any(e.prompt_tokens is not None for e in examples),
-        embedding_dim=max(dims) if len(dims) == 1 else 0,
+        embedding_dim=embedding_dim if projection else 0,
+        projection=projection,
+        embedding_center=embedding_center,
         center=(),
         scale=(),
         penalty=DEFAULT_PENALTY,
         calibration=None,
         shared={},
+        loadings={},
         cells=(),
     )
     raw = _matrix(params, examples)
@@ -508,11 +548,37 @@ def _layout(examples: Sequence[AttemptExample], embed: bool) -> _Params:
     return replace(params, center=tuple(float(x) for x in center), scale=tuple(float(x) for x in scale))
 
 
+def _principal_directions(
+    examples: Sequence[AttemptExample], dim: int
+) -> tuple[tuple[tuple[float, ...], ...], tuple[float, ...]]:
+    """The top principal directions of the distinct prompts' embeddings and their mean.
+
+    A raw embedding has hundreds of dimensions and a workflow's history a few hundred inputs:
+    per-model weights on every dimension would fit each input's own luck (the part of its
+    difficulty nothing shows) and answer over-confidently. Its main directions keep what
+    separates kinds of prompts; `EMBEDDING_COMPONENTS` of them, at most one per
+    `PROMPTS_PER_COMPONENT` distinct prompts."""
+    if not dim:
+        return (), ()
+    distinct = {e.embedding for e in examples if e.embedding is not None and len(e.embedding) == dim}
+    count = min(EMBEDDING_COMPONENTS, len(distinct) // PROMPTS_PER_COMPONENT, dim)
+    if count < 1:
+        return (), ()
+    matrix = np.array(sorted(distinct), dtype=np.float64)
+    center = matrix.mean(axis=0)
+    _, _, directions = np.linalg.svd(matrix - center, full_matrices=False)
+    top = directions[:count]
+    # A direction's sign is arbitrary: fix it so that the same prompts give the same artifact.
+    signs = np.where(top[np.arange(count), np.argmax(np.abs(top), axis=1)] < 0, -1.0, 1.0)
+    top = top * signs[:, None]
+    return tuple(tuple(float(x) for x in row) for row in top), tuple(float(x) for x in center)
+
+
 def _feature_names(params: _Params) -> tuple[str, ...]:
     return (
         *(f"input_chars:{name}" for name in params.inputs),
         *(("prompt_tokens",) if params.prompt_tokens else ()),
-        *(f"embedding:{i}" for i in range(params.embedding_dim)),
+        *(f"embedding_pc:{i}" for i in range(len(params.projection))),
     )
 
 
@@ -526,14 +592,17 @@ def _raw_features(
     values = [math.log1p(input_chars[n]) if n in input_chars else math.nan for n in params.inputs]
     if params.prompt_tokens:
         values.append(math.nan if prompt_tokens is None else math.log1p(prompt_tokens))
-    if params.embedding_dim:
-        usable = embedding is not None and len(embedding) == params.embedding_dim
-        values.extend(embedding if usable and embedding is not None else [math.nan] * params.embedding_dim)
+    if params.projection:
+        if embedding is not None and len(embedding) == params.embedding_dim:
+            centered = np.asarray(embedding, dtype=np.float64) - np.asarray(params.embedding_center)
+            values.extend(np.asarray(params.projection) @ centered)
+        else:
+            values.extend([math.nan] * len(params.projection))
     return np.array(values, dtype=np.float64)
 
 
 def _matrix(params: _Params, examples: Sequence[AttemptExample]) -> NDArray[np.float64]:
-    width = len(params.inputs) + int(params.prompt_tokens) + params.embedding_dim
+    width = len(params.inputs) + int(params.prompt_tokens) + len(params.projection)
     rows = [_raw_features(params, e.input_chars, e.prompt_tokens, e.embedding) for e in examples]
     return np.array(rows, dtype=np.float64).reshape(len(examples), width)
 
@@ -551,9 +620,8 @@ def _earlier_failures(examples: Sequence[AttemptExample]) -> dict[str, int]:
 
     A batch starts only when the one before it failed whole, so an attempt after failures is
     made on an input already shown to be hard: such attempts are many (hard inputs are tried
-    again and again) and fail more than a fresh input's would. The success model fits this
-    count as a covariate and answers with it at zero (a fresh input; what the run learns of
-    this input afterwards is `orchestrator.belief_updates`' to add).
+    again and again) and fail more than a fresh input's would. Only attempts with none are
+    fresh (`_fresh`): what scores and calibrates the answers for fresh inputs.
     """
     failed: defaultdict[tuple[str, str], defaultdict[int, int]] = defaultdict(lambda: defaultdict(int))
     for e in examples:
@@ -617,11 +685,10 @@ def _fit(
             cell = pooled.cell(workflow, subtask, model)
             if cell is not None:
                 base[(subtask, model)] = cell
-    # A model without a single verdict has no success rate to learn or to borrow: no answer
-    # (the run's priors apply).
-    judged_models = {e.model for e in examples if e.skill_verdict is not None}
-    base = {key: cell for key, cell in base.items() if key[1] in judged_models}
-    # The success offset is a fresh input's where fresh attempts exist (see `_earlier_failures`).
+    # A model with too few verdicts has no success rate to learn: no answer (the run's priors apply).
+    verdicts_of = Counter(e.model for e in examples if e.skill_verdict is not None)
+    base = {key: cell for key, cell in base.items() if verdicts_of[key[1]] >= MIN_MODEL_VERDICTS}
+    # The pooled fallback is a fresh input's where fresh attempts exist (see `_earlier_failures`).
     fresh = pool_examples(_fresh(examples, earlier))
     model_verdicts: defaultdict[str, int] = defaultdict(int)
     for (_, model), cell in base.items():
@@ -638,19 +705,8 @@ def _fit(
     by_cell: defaultdict[tuple[str, str], list[AttemptExample]] = defaultdict(list)
     for e in examples:
         by_cell[(e.subtask, e.model)].append(e)
-    width = matrix.shape[1]
-    shared: dict[str, tuple[float, ...]] = {}
-    weights: dict[tuple[str, str], tuple[float, ...]] = {}
-    penalty = DEFAULT_PENALTY
-    if width:
-        penalty = _choose_success_penalty(examples, base, matrix, rows, earlier, rng)
-        for subtask in subtasks:
-            found = _fit_success(
-                subtask, [e for e in examples if e.subtask == subtask], base, matrix, rows, earlier, penalty
-            )
-            if found is not None:
-                shared[subtask], per_model = found
-                weights.update({(subtask, m): w for m, w in per_model.items()})
+    penalty = _choose_success_penalty(examples, base, matrix, rows, earlier, rng)
+    success = _fit_success(examples, base, matrix, rows, penalty)
     cells = []
     for (subtask, model), pooled_cell in sorted(base.items()):
         own = by_cell.get((subtask, model), [])
@@ -662,7 +718,7 @@ def _fit(
                 model=model,
                 pooled_success=pooled_cell.success_prob,
                 evidence=evidence[(subtask, model)],
-                success_weights=weights.get((subtask, model)),
+                success_weights=success.weights.get((subtask, model)) if success else None,
                 output_tokens=_fit_quantity(
                     pooled_cell.output_tokens,
                     matrix[[rows[e.attempt_id] for e in judged]],
@@ -678,59 +734,35 @@ def _fit(
                 input_tokens=pooled_cell.input_tokens,
             )
         )
-    return replace(layout, penalty=penalty, shared=shared, cells=tuple(cells))
-
-
-def _success_design(
-    examples: Sequence[AttemptExample],
-    base: Mapping[tuple[str, str], PooledCell],
-    matrix: NDArray[np.float64],
-    rows: Mapping[str, int],
-    earlier: Mapping[str, int],
-    models: Sequence[str],
-) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
-    """Columns [shared z | per model: 1, z | log1p(earlier failures)], the pooled offsets and the
-    skill verdicts of one subtask's examples."""
-    width = matrix.shape[1]
-    z = matrix[[rows[e.attempt_id] for e in examples]]
-    design = np.zeros((len(examples), width + len(models) * (width + 1) + 1))
-    design[:, -1] = np.log1p([earlier[e.attempt_id] for e in examples])
-    design[:, :width] = z
-    for i, model in enumerate(models):
-        mine = np.array([e.model == model for e in examples])
-        start = width + i * (width + 1)
-        design[mine, start] = 1.0
-        design[mine, start + 1 : start + 1 + width] = z[mine]
-    offset = np.array([_logit(base[(e.subtask, e.model)].success_prob) for e in examples])
-    outcome = np.array([1.0 if e.skill_verdict else 0.0 for e in examples])
-    return design, offset, outcome
+    return replace(
+        layout,
+        penalty=penalty,
+        shared=success.shared if success else {},
+        loadings=success.loadings if success else {},
+        cells=tuple(cells),
+    )
 
 
 def _fit_success(
-    subtask: str,
     examples: Sequence[AttemptExample],
     base: Mapping[tuple[str, str], PooledCell],
     matrix: NDArray[np.float64],
     rows: Mapping[str, int],
-    earlier: Mapping[str, int],
     penalty: float,
-) -> tuple[tuple[float, ...], dict[str, tuple[float, ...]]] | None:
-    """Shared and per-model weights of one subtask (`None`: no verdicts).
-
-    The earlier failures' weight is fitted and dropped: a fresh input has none.
-    """
+) -> SuccessFit | None:
+    """The success model (`storage._input_effect`) on every skill verdict, answering for every cell
+    of `base` (`None`: no verdicts)."""
     judged = [e for e in examples if e.skill_verdict is not None and (e.subtask, e.model) in base]
     if not judged:
         return None
-    models = sorted({e.model for e in judged})
-    design, offset, outcome = _success_design(judged, base, matrix, rows, earlier, models)
-    theta = _logistic(design, offset, outcome, penalty)
-    width = matrix.shape[1]
-    per_model = {
-        m: tuple(float(x) for x in theta[width + i * (width + 1) : width + (i + 1) * (width + 1)])
-        for i, m in enumerate(models)
-    }
-    return tuple(float(x) for x in theta[:width]), per_model
+    return fit_success(
+        [(e.subtask, e.model) for e in judged],
+        [e.run_id for e in judged],
+        matrix[[rows[e.attempt_id] for e in judged]],
+        np.array([1.0 if e.skill_verdict else 0.0 for e in judged]),
+        penalty,
+        sorted(base),
+    )
 
 
 def _choose_success_penalty(
@@ -741,10 +773,10 @@ def _choose_success_penalty(
     earlier: Mapping[str, int],
     rng: np.random.Generator,
 ) -> float:
-    """The penalty of `PENALTIES` with the lowest log loss on a split of the runs' fresh
-    attempts (else the default)."""
+    """The penalty of `PENALTIES` with the lowest log loss on the fresh attempts of a split of the
+    runs (else the default; the default too without features)."""
     runs = sorted({e.run_id for e in examples})
-    if len(runs) < 2 * MIN_HOLDOUT_RUNS:
+    if matrix.shape[1] == 0 or len(runs) < 2 * MIN_HOLDOUT_RUNS:
         return DEFAULT_PENALTY
     valid = {runs[i] for i in rng.permutation(len(runs))[: max(1, len(runs) // 4)]}
     fit_on = [e for e in examples if e.run_id not in valid]
@@ -757,18 +789,27 @@ def _choose_success_penalty(
     pooled = {key: cell.success_prob for key, cell in base.items()}
     losses = []
     for penalty in PENALTIES:
-        shared: dict[str, tuple[float, ...]] = {}
-        weights: dict[tuple[str, str], tuple[float, ...]] = {}
-        for subtask in sorted({s for s, _ in keys}):
-            found = _fit_success(
-                subtask, [e for e in fit_on if e.subtask == subtask], base, matrix, rows, earlier, penalty
-            )
-            if found is not None:
-                shared[subtask] = found[0]
-                weights.update({(subtask, m): w for m, w in found[1].items()})
-        p = 1 / (1 + np.exp(-_success_logits(keys, z, pooled, shared, weights)))
+        found = _fit_success(fit_on, base, matrix, rows, penalty)
+        if found is None:
+            return DEFAULT_PENALTY
+        logits = _fresh_logits(keys, z, pooled, found.shared, found.weights, found.loadings)
+        p = 1 / (1 + np.exp(-logits))
         losses.append(-float(np.sum(np.log(np.clip(np.where(outcome == 1, p, 1 - p), 1e-12, None)))))
     return PENALTIES[int(np.argmin(losses))]
+
+
+def _fresh_logits(
+    keys: Sequence[tuple[str, str]],
+    z: NDArray[np.float64],
+    pooled: Mapping[tuple[str, str], float],
+    shared: Mapping[str, tuple[float, ...]],
+    weights: Mapping[tuple[str, str], tuple[float, ...]],
+    loadings: Mapping[str, float],
+) -> NDArray[np.float64]:
+    """The uncalibrated log-odds of requests on fresh inputs: `_success_logits` averaged over the
+    input's hidden difficulty."""
+    conditional = _success_logits(keys, z, pooled, shared, weights)
+    return marginal_logits(conditional, loadings_of(loadings, [m for _, m in keys]))
 
 
 def _success_logits(
@@ -778,15 +819,18 @@ def _success_logits(
     shared: Mapping[str, tuple[float, ...]],
     weights: Mapping[tuple[str, str], tuple[float, ...]],
 ) -> NDArray[np.float64]:
-    """The uncalibrated log-odds of requests (`keys[i]` = (subtask, model), `z[i]` its features):
-    `logit p_sm(pooled) + w_s · z + b_sm + v_sm · z`."""
+    """The uncalibrated log-odds of requests (`keys[i]` = (subtask, model), `z[i]` its features) on an
+    input of average difficulty: `b_sm + v_sm · z + w_s · z` (`storage._input_effect`), or the
+    pooled cell's log-odds for a cell the success model has no weights for."""
     logits = np.array([_logit(pooled[key]) for key in keys])
     width = z.shape[1]
     for key in set(keys):
+        own = weights.get(key)
+        if own is None:
+            continue
         mine = np.array([k == key for k in keys])
-        own, common = weights.get(key), shared.get(key[0])
-        if own is not None:
-            logits[mine] += own[0] + (z[mine] @ np.array(own[1:]) if width else 0.0)
+        common = shared.get(key[0])
+        logits[mine] = own[0] + (z[mine] @ np.array(own[1:]) if width else 0.0)
         if common is not None and width:
             logits[mine] += z[mine] @ np.array(common)
     return logits
@@ -898,12 +942,13 @@ def _holdout(
     """
     cells = {(c.subtask, c.model): c for c in fitted.cells}
     judged = [e for e in _fresh(test, earlier) if (e.subtask, e.model) in cells]
-    logits = _success_logits(
+    logits = _fresh_logits(
         [(e.subtask, e.model) for e in judged],
         matrix[[rows[e.attempt_id] for e in judged]],
         {key: c.pooled_success for key, c in cells.items()},
         fitted.shared,
         {key: c.success_weights for key, c in cells.items() if c.success_weights is not None},
+        fitted.loadings,
     )
     outcome = np.array([1.0 if e.skill_verdict else 0.0 for e in judged])
     calibrate = matrix.shape[1] > 0 and len(judged) >= MIN_CALIBRATION_VERDICTS
@@ -950,17 +995,21 @@ def _holdout(
 
 
 def _platt(logits: NDArray[np.float64], outcome: NDArray[np.float64]) -> tuple[float, float]:
-    """Platt scaling: sigmoid(a · logit + b), fitted to Platt's smoothed targets.
+    """Platt scaling: sigmoid(a · logit + b), fitted to Platt's smoothed targets, shrunk toward the
+    identity (a = 1, b = 0) by `CALIBRATION_PRIOR`.
 
     A pass counts as (P + 1) / (P + 2) and a failure as 1 / (F + 2), with P passes and F
-    failures, so held-out verdicts that all agree do not push the calibration to 0 or 1.
+    failures, so held-out verdicts that all agree do not push the calibration to 0 or 1. The
+    model's own probabilities are meant for fresh inputs already (`storage._input_effect`);
+    a few hundred held-out verdicts move them only as far as they show a miscalibration
+    beyond their own noise.
     """
     passes = float(outcome.sum())
     failures = len(outcome) - passes
     target = np.where(outcome == 1, (passes + 1) / (passes + 2), 1 / (failures + 2))
     design = np.column_stack([logits, np.ones(len(logits))])
-    theta = _logistic(design, np.zeros(len(logits)), target, 1e-3)
-    return float(theta[0]), float(theta[1])
+    theta = _logistic(design, logits, target, CALIBRATION_PRIOR)
+    return 1.0 + float(theta[0]), float(theta[1])
 
 
 def _auroc(probability: NDArray[np.float64], outcome: NDArray[np.float64]) -> float | None:

@@ -43,7 +43,12 @@ async def test_the_learned_estimator_example_runs(
         await record_run(
             sqlite_url,
             f"r{run}",
-            [Tried(status=AttemptStatus.PASSED), Tried(status=AttemptStatus.FAILED, sample=1)],
+            [
+                Tried(status=AttemptStatus.PASSED),
+                Tried(status=AttemptStatus.FAILED, sample=1),
+                Tried(status=AttemptStatus.FAILED, sample=2),
+                Tried(status=AttemptStatus.PASSED, sample=3),
+            ],
             workflow="fix-bug",
             inputs={"issue": "it crashes" * (run + 1)},
         )

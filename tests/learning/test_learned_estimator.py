@@ -29,6 +29,7 @@ from storage import (
     fit_estimator,
     get_run,
 )
+from storage.learned_estimator import EMBEDDING_COMPONENTS, MIN_MODEL_VERDICTS
 from storage.pooled_estimates import pool_examples
 from tests.conftest import WorkflowFactory, estimate
 
@@ -157,13 +158,16 @@ def test_success_is_calibrated_on_a_known_distribution() -> None:
     )
 
 
-def test_without_features_or_with_little_data_it_is_the_pooled_estimate() -> None:
+def test_without_features_or_with_little_data_it_is_near_the_pooled_estimate() -> None:
     rng = np.random.default_rng(3)
     bare = [
         _example(run, model=m, outcome=_verdict(bool(rng.random() < 0.6)), output_tokens=100 + run)
         for run in range(4)
         for m in ("small", "large")
     ]
+    few_verdicts = LearnedEstimator(fit_estimator(bare[: 2 * (MIN_MODEL_VERDICTS - 1)], workflow="w"))
+    assert few_verdicts.estimate("w", "s", "small", RequestFeatures()) is None, "too few verdicts: priors"
+    bare = [replace(e, attempt_id=f"{e.attempt_id}-{i}", sample=i) for e in bare for i in range(3)]
     artifact = fit_estimator(bare, workflow="w")
     assert artifact.features == () and artifact.metrics.n_holdout == 0, "4 runs: no held-out split"
     pooled = pool_examples(bare)
@@ -171,13 +175,17 @@ def test_without_features_or_with_little_data_it_is_the_pooled_estimate() -> Non
     for model in ("small", "large"):
         cell = pooled.cell("w", "s", model)
         assert cell is not None and cell.output_tokens is not None
-        assert learned.success_probability("s", model, RequestFeatures()) == pytest.approx(cell.success_prob)
+        p = learned.success_probability("s", model, RequestFeatures())
+        assert p is not None and abs(p - cell.success_prob) <= 0.08, (
+            "12 verdicts, shrunk toward other centres"
+        )
         found = learned.estimate("w", "s", model, RequestFeatures())
         assert found is not None
         assert found.output_tokens.mean == pytest.approx(cell.output_tokens.mean)
         assert found.output_tokens.std == pytest.approx(cell.output_tokens.std)
 
-    # Many runs, still no feature: measured on held-out runs, but the answer stays the pooled one.
+    # Many runs, still no feature: measured on held-out runs, uncalibrated; both models tried on
+    # every input (nothing selected), so the answer is each model's pass rate.
     many = [
         _example(run, model=m, outcome=_verdict(bool(rng.random() < (0.5 if m == "small" else 0.9))))
         for run in range(200)
@@ -187,20 +195,19 @@ def test_without_features_or_with_little_data_it_is_the_pooled_estimate() -> Non
     assert measured.metrics.n_holdout == 80 and measured.metrics.brier is not None
     assert measured.params.calibration is None
     for model in ("small", "large"):
-        cell = pool_examples(many).cell("w", "s", model)
-        assert cell is not None
+        verdicts = [e.outcome is AttemptOutcome.PASSED for e in many if e.model == model]
         p = LearnedEstimator(measured).success_probability("s", model, RequestFeatures())
-        assert p == pytest.approx(cell.success_prob)
+        assert p is not None and abs(p - float(np.mean(verdicts))) <= 0.01
 
-    # With an input feature and a handful of runs, the penalty keeps it near the pooled estimate.
+    # With an input feature and a handful of runs, the penalty keeps the feature from moving it.
     sized = [replace(e, input_chars={"doc": 100 * (i + 1)}) for i, e in enumerate(bare)]
     few = LearnedEstimator(fit_estimator(sized, workflow="w"))
     for model in ("small", "large"):
-        cell = pooled.cell("w", "s", model)
-        assert cell is not None
+        without = learned.success_probability("s", model, RequestFeatures())
+        assert without is not None
         for chars in (100, 800):
             p = few.success_probability("s", model, RequestFeatures(input_chars={"doc": chars}))
-            assert p is not None and abs(p - cell.success_prob) <= 0.05
+            assert p is not None and abs(p - without) <= 0.05
 
     # Cold start: nothing recorded -> no opinion (the run's priors apply); another workflow too.
     empty = LearnedEstimator(fit_estimator([], workflow="w"))
@@ -218,18 +225,28 @@ def test_held_out_verdicts_that_all_agree_do_not_make_it_certain() -> None:
     assert p is not None and 0.95 < p < 1 - 1 / 300, "not the certainty of 300 passes in a row"
 
 
-def test_a_model_without_attempts_on_a_subtask_gets_the_pooled_prior() -> None:
+def test_a_model_without_attempts_on_a_subtask_borrows_the_model_and_the_subtask() -> None:
+    """`large` is untried on `b`: its odds there are b's (from `small`) moved by most of what
+    `large` does better than `small` elsewhere (on `a`; the rest may be a's own, so not all)."""
     rng = np.random.default_rng(4)
+    rates = {("a", "small"): 0.5, ("a", "large"): 0.9, ("b", "small"): 0.3}
     examples = [
-        _example(run, model=m, subtask=s, outcome=_verdict(bool(rng.random() < 0.7)))
-        for run in range(6)
-        for s, m in (("a", "small"), ("a", "large"), ("b", "small"))
+        _example(run, model=m, subtask=s, outcome=_verdict(bool(rng.random() < rates[(s, m)])))
+        for run in range(300)
+        for s, m in rates
     ]
     learned = LearnedEstimator(fit_estimator(examples, workflow="w"))
-    cell = pool_examples(examples).cell("w", "b", "large")
-    assert cell is not None and cell.verdicts == 0
+    assert pool_examples(examples).cell("w", "b", "large") is not None
     found = learned.estimate("w", "b", "large", RequestFeatures())
-    assert found is not None and found.success_prob == pytest.approx(cell.success_prob)
+    assert found is not None
+    logit = {}
+    for key in [*rates, ("b", "large")]:
+        p = learned.success_probability(*key, RequestFeatures())
+        assert p is not None
+        logit[key] = math.log(p / (1 - p))
+    better = logit[("a", "large")] - logit[("a", "small")]
+    borrowed = logit[("b", "large")] - logit[("b", "small")]
+    assert better > 1.5 and 0.6 * better < borrowed < 1.05 * better
 
 
 def test_errors_are_not_failures() -> None:
@@ -326,7 +343,11 @@ def test_the_artifact_round_trips_through_json() -> None:
     again = fit_estimator(_prompted_runs(embedder, 400), workflow="w", embedder=embedder)
     assert replace(again, created_at=artifact.created_at) == artifact, "seeded: the same fit twice"
     assert artifact.embedder == "hashing-32"
-    assert artifact.features[:2] == ("input_chars:doc", "prompt_tokens") and len(artifact.features) == 34
+    assert artifact.features == (
+        "input_chars:doc",
+        "prompt_tokens",
+        *(f"embedding_pc:{i}" for i in range(EMBEDDING_COMPONENTS)),
+    ), "400 prompts: every principal direction kept"
     loaded = EstimatorArtifact.from_json(artifact.to_json())
     assert loaded == artifact
     before, after = LearnedEstimator(artifact), LearnedEstimator(loaded)  # the embedder rebuilt by its name
@@ -349,7 +370,7 @@ def test_the_artifact_round_trips_through_json() -> None:
     assert urgent is not None and calm is not None and urgent < calm - 0.3, "the prompt's words matter"
 
     with pytest.raises(ConfigError, match="layout version"):
-        EstimatorArtifact.from_json(artifact.to_json().replace('"format_version": 1', '"format_version": 99'))
+        EstimatorArtifact.from_json(artifact.to_json().replace('"format_version": 2', '"format_version": 99'))
     with pytest.raises(ConfigError, match="not an estimator artifact"):
         EstimatorArtifact.from_json("{}")
 
@@ -403,7 +424,14 @@ class _Spy:
         return found
 
 
-TOPICS = ["a short topic", "a rather longer topic about parsing", "caching", "a topic on retries and backoff"]
+TOPICS = [
+    "a short topic",
+    "a rather longer topic about parsing",
+    "caching",
+    "a topic on retries and backoff",
+    "logging",
+    "the last topic, on timeouts",
+]
 
 
 async def test_recorded_runs_train_an_estimator_the_executor_feeds(
@@ -434,8 +462,9 @@ async def test_recorded_runs_train_an_estimator_the_executor_feeds(
     examples = extract_examples(sqlite_url, workflow=diamond(), only_simulated=True, embedder=embedder)
     assert examples and all(e.embedding is not None for e in examples if e.prompt_tokens is not None)
     artifact = fit_estimator(examples, workflow="diamond", embedder=embedder)
-    assert artifact.data.runs == 4 and artifact.data.include_simulated
+    assert artifact.data.runs == len(TOPICS) and artifact.data.include_simulated
     assert artifact.embedder == "hashing-64" and "input_chars:topic" in artifact.features
+    assert "embedding_pc:0" in artifact.features, "24 prompts: one principal direction"
 
     spy = _Spy(LearnedEstimator(EstimatorArtifact.from_json(artifact.to_json())), [])
     recorder = await SqlRecorder.open(sqlite_url)

@@ -201,21 +201,28 @@ def test_a_run_plans_with_the_newest_trained_estimator_by_default(sqlite_url: st
     path.write_text(WORKFLOW_FILE)
     asyncio.run(_mini_always_fails(sqlite_url))  # `run` runs its own event loop
 
-    def first_model(*flags: str) -> tuple[str, str]:
+    def first_model(*flags: str, beliefs: str | None = None) -> tuple[str, str]:
         code, text = _cli("run", str(path), "--db", sqlite_url, *RUN, *flags, width=200)
         assert code == 0, text
-        newest = list_runs(sqlite_url, limit=1)[0]
-        return get_run(sqlite_url, newest.run_id).decisions[0].allocation["fix"]["model"], text
+        newest = get_run(sqlite_url, list_runs(sqlite_url, limit=1)[0].run_id)
+        if beliefs is not None:
+            assert newest.run.beliefs == beliefs, "the run's record says what it planned on"
+            code, shown = _cli("runs", "show", newest.run.run_id, "--db", sqlite_url, width=200)
+            rows = [line.split() for line in shown.splitlines()]
+            assert code == 0 and ["beliefs", *beliefs.split()] in rows, shown
+        return newest.decisions[0].allocation["fix"]["model"], text
 
     # (A run before training would teach the artifact that mini passed this very prompt.)
     code, text = _cli("train", "--db", sqlite_url, "--include-simulated")
     assert code == 0, text
 
-    trained, text = first_model()
+    trained, text = first_model(beliefs="trained v1, then priors; updated in run")
     assert trained == "4o", "the artifact learned that mini never passes `fix`"
     assert "planner estimates from the trained estimator `fix-bug` v1" in text
     assert first_model("--estimator-version", "1")[0] == "4o"
-    untrained, text = first_model("--no-learn")
+    explored = "trained v1 explored (seed 7), then priors; updated in run"
+    first_model("--explore", "--seed", "7", beliefs=explored)
+    untrained, text = first_model("--no-learn", beliefs="priors; updated in run")
     assert untrained == "mini" and "trained estimator" not in text, "the priors alone favour the cheap model"
 
     code, text = _cli("run", str(path), "--db", sqlite_url, *RUN, "--estimator-version", "2", width=200)
