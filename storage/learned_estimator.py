@@ -378,6 +378,7 @@ class LearnedEstimator:
             (c.subtask, c.model): c.success_weights for c in params.cells if c.success_weights is not None
         }
         self._embeddings: dict[str, tuple[float, ...]] = {}
+        self._basis = _Basis.of(params)
 
     @property
     def label(self) -> str:
@@ -436,7 +437,9 @@ class LearnedEstimator:
                     self._embeddings.clear()  # one run asks about few prompts; a server, many runs
                 vector = self._embedder.embed([features.prompt_text])[0]
                 embedding = self._embeddings[features.prompt_text] = tuple(float(x) for x in vector)
-        raw = _raw_features(self.artifact.params, features.input_chars, features.prompt_tokens, embedding)
+        raw = _raw_features(
+            self.artifact.params, self._basis, features.input_chars, features.prompt_tokens, embedding
+        )
         z: NDArray[np.float64] = _standardize(raw[None, :], self._center, self._scale)[0]
         return z
 
@@ -582,8 +585,21 @@ def _feature_names(params: _Params) -> tuple[str, ...]:
     )
 
 
+@dataclass(frozen=True)
+class _Basis:
+    """The embedding's principal directions and mean as arrays (made once, not per request)."""
+
+    directions: NDArray[np.float64]
+    center: NDArray[np.float64]
+
+    @classmethod
+    def of(cls, params: _Params) -> _Basis:
+        return cls(np.array(params.projection, dtype=np.float64), np.array(params.embedding_center))
+
+
 def _raw_features(
     params: _Params,
+    basis: _Basis,
     input_chars: Mapping[str, int],
     prompt_tokens: int | None,
     embedding: Sequence[float] | None,
@@ -594,8 +610,7 @@ def _raw_features(
         values.append(math.nan if prompt_tokens is None else math.log1p(prompt_tokens))
     if params.projection:
         if embedding is not None and len(embedding) == params.embedding_dim:
-            centered = np.asarray(embedding, dtype=np.float64) - np.asarray(params.embedding_center)
-            values.extend(np.asarray(params.projection) @ centered)
+            values.extend(basis.directions @ (np.asarray(embedding, dtype=np.float64) - basis.center))
         else:
             values.extend([math.nan] * len(params.projection))
     return np.array(values, dtype=np.float64)
@@ -603,7 +618,8 @@ def _raw_features(
 
 def _matrix(params: _Params, examples: Sequence[AttemptExample]) -> NDArray[np.float64]:
     width = len(params.inputs) + int(params.prompt_tokens) + len(params.projection)
-    rows = [_raw_features(params, e.input_chars, e.prompt_tokens, e.embedding) for e in examples]
+    basis = _Basis.of(params)
+    rows = [_raw_features(params, basis, e.input_chars, e.prompt_tokens, e.embedding) for e in examples]
     return np.array(rows, dtype=np.float64).reshape(len(examples), width)
 
 
