@@ -52,6 +52,7 @@ async def test_run_page_shows_what_the_database_holds(settings: Settings) -> Non
     detail = get_run(settings.database_url, run_id)
     llm_calls = [c for c in detail.calls if c.kind.value == "llm"]
     assert _field(page, "outcome") == detail.run.outcome.value == "completed"
+    assert _field(page, "beliefs") == detail.run.beliefs == "priors; updated in run"
     assert _field(page, "spent_usd") == f"${detail.run.spent_usd:.6f}"
     assert int(_field(page, "calls")) == len(llm_calls) > 0
     for call in detail.calls:
