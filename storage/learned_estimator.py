@@ -311,7 +311,7 @@ class EstimatorArtifact:
                 penalty=float(p["penalty"]),
                 calibration=None if p["calibration"] is None else (p["calibration"][0], p["calibration"][1]),
                 shared={s: tuple(w) for s, w in p["shared"].items()},
-                loadings={m: float(x) for m, x in p.get("loadings", {}).items()},
+                loadings={m: float(x) for m, x in p["loadings"].items()},
                 cells=tuple(
                     _Cell(
                         subtask=c["subtask"],
@@ -838,13 +838,14 @@ def _success_logits(
     """The uncalibrated log-odds of requests (`keys[i]` = (subtask, model), `z[i]` its features) on an
     input of average difficulty: `b_sm + v_sm · z + w_s · z` (`storage._input_effect`), or the
     pooled cell's log-odds for a cell the success model has no weights for."""
-    logits = np.array([_logit(pooled[key]) for key in keys])
+    logits = np.empty(len(keys))
     width = z.shape[1]
     for key in set(keys):
+        mine = np.array([k == key for k in keys])
         own = weights.get(key)
         if own is None:
+            logits[mine] = _logit(pooled[key])
             continue
-        mine = np.array([k == key for k in keys])
         common = shared.get(key[0])
         logits[mine] = own[0] + (z[mine] @ np.array(own[1:]) if width else 0.0)
         if common is not None and width:

@@ -51,7 +51,7 @@ def test_the_model_escalated_to_is_judged_on_fresh_inputs() -> None:
     assert min(fit.loadings.values()) > 0.5, "the runs' verdicts are correlated: both odds fall with u"
 
 
-def test_without_shared_difficulty_the_loadings_stay_small() -> None:
+def test_without_shared_difficulty_the_fresh_estimate_is_the_pass_rate() -> None:
     """Every attempt an input of its own: nothing is shared, so no loading is needed to explain it."""
     keys, runs, outcome = _escalating_runs(3000, seed=2)
     alone = [f"{r}-{i}" for i, r in enumerate(runs)]

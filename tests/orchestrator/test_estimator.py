@@ -20,7 +20,7 @@ from orchestrator import (
 )
 from orchestrator._estimate_book import DEFAULT_SUCCESS_PROB, EstimateBook
 from orchestrator.estimator import BELIEFS_MAX_CHARS
-from orchestrator.plan import PlanState
+from orchestrator.plan import PlanState, Policy
 from orchestrator.simulated import SimulatedBackend, SimulatedClient
 from orchestrator.virtual_time import run_virtual
 from policies.baselines import FixedModel
@@ -63,19 +63,30 @@ class _Asked:
         return self.answer if (subtask, model) == ("plan", "small") else None
 
 
-def _states(estimator: Estimator | None, *, catalog: Catalog | None = None) -> list[PlanState]:
-    capture = StateCapture(FixedModel(model="large"))
-    result = simulate(
+def _simulated(
+    estimator: Estimator | None,
+    *,
+    policy: Policy,
+    catalog: Catalog | None = None,
+    update_in_run: bool = False,
+) -> RunResult:
+    """One seeded simulated run of `_workflow()` on `estimator`."""
+    return simulate(
         _workflow(),
         catalog=catalog or simulated_catalog(),
-        policy=capture,
+        policy=policy,
         budget_usd=1.0,
         deadline_s=None,
         seed=3,
         inputs={"topic": TOPIC},
         estimator=estimator,
-        update_in_run=False,
+        update_in_run=update_in_run,
     )
+
+
+def _states(estimator: Estimator | None, *, catalog: Catalog | None = None) -> list[PlanState]:
+    capture = StateCapture(FixedModel(model="large"))
+    result = _simulated(estimator, policy=capture, catalog=catalog)
     assert result.outcome.value == "completed"
     return capture.states
 
@@ -171,18 +182,9 @@ def test_the_public_api_passes_the_estimator_and_the_update_switch_through() -> 
 
 def test_the_run_record_says_what_the_beliefs_came_from() -> None:
     def beliefs(estimator: Estimator | None, *, update_in_run: bool) -> str | None:
-        result = simulate(
-            _workflow(),
-            catalog=simulated_catalog(),
-            policy=FixedModel(model="large"),
-            budget_usd=1.0,
-            deadline_s=None,
-            seed=3,
-            inputs={"topic": TOPIC},
-            estimator=estimator,
-            update_in_run=update_in_run,
-        )
-        return result.run.beliefs
+        return _simulated(
+            estimator, policy=FixedModel(model="large"), update_in_run=update_in_run
+        ).run.beliefs
 
     assert beliefs(None, update_in_run=False) == "priors"
     assert beliefs(None, update_in_run=True) == "priors; updated in run"

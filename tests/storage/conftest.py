@@ -15,8 +15,9 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,6 +131,28 @@ def db_url(request: pytest.FixtureRequest) -> str:
     """The URL of a fresh database, once on SQLite and once on PostgreSQL."""
     url: str = request.getfixturevalue(f"{request.param}_url")
     return url
+
+
+def errors_when_together(
+    call: Callable[[], object], count: int, timeout_s: float = 60.0
+) -> list[BaseException]:
+    """Run `call` on `count` threads released at the same instant; what each raised."""
+    start = threading.Barrier(count)
+    errors: list[BaseException] = []
+
+    def one() -> None:
+        start.wait(timeout_s)
+        try:
+            call()
+        except BaseException as error:  # collected for the caller to assert on
+            errors.append(error)
+
+    threads = [threading.Thread(target=one) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout_s)
+    return errors
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from orchestrator.records import (
 from storage import SqlRecorder, build_call_tree, get_run, list_runs, make_engine
 from storage.migrate import current_revision, head_revision, upgrade
 from storage.models import Base
+from tests.storage.conftest import errors_when_together
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = datetime(2025, 3, 4, 5, 6, 7, 123456, tzinfo=UTC)
@@ -419,19 +420,7 @@ def test_concurrent_upgrades_take_turns(postgres_url: str) -> None:
     process = subprocess.Popen(
         [sys.executable, "-c", script, postgres_url], cwd=REPO, env=env, stderr=subprocess.PIPE
     )
-    errors: list[BaseException] = []
-
-    def migrate() -> None:
-        try:
-            upgrade(postgres_url)
-        except BaseException as error:  # collected and asserted below
-            errors.append(error)
-
-    threads = [threading.Thread(target=migrate) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    errors = errors_when_together(lambda: upgrade(postgres_url), 2)
     _, stderr = process.communicate(timeout=60)
     assert errors == []
     assert process.returncode == 0, stderr.decode()

@@ -146,22 +146,24 @@ class Cluster:
     def wait_beating(self, executors: Iterable[str], timeout_s: float = 120.0) -> None:
         """Until each of `executors` wrote its heartbeat."""
         wanted = set(executors)
-        try:
-            wait_until(f"workers {sorted(wanted)} to beat", lambda: wanted <= set(self.beats()), timeout_s)
-        except AssertionError as error:
-            raise AssertionError(f"{error}\n{self.report(sorted(wanted))}") from None
+        self._wait_for(sorted(wanted), "to beat", lambda: wanted <= set(self.beats()), timeout_s)
 
     def wait_ready(self, executors: Iterable[str], timeout_s: float = 60.0) -> None:
         """Until each of `executors` takes runs (it beats before it loads the planner and litellm)."""
         wanted = sorted(set(executors))
+        self._wait_for(
+            wanted,
+            "to take runs",
+            lambda: all("executing runs of queue" in self.log(e) for e in wanted),
+            timeout_s,
+        )
+
+    def _wait_for(self, executors: list[str], what: str, check: Callable[[], bool], timeout_s: float) -> None:
+        """`wait_until` on workers; a timeout says each one's state and the end of its log."""
         try:
-            wait_until(
-                f"workers {wanted} to take runs",
-                lambda: all("executing runs of queue" in self.log(e) for e in wanted),
-                timeout_s,
-            )
+            wait_until(f"workers {executors} {what}", check, timeout_s)
         except AssertionError as error:
-            raise AssertionError(f"{error}\n{self.report(wanted)}") from None
+            raise AssertionError(f"{error}\n{self.report(executors)}") from None
 
     def beats(self) -> dict[str, float]:
         """Executor id -> its last heartbeat (epoch seconds, the database's clock)."""
